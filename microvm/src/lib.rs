@@ -1,0 +1,1 @@
+//! A real KVM VM with no image (see issue 3).

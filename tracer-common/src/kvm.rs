@@ -1,0 +1,1 @@
+//! KVM accounting state machines shared by the probes and userspace (see issue 4).

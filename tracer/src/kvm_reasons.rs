@@ -1,0 +1,1 @@
+//! KVM exit reason names (VMX, SVM, userspace exits).

@@ -1,0 +1,12 @@
+//! vmmtrace: where does the CPU of a KVM host go, to the guests or to the hypervisor?
+//!
+//! Data flows one way: [`probe`] (load the eBPF object, read raw counters) ->
+//! [`account`] (pure attribution) -> [`report`] (JSON, text). [`host`] discovers VMs,
+//! their threads and roles from /proc.
+
+pub mod account;
+pub mod host;
+pub mod kvm_reasons;
+pub mod probe;
+pub mod record;
+pub mod report;
