@@ -1,4 +1,4 @@
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 //! The contract between the eBPF probes (`tracer-ebpf`) and userspace (`vmmtrace`).
 //!
 //! Everything here is `#[repr(C)]` + `Copy` so that both sides agree on the layout of
@@ -48,7 +48,11 @@ pub mod tp_off {
     pub const KVM_EXIT_ISA: usize = 7;
     /// kvm:kvm_userspace_exit `reason`
     pub const KVM_USERSPACE_EXIT_REASON: usize = 8;
-    pub const COUNT: usize = 9;
+    /// task:task_rename `pid`
+    pub const RENAME_PID: usize = 9;
+    /// task:task_rename `newcomm` (char[16])
+    pub const RENAME_NEWCOMM: usize = 10;
+    pub const COUNT: usize = 11;
 }
 
 /// What the thread on a CPU is doing, for the split of its on-CPU time.
@@ -219,6 +223,8 @@ pub mod counter {
     pub const KVM_USERSPACE_EXIT: u32 = 11;
     /// Other in-kernel KVM events (PVM fallback: kvm_pio, kvm_msr, ...).
     pub const KVM_OTHER: u32 = 12;
+    /// sched_process_exec and task_rename events (comm updates).
+    pub const COMM_UPDATE: u32 = 13;
     pub const COUNT: u32 = 16;
     /// How many of the first counters count lost data.
     pub const DROPPED_COUNT: u32 = 4;

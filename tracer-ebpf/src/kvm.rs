@@ -1,0 +1,100 @@
+//! KVM tracepoints. Classic tracepoints, with field offsets read from tracefs at load
+//! time (they change across kernels). kvm_entry/kvm_exit fire on VT-x and AMD-V hosts;
+//! on PVM only the other events do, and are counted per thread.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{
+    counter,
+    kvm::{ExitStats, TidKey, basic_exit_reason},
+    tp_off,
+};
+
+use crate::maps::{
+    KVM_EVENTS, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
+    now, tp_offset,
+};
+
+#[inline(always)]
+fn exit_stats(key: &TidKey) -> Option<*mut ExitStats> {
+    if let Some(p) = VCPU_EXITS.get_ptr_mut(key) {
+        return Some(p);
+    }
+    if VCPU_EXITS.insert(key, &ExitStats::default(), 0).is_err() {
+        bump(counter::DROPPED_KVM);
+        return None;
+    }
+    VCPU_EXITS.get_ptr_mut(key)
+}
+
+#[inline(always)]
+fn count(map: &aya_ebpf::maps::HashMap<TidKey, u64>, key: &TidKey) {
+    match map.get_ptr_mut(key) {
+        // SAFETY: entries keyed by the current tid are only updated by that thread
+        // (or, for KVM_EVENTS, races cost at most a count).
+        Some(p) => unsafe { *p += 1 },
+        None => {
+            if map.insert(key, &1, 0).is_err() {
+                bump(counter::DROPPED_KVM);
+            }
+        }
+    }
+}
+
+#[tracepoint(category = "kvm", name = "kvm_entry")]
+pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
+    bump(counter::KVM_ENTRY);
+    let tid = current_tid();
+    let Some(v) = VCPU_STATE.get_ptr_mut(&tid) else { return 0 };
+    let t = now();
+    // SAFETY: only this thread updates its own entry.
+    checkpoint_current(tid, unsafe { (*v).mode() });
+    if let Some(done) = unsafe { (*v).on_entry(t) } {
+        let key = TidKey { tid, code: done.reason, isa: done.isa, _pad: 0 };
+        if let Some(s) = exit_stats(&key) {
+            // SAFETY: as above.
+            unsafe { (*s).record_latency(done.latency_ns) };
+        }
+    }
+    0
+}
+
+#[tracepoint(category = "kvm", name = "kvm_exit")]
+pub fn kvm_exit(ctx: TracePointContext) -> u32 {
+    bump(counter::KVM_EXIT);
+    let tid = current_tid();
+    let Some(v) = VCPU_STATE.get_ptr_mut(&tid) else { return 0 };
+    // SAFETY: offsets from the format file.
+    let reason: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_REASON)) }.unwrap_or(u32::MAX);
+    let isa: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_ISA)) }.unwrap_or(0);
+    let reason = basic_exit_reason(isa, reason);
+    let t = now();
+    // SAFETY: only this thread updates its own entry.
+    checkpoint_current(tid, unsafe { (*v).mode() });
+    unsafe { (*v).on_exit(t, reason, isa) };
+    let key = TidKey { tid, code: reason, isa, _pad: 0 };
+    if let Some(s) = exit_stats(&key) {
+        // SAFETY: as above.
+        unsafe { (*s).count += 1 };
+    }
+    0
+}
+
+#[tracepoint(category = "kvm", name = "kvm_userspace_exit")]
+pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
+    bump(counter::KVM_USERSPACE_EXIT);
+    // SAFETY: offset from the format file.
+    let reason: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_USERSPACE_EXIT_REASON)) }.unwrap_or(u32::MAX);
+    count(&USERSPACE_EXITS, &TidKey { tid: current_tid(), code: reason, isa: 0, _pad: 0 });
+    0
+}
+
+/// Any other KVM tracepoint (one program attached to many): counted per thread and
+/// tracepoint id (`common_type`, the first field of every record).
+#[tracepoint(category = "kvm", name = "kvm_pio")]
+pub fn kvm_event(ctx: TracePointContext) -> u32 {
+    bump(counter::KVM_OTHER);
+    // SAFETY: common_type is at offset 0 in every tracepoint record.
+    let id: u16 = unsafe { ctx.read_at(0) }.unwrap_or(0);
+    count(&KVM_EVENTS, &TidKey { tid: current_tid(), code: id as u32, isa: 0, _pad: 0 });
+    0
+}

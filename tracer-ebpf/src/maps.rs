@@ -1,0 +1,148 @@
+//! Maps and load-time globals shared by the programs, and the accounting step every
+//! program takes: advance this CPU's clock and charge the elapsed time to the current
+//! thread in its KVM mode.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+};
+use tracer_common::{
+    CpuState, Mode, ThreadCpuStats, ThreadInfo, counter,
+    kvm::{ExitStats, TidKey, VcpuState},
+    tp_off,
+};
+
+/// Set by userspace at load time (see `tracer_common::globals`).
+#[unsafe(no_mangle)]
+static START_NS: u64 = 0;
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
+
+#[inline(always)]
+pub fn start_ns() -> u64 {
+    // SAFETY: reading a global that userspace wrote into .rodata before loading.
+    unsafe { core::ptr::read_volatile(&START_NS) }
+}
+
+#[inline(always)]
+pub fn task_pid_offset() -> usize {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) as usize }
+}
+
+#[inline(always)]
+pub fn tp_offset(i: usize) -> usize {
+    // SAFETY: as above; `i` is a constant below tp_off::COUNT at every call site.
+    unsafe { core::ptr::read_volatile(&TP_OFFSETS[i]) as usize }
+}
+
+/// This CPU's accounting clock.
+#[map]
+pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// tid -> counters on this CPU. Max entries is set by userspace at load time.
+#[map]
+pub static THREAD_STATS: PerCpuHashMap<u32, ThreadCpuStats> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// tid -> identity, written when the thread is first seen on a CPU.
+#[map]
+pub static THREAD_INFO: HashMap<u32, ThreadInfo> = HashMap::with_max_entries(32768, 0);
+
+/// Workload tids (the command vmmtrace runs, and every task it forks): tid -> 1.
+#[map]
+pub static WATCH: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// tid -> KVM state, for threads that entered ioctl(KVM_RUN).
+#[map]
+pub static VCPU_STATE: HashMap<u32, VcpuState> = HashMap::with_max_entries(4096, 0);
+
+/// (tid, exit reason, isa) -> count and latency histogram (kvm_exit/kvm_entry).
+#[map]
+pub static VCPU_EXITS: HashMap<TidKey, ExitStats> = HashMap::with_max_entries(16384, 0);
+
+/// (tid, userspace exit reason) -> count (kvm_userspace_exit).
+#[map]
+pub static USERSPACE_EXITS: HashMap<TidKey, u64> = HashMap::with_max_entries(8192, 0);
+
+/// (tid, tracepoint id) -> count, for the other in-kernel KVM events.
+#[map]
+pub static KVM_EVENTS: HashMap<TidKey, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Event and drop counters, indexed by `tracer_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i64 = 17;
+
+#[inline(always)]
+pub fn bump(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, only this CPU writes it, with preemption disabled.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The current task's KVM mode.
+#[inline(always)]
+pub fn mode_of(tid: u32) -> Mode {
+    // SAFETY: the value is read once, by value.
+    match unsafe { VCPU_STATE.get(&tid) } {
+        Some(v) => v.mode(),
+        None => Mode::Outside,
+    }
+}
+
+/// Charges `ns` of on-CPU time in `mode` to `tid` on this CPU, creating its entry
+/// (and its identity, from the current task) the first time.
+#[inline(always)]
+pub fn charge_current(tid: u32, mode: Mode, ns: u64) -> Option<*mut ThreadCpuStats> {
+    if let Some(p) = THREAD_STATS.get_ptr_mut(&tid) {
+        // SAFETY: per-CPU value, this CPU only.
+        unsafe { (*p).charge(mode, ns) };
+        return Some(p);
+    }
+    if THREAD_STATS.insert(&tid, &ThreadCpuStats::with_charge(mode, ns), 0).is_err() {
+        bump(counter::DROPPED_THREAD_STATS);
+        return None;
+    }
+    remember_current(tid);
+    THREAD_STATS.get_ptr_mut(&tid)
+}
+
+/// Records the current task's identity if not known yet.
+#[inline(always)]
+pub fn remember_current(tid: u32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
+    let info = ThreadInfo { tgid, flags: 0, comm };
+    if let Err(e) = THREAD_INFO.insert(&tid, &info, BPF_NOEXIST) {
+        if e as i64 != -EEXIST {
+            bump(counter::DROPPED_THREAD_INFO);
+        }
+    }
+}
+
+/// A checkpoint in the current task's own context (a KVM mode change): charges the
+/// time since this CPU's last checkpoint to the current task in its old mode.
+#[inline(always)]
+pub fn checkpoint_current(tid: u32, old_mode: Mode) {
+    let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot, this CPU only.
+    let d = unsafe { (*cpu).advance(now(), start_ns()) };
+    charge_current(tid, old_mode, d);
+}
+
+#[inline(always)]
+pub fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}

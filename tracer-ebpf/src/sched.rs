@@ -1,0 +1,125 @@
+//! Scheduler tracepoints: on-CPU time, switches, migrations, workload tracking.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    ThreadCpuStats, counter, is_involuntary, is_involuntary_classic, tp_off,
+};
+
+use crate::maps::{
+    CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now,
+    start_ns, task_pid_offset, tp_offset,
+};
+
+/// The common part of both sched_switch programs. `sched_switch` fires in the context
+/// of `prev`, so prev is the current task.
+#[inline(always)]
+fn on_switch(next_tid: u32, involuntary: bool) {
+    bump(counter::SCHED_SWITCH);
+    let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return };
+    let prev = current_tid();
+    // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
+    let d = unsafe { (*cpu).switch(now(), start_ns(), next_tid) };
+    if let Some(s) = charge_current(prev, mode_of(prev), d) {
+        // SAFETY: per-CPU value returned by the map for this CPU.
+        unsafe {
+            (*s).switches += 1;
+            if involuntary {
+                (*s).involuntary_switches += 1;
+            }
+        }
+    }
+}
+
+/// tp_btf: args are (bool preempt, task_struct *prev, task_struct *next,
+/// unsigned int prev_state) on kernels >= 5.18 (userspace checks the prototype in
+/// the kernel's BTF before choosing this program).
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
+    // Argument indices match the prototype checked at load time.
+    let preempt: u64 = ctx.arg(0);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
+    let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }
+        .unwrap_or(-1) as u32;
+    on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff));
+    0
+}
+
+/// Classic tracepoint fallback; field offsets come from tracefs at load time.
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets read from this kernel's format file; read_at checks bounds.
+    let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
+    let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
+    on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64));
+    0
+}
+
+/// A task moved to another CPU (wakeup placement, load balancing, affinity change).
+#[tracepoint(category = "sched", name = "sched_migrate_task")]
+pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
+    bump(counter::SCHED_MIGRATE);
+    // SAFETY: offset from the format file.
+    let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_PID)) }) else { return 0 };
+    let tid = tid as u32;
+    match THREAD_STATS.get_ptr_mut(&tid) {
+        // SAFETY: per-CPU value, this CPU only.
+        Some(s) => unsafe { (*s).migrations += 1 },
+        None => {
+            let s = ThreadCpuStats { migrations: 1, ..Default::default() };
+            if THREAD_STATS.insert(&tid, &s, 0).is_err() {
+                bump(counter::DROPPED_THREAD_STATS);
+            }
+        }
+    }
+    0
+}
+
+/// Fork/clone: a child of a workload task is a workload task.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    bump(counter::SCHED_FORK);
+    // SAFETY: offsets from the format file.
+    let parent: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_PARENT_PID)) }.unwrap_or(-1);
+    let child: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_CHILD_PID)) }.unwrap_or(-1);
+    let (parent, child) = (parent as u32, child as u32);
+    // SAFETY: value read by copy.
+    if unsafe { WATCH.get(&parent) }.is_some() && WATCH.insert(&child, &1, 0).is_err() {
+        bump(counter::DROPPED_WATCH);
+    }
+    0
+}
+
+/// exec: the thread's name changes; keep the new one.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    bump(counter::COMM_UPDATE);
+    let tid = current_tid();
+    if let Some(info) = THREAD_INFO.get_ptr_mut(&tid) {
+        // SAFETY: the value belongs to the current task, which only it updates here.
+        unsafe { (*info).comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or((*info).comm) };
+    }
+    0
+}
+
+/// prctl(PR_SET_NAME) or a write to /proc/<pid>/task/<tid>/comm (how QEMU names its
+/// "CPU n/KVM" threads).
+#[tracepoint(category = "task", name = "task_rename")]
+pub fn task_rename(ctx: TracePointContext) -> u32 {
+    bump(counter::COMM_UPDATE);
+    // SAFETY: offsets from the format file.
+    let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::RENAME_PID)) }) else { return 0 };
+    let Ok(comm) = (unsafe { ctx.read_at::<[u8; 16]>(tp_offset(tp_off::RENAME_NEWCOMM)) }) else {
+        return 0;
+    };
+    if let Some(info) = THREAD_INFO.get_ptr_mut(&(tid as u32)) {
+        // SAFETY: a plain store of a byte array into the map value.
+        unsafe { (*info).comm = comm };
+    }
+    0
+}

@@ -1,0 +1,188 @@
+//! `cargo xtask <command>`: the project's chores, so that README's two commands do
+//! all set-up on a fresh machine (Debian 12, root, rustup's stable toolchain).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "vmmtrace's project chores")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the tool and its tests need (apt packages, tracefs mount).
+    Setup,
+    /// Set up, then run every test (they load the real eBPF programs: run as root).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then trace bzip2 compressing generated data with `vmmtrace record`.
+    Demo,
+    /// Rebuild the eBPF object from tracer-ebpf/ and refresh the committed copy
+    /// (installs bpf-linker, llvm-22-dev and rust-src when missing).
+    BuildEbpf,
+    /// Rebuild the eBPF object and fail if the committed copy differs.
+    CheckEbpf,
+    /// Per-event cost of the sched_switch programs (kernel BPF stats).
+    Bench,
+}
+
+/// The committed, stripped eBPF object that the `vmmtrace` binary embeds.
+pub const EBPF_OBJECT: &str = "tracer/ebpf/tracer-ebpf.o";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Workloads and tools the tests and the demo use.
+fn setup() -> anyhow::Result<()> {
+    apt_install(&["bzip2", "gnugo", "qemu-system-x86", "linux-perf"])?;
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ebpf_toolchain() -> anyhow::Result<()> {
+    if !have("bpf-linker") {
+        apt_install(&["llvm-22-dev"])?;
+        run(cargo()
+            .args(["install", "bpf-linker@0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src"]))?;
+    Ok(())
+}
+
+/// Builds the eBPF object and writes the stripped copy to `out`.
+fn build_ebpf(out: &Path) -> anyhow::Result<()> {
+    ebpf_toolchain()?;
+    let root = root();
+    let target_dir = root.join("target/ebpf");
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    let sysroot = String::from_utf8(Command::new("rustc").args(["--print", "sysroot"]).output()?.stdout)?;
+    // Same flags as aya-build, plus path remapping so that the object (whose BTF line
+    // info names source files) is byte for byte the same in any checkout.
+    let rustflags = [
+        "--cfg".to_string(),
+        "bpf_target_arch=\"x86_64\"".into(),
+        "-Cdebuginfo=2".into(),
+        "-Clink-arg=--btf".into(),
+        format!("--remap-path-prefix={}=/vmmtrace", root.display()),
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+        format!("--remap-path-prefix={}=/rust", sysroot.trim()),
+    ]
+    .join("\x1f");
+    run(cargo()
+        .current_dir(&root)
+        .args(["build", "-p", "tracer-ebpf", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags))?;
+    let built = target_dir.join("bpfel-unknown-none/release/tracer-ebpf");
+    let objcopy = ["llvm-objcopy-22", "/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy"]
+        .into_iter()
+        .find(|p| have(p))
+        .context("llvm-objcopy not found: apt-get install llvm-22")?;
+    // Drop DWARF; keep .BTF/.BTF.ext, which aya and the kernel use.
+    run(Command::new(objcopy).arg("--strip-debug").arg(&built).arg(out))?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = root();
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Test { args } => {
+            setup()?;
+            run(cargo().current_dir(&root).args(["test", "--workspace"]).args(&args))
+        }
+        Cmd::Demo => {
+            setup()?;
+            run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
+            run(Command::new(root.join("target/release/vmmtrace")).current_dir(&root).args(["demo"]))
+        }
+        Cmd::BuildEbpf => {
+            let out = root.join(EBPF_OBJECT);
+            std::fs::create_dir_all(out.parent().unwrap())?;
+            build_ebpf(&out)?;
+            eprintln!("wrote {} ({} bytes)", out.display(), std::fs::metadata(&out)?.len());
+            Ok(())
+        }
+        Cmd::CheckEbpf => {
+            let tmp = root.join("target/ebpf/check.o");
+            std::fs::create_dir_all(tmp.parent().unwrap())?;
+            build_ebpf(&tmp)?;
+            let committed = std::fs::read(root.join(EBPF_OBJECT))
+                .with_context(|| format!("read {EBPF_OBJECT}"))?;
+            if std::fs::read(&tmp)? != committed {
+                bail!("{EBPF_OBJECT} differs from what tracer-ebpf/ builds: run `cargo xtask build-ebpf` and commit it");
+            }
+            eprintln!("{EBPF_OBJECT} matches the sources");
+            Ok(())
+        }
+        Cmd::Bench => {
+            setup()?;
+            run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
+            run(Command::new(root.join("target/release/vmmtrace")).args(["bench"]))
+        }
+    }
+}
