@@ -1,4 +1,16 @@
 //! Host discovery: which threads exist, what role each plays, where it may run.
+//!
+//! [`HostSnapshot::discover`] reads /proc and /sys once and returns the VMs
+//! ([`Vm`]: name, VMM pid, vCPU tids, VMM thread tids) and a [`ThreadIdentity`] for
+//! every thread (role, vCPU index, VM, CPU affinity, pinned or not).
+//! [`HostSnapshot::classify`] names threads the probes saw but discovery did not
+//! (they started or exited in between) from their tid, pid and comm.
+//!
+//! The module is split into pure rules tested on fixture strings (`parse`: stat,
+//! status, cmdline, CPU lists; `names`: VMM binaries, VM names, vCPU thread names,
+//! kernel threads) and a thin I/O layer (`procfs`). [`HostSnapshot::from_samples`]
+//! runs the classification on samples built in memory, [`HostSnapshot::discover_with`]
+//! on another /proc tree.
 
 use serde::{Deserialize, Serialize};
 
@@ -97,15 +109,15 @@ pub struct ThreadIdentity {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ProcessSample {
     pub pid: u32,
-    /// Target of /proc/<pid>/exe (absent for kernel threads).
+    /// Target of `/proc/<pid>/exe` (absent for kernel threads).
     pub exe: Option<String>,
-    /// /proc/<pid>/cmdline, split at NULs.
+    /// `/proc/<pid>/cmdline`, split at NULs.
     pub cmdline: Vec<String>,
     /// Sorted by tid; the thread with `tid == pid` is the main thread.
     pub threads: Vec<ThreadSample>,
 }
 
-/// One thread as read from /proc/<pid>/task/<tid>/{stat,status}.
+/// One thread as read from `/proc/<pid>/task/<tid>/{stat,status}`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ThreadSample {
     pub tid: u32,
@@ -166,7 +178,7 @@ impl HostSnapshot {
     /// Rules, in order of precedence:
     /// 1. A process is a VMM if its comm or executable is qemu-system-*, qemu-kvm,
     ///    cloud-hypervisor, firecracker or crosvm, or if one of its threads is in
-    ///    `kvm_run_tids` or is named "CPU <n>/KVM". Its threads named as vCPUs
+    ///    `kvm_run_tids` or is named `"CPU <n>/KVM"`. Its threads named as vCPUs
     ///    ("CPU 3/KVM", cloud-hypervisor "vcpu3", firecracker "fc_vcpu 3", crosvm
     ///    "crosvm_vcpu3") or in `kvm_run_tids` are `Vcpu`; every other thread is `Vmm`.
     ///    vCPU threads without an index in their name get the free indexes in tid order.
@@ -323,7 +335,7 @@ impl HostSnapshot {
     /// Returns the role, the vCPU index if known, and the VM name if known.
     ///
     /// A thread seen by discovery (same tid and pid) keeps its discovered identity.
-    /// Otherwise: tid 0 is `HostKernel`; a "CPU <n>/KVM" comm or a tid that entered
+    /// Otherwise: tid 0 is `HostKernel`; a `"CPU <n>/KVM"` comm or a tid that entered
     /// KVM_RUN is `Vcpu`; any other thread of a known VMM pid is `Vmm`; `vhost-<pid>`,
     /// `kvm-pit/<pid>`, `kvm-nx-lpage-re..` are `Vmm`; a workload tid is `Workload`;
     /// well-known kernel thread names (kworker/, ksoftirqd/, migration/, rcu_,

@@ -151,18 +151,18 @@ fn parse_index(digits: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// A thread that works for a VM whose VMM process has pid [`VmKernelThread::Owner`]'s
-/// value, recognised by name: `vhost-<pid>` (a kernel thread before Linux 6.4, a
-/// thread inside the VMM process since), `kvm-pit/<pid>`,
-/// `kvm-nx-lpage-recovery-<pid>` (a kernel thread, full name in /proc since 5.17),
-/// and the truncated forms seen in 15-byte comms (`kvm-nx-lpage-re`), whose owner is
-/// unknown.
+/// The owner of a kernel thread (or vhost worker) that works for a VM, recognised by
+/// name: `vhost-<pid>` (a kernel thread before Linux 6.4, a thread inside the VMM
+/// process since), `kvm-pit/<pid>`, `kvm-nx-lpage-recovery-<pid>` (a kernel thread
+/// before 6.13, with its full name in /proc since 5.17), and the truncated form seen in
+/// 15-byte comms (`kvm-nx-lpage-re`), whose owner is unknown.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum VmKernelThread {
     Owner(u32),
     UnknownOwner,
 }
 
+/// Whether a thread name says it works for a VM (see [`VmKernelThread`]).
 pub fn vm_thread_owner(comm: &str) -> Option<VmKernelThread> {
     for prefix in ["vhost-", "kvm-pit/", "kvm-nx-lpage-recovery-"] {
         if let Some(rest) = comm.strip_prefix(prefix) {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// `PF_KTHREAD` in the `flags` field of /proc/<pid>/stat: the task is a kernel thread.
+/// `PF_KTHREAD` in the `flags` field of `/proc/<pid>/stat`: the task is a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// A CPU list that does not follow the kernel's `cpulist` syntax.
@@ -97,7 +97,7 @@ pub fn format_cpu_list(cpus: &[u32]) -> String {
     parts.join(",")
 }
 
-/// The fields of /proc/<pid>/task/<tid>/stat that discovery uses.
+/// The fields of `/proc/<pid>/task/<tid>/stat` that discovery uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
     pub tid: u32,
@@ -116,7 +116,7 @@ impl Stat {
     }
 }
 
-/// Parses /proc/<pid>/stat. The comm field is delimited by the first `(` and the
+/// Parses `/proc/<pid>/stat`. The comm field is delimited by the first `(` and the
 /// LAST `)`, since a comm may itself contain `) (` or spaces.
 pub fn parse_stat(text: &str) -> Result<Stat, String> {
     let open = text.find('(').ok_or("no '(' before the comm field")?;
@@ -153,7 +153,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, String> {
     })
 }
 
-/// The fields of /proc/<pid>/task/<tid>/status that discovery uses.
+/// The fields of `/proc/<pid>/task/<tid>/status` that discovery uses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Status {
     /// `Name:` (escaped by the kernel: a space stays a space, `\n` is `\\n`).
@@ -163,7 +163,7 @@ pub struct Status {
     pub cpus_allowed: Option<Vec<u32>>,
 }
 
-/// Parses /proc/<pid>/status. Lines it does not need are ignored; a malformed
+/// Parses `/proc/<pid>/status`. Lines it does not need are ignored; a malformed
 /// `Cpus_allowed_list` is an error.
 pub fn parse_status(text: &str) -> Result<Status, String> {
     let mut status = Status::default();
@@ -190,7 +190,7 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
     Ok(status)
 }
 
-/// Splits /proc/<pid>/cmdline (NUL-separated, usually NUL-terminated) into arguments.
+/// Splits `/proc/<pid>/cmdline` (NUL-separated, usually NUL-terminated) into arguments.
 pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
     let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
     if bytes.is_empty() {
