@@ -5,31 +5,35 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use tracer_common::{
-    CpuState, Mode, ThreadCpuStats, ThreadInfo, counter,
+    CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
     tp_off,
 };
 
 /// Set by userspace at load time (see `tracer_common::globals`).
 #[unsafe(no_mangle)]
-static START_NS: u64 = 0;
-#[unsafe(no_mangle)]
 static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 
+/// The trace window; userspace writes it after attaching and at the end.
+#[map]
+pub static CONFIG: Array<Window> = Array::with_max_entries(1, 0);
+
 #[inline(always)]
-pub fn start_ns() -> u64 {
-    // SAFETY: reading a global that userspace wrote into .rodata before loading.
-    unsafe { core::ptr::read_volatile(&START_NS) }
+pub fn window() -> Window {
+    match CONFIG.get(0) {
+        Some(w) => *w,
+        None => Window::default(),
+    }
 }
 
 #[inline(always)]
 pub fn task_pid_offset() -> usize {
-    // SAFETY: as above.
+    // SAFETY: reading a global that userspace wrote into .rodata before loading.
     unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) as usize }
 }
 
@@ -138,7 +142,7 @@ pub fn remember_current(tid: u32) {
 pub fn checkpoint_current(tid: u32, old_mode: Mode) {
     let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU slot, this CPU only.
-    let d = unsafe { (*cpu).advance(now(), start_ns()) };
+    let d = unsafe { (*cpu).advance(now(), &window()) };
     charge_current(tid, old_mode, d);
 }
 

@@ -11,7 +11,8 @@ use tracer_common::{
 
 use crate::maps::{
     CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now,
-    start_ns, task_pid_offset, tp_offset,
+    remember_current,
+    task_pid_offset, tp_offset, window,
 };
 
 /// The common part of both sched_switch programs. `sched_switch` fires in the context
@@ -22,10 +23,15 @@ fn on_switch(next_tid: u32, involuntary: bool) {
     let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return };
     let prev = current_tid();
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
-    let d = unsafe { (*cpu).switch(now(), start_ns(), next_tid) };
+    let d = unsafe { (*cpu).switch(now(), &window(), next_tid) };
     if let Some(s) = charge_current(prev, mode_of(prev), d) {
         // SAFETY: per-CPU value returned by the map for this CPU.
         unsafe {
+            if (*s).switches == 0 {
+                // First switch-out on this CPU: the entry may have been created by a
+                // migration, which does not know the thread's identity.
+                remember_current(prev);
+            }
             (*s).switches += 1;
             if involuntary {
                 (*s).involuntary_switches += 1;

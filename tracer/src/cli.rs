@@ -1,0 +1,141 @@
+//! The command line (clap), nothing else.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmmtrace",
+    version,
+    about = "Where does the CPU of a KVM host go: to the guests, or to the hypervisor?",
+    long_about = "vmmtrace traces every CPU of this host with eBPF and tells, per thread and per core, \
+how much time went to guests (vCPU threads), to the hypervisor (KVM exit handling, QEMU's own threads, \
+vhost, host kernel threads) and to everything else. Run it as root."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace the whole host for a duration, until Ctrl-C, or around a command; write a JSON report.
+    Record(RecordArgs),
+    /// Print a report file as text.
+    Report(ReportArgs),
+    /// Measure the per-event cost of the probes (kernel BPF statistics) under a context-switch load.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C or SIGTERM. \
+With a command, vmmtrace exits with the command's exit code.")]
+pub struct RecordArgs {
+    /// Stop after this long: seconds (e.g. 10, 2.5) or with a unit (500ms, 30s, 2m).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Where to write the JSON report.
+    #[arg(short, long, value_name = "FILE", default_value = "vmmtrace-report.json")]
+    pub output: PathBuf,
+    /// Seconds between live summary lines on stderr (0 = none).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration_or_zero)]
+    pub interval: Duration,
+    /// Threads to list in the summary at the end.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Use the classic sched_switch tracepoint even where tp_btf works.
+    #[arg(long)]
+    pub classic_sched_switch: bool,
+    /// Do not attach the KVM probes.
+    #[arg(long)]
+    pub no_kvm: bool,
+    /// Command to run and trace (everything after --); tracing ends when it exits.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A report written by `vmmtrace record`.
+    pub file: PathBuf,
+    /// Threads to list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Context switches to drive per measurement (two tasks ping-ponging on a pipe).
+    #[arg(long, default_value_t = 200_000)]
+    pub switches: u64,
+}
+
+fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration: give seconds (10, 2.5) or a number with ms, s, m or h"))?;
+    let secs = v * mult;
+    if !secs.is_finite() || secs < 0.0 || (secs == 0.0 && !allow_zero) {
+        return Err(format!("'{s}' is not a positive duration"));
+    }
+    if secs > 366.0 * 86400.0 {
+        return Err(format!("'{s}' is longer than a year"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_inner(s, false)
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    parse_duration_inner(s, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("abc").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("1e12").is_err());
+        assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["vmmtrace", "record", "-d", "3", "--", "bzip2", "-9"]).unwrap();
+        match c.command {
+            Command::Record(r) => {
+                assert_eq!(r.command, vec!["bzip2", "-9"]);
+                assert_eq!(r.duration, Some(Duration::from_secs(3)));
+            }
+            _ => panic!("expected record"),
+        }
+        assert!(Cli::try_parse_from(["vmmtrace", "record", "--duration", "soon"]).is_err());
+    }
+}

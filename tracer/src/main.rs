@@ -1,0 +1,63 @@
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use vmmtrace::{
+    cli::{BenchArgs, Cli, Command},
+    probe::ProbeOptions,
+    record::{RecordOptions, record},
+    report::{Report, render_text},
+};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vmmtrace: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmmtrace: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Record(a) => {
+            let opts = RecordOptions {
+                duration: a.duration,
+                output: a.output.clone(),
+                command: a.command,
+                live_interval: (a.interval > Duration::ZERO).then_some(a.interval),
+                probe: ProbeOptions { classic_sched_switch: a.classic_sched_switch, kvm: !a.no_kvm, ..Default::default() },
+                top: a.top,
+            };
+            let out = record(opts).await?;
+            eprint!("{}", render_text(&out.report, a.top));
+            if out.interrupted {
+                eprintln!("interrupted: report of the time traced so far");
+            }
+            eprintln!("report written to {}", a.output.display());
+            Ok(out.exit_code)
+        }
+        Command::Report(a) => {
+            let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+            let r = Report::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+            print!("{}", render_text(&r, a.top));
+            Ok(0)
+        }
+        Command::Bench(a) => bench(a).await,
+    }
+}
+
+async fn bench(_a: BenchArgs) -> anyhow::Result<i32> {
+    anyhow::bail!("bench: not implemented yet")
+}

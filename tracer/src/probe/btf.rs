@@ -1,0 +1,237 @@
+//! Just enough of a BTF reader to find what the probes need from the running kernel's
+//! types (/sys/kernel/btf/vmlinux): a struct member's byte offset (`task_struct.pid`)
+//! and the number of arguments of a tracepoint's prototype (`btf_trace_sched_switch`).
+
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("BTF data is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("type {0} not found in the kernel's BTF")]
+    NoType(String),
+    #[error("struct {0} has no member {1}")]
+    NoMember(String, String),
+}
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Debug, Clone)]
+struct Type {
+    name_off: u32,
+    kind: u32,
+    kind_flag: bool,
+    vlen: u32,
+    /// size or referenced type id
+    size_or_type: u32,
+    /// start of the kind-specific data in the type section
+    extra: usize,
+}
+
+/// A parsed BTF blob: types by id, plus a name index of structs and typedefs.
+pub struct Btf {
+    data: Vec<u8>,
+    types_start: usize,
+    strings_start: usize,
+    strings_len: usize,
+    types: Vec<Type>,
+    by_name: HashMap<(String, u32), u32>,
+}
+
+fn u32_at(d: &[u8], off: usize) -> Result<u32, BtfError> {
+    d.get(off..off + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+impl Btf {
+    pub fn from_sys_fs() -> std::io::Result<Result<Btf, BtfError>> {
+        Ok(Btf::parse(std::fs::read("/sys/kernel/btf/vmlinux")?))
+    }
+
+    pub fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
+        if data.len() < 24 || data[0..2] != [0x9f, 0xeb] {
+            return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
+        }
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let type_off = u32_at(&data, 8)? as usize;
+        let type_len = u32_at(&data, 12)? as usize;
+        let str_off = u32_at(&data, 16)? as usize;
+        let str_len = u32_at(&data, 20)? as usize;
+        let types_start = hdr_len + type_off;
+        let types_end = types_start + type_len;
+        let strings_start = hdr_len + str_off;
+        if types_end > data.len() || strings_start + str_len > data.len() {
+            return Err(BtfError::Malformed("sections out of bounds"));
+        }
+        // Type id 0 is void.
+        let mut types = vec![Type { name_off: 0, kind: 0, kind_flag: false, vlen: 0, size_or_type: 0, extra: 0 }];
+        let mut off = types_start;
+        while off < types_end {
+            let name_off = u32_at(&data, off)?;
+            let info = u32_at(&data, off + 4)?;
+            let size_or_type = u32_at(&data, off + 8)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = info & 0xffff;
+            let extra = off + 12;
+            let extra_len = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
+                0..=19 => 0,
+                _ => return Err(BtfError::Malformed("unknown type kind")),
+            };
+            types.push(Type { name_off, kind, kind_flag: info >> 31 == 1, vlen, size_or_type, extra });
+            off = extra + extra_len;
+        }
+        let mut btf = Btf { data, types_start, strings_start, strings_len: str_len, types, by_name: HashMap::new() };
+        for id in 1..btf.types.len() {
+            let t = &btf.types[id];
+            if matches!(t.kind, KIND_STRUCT | KIND_TYPEDEF) && t.name_off != 0 {
+                let name = btf.string(t.name_off)?.to_string();
+                btf.by_name.entry((name, t.kind)).or_insert(id as u32);
+            }
+        }
+        let _ = btf.types_start;
+        Ok(btf)
+    }
+
+    fn string(&self, off: u32) -> Result<&str, BtfError> {
+        let start = self.strings_start + off as usize;
+        let end_max = self.strings_start + self.strings_len;
+        let s = self.data.get(start..end_max).ok_or(BtfError::Malformed("string offset"))?;
+        let n = s.iter().position(|&b| b == 0).ok_or(BtfError::Malformed("unterminated string"))?;
+        std::str::from_utf8(&s[..n]).map_err(|_| BtfError::Malformed("string not UTF-8"))
+    }
+
+    /// Byte offset of `member` in `struct name` (searching anonymous nested
+    /// structs/unions too).
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
+        let id = *self
+            .by_name
+            .get(&(name.to_string(), KIND_STRUCT))
+            .ok_or_else(|| BtfError::NoType(format!("struct {name}")))?;
+        self.find_member(id, member, 0)?
+            .map(|bits| bits / 8)
+            .ok_or_else(|| BtfError::NoMember(name.into(), member.into()))
+    }
+
+    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Result<Option<u32>, BtfError> {
+        let t = self.types.get(id as usize).ok_or(BtfError::Malformed("type id"))?;
+        for i in 0..t.vlen as usize {
+            let m = t.extra + 12 * i;
+            let name_off = u32_at(&self.data, m)?;
+            let mtype = u32_at(&self.data, m + 4)?;
+            let raw = u32_at(&self.data, m + 8)?;
+            let bits = base_bits + if t.kind_flag { raw & 0xff_ffff } else { raw };
+            if name_off == 0 {
+                let inner = self.skip_modifiers(mtype)?;
+                if matches!(self.types[inner as usize].kind, KIND_STRUCT | KIND_UNION) {
+                    if let Some(b) = self.find_member(inner, member, bits)? {
+                        return Ok(Some(b));
+                    }
+                }
+            } else if self.string(name_off)? == member {
+                return Ok(Some(bits));
+            }
+        }
+        Ok(None)
+    }
+
+    fn skip_modifiers(&self, mut id: u32) -> Result<u32, BtfError> {
+        for _ in 0..32 {
+            let t = self.types.get(id as usize).ok_or(BtfError::Malformed("type id"))?;
+            match t.kind {
+                8..=11 | 18 => id = t.size_or_type, // typedef, volatile, const, restrict, type_tag
+                _ => return Ok(id),
+            }
+        }
+        Err(BtfError::Malformed("modifier loop"))
+    }
+
+    /// Number of parameters of the function prototype a typedef points to, e.g.
+    /// `btf_trace_sched_switch` (its first parameter is the `void *` context).
+    pub fn typedef_proto_params(&self, typedef: &str) -> Result<u32, BtfError> {
+        let id = *self
+            .by_name
+            .get(&(typedef.to_string(), KIND_TYPEDEF))
+            .ok_or_else(|| BtfError::NoType(format!("typedef {typedef}")))?;
+        let mut t = &self.types[id as usize];
+        for _ in 0..8 {
+            match t.kind {
+                KIND_TYPEDEF | KIND_PTR => t = &self.types[t.size_or_type as usize],
+                KIND_FUNC_PROTO => return Ok(t.vlen),
+                _ => break,
+            }
+        }
+        Err(BtfError::NoType(format!("function prototype behind {typedef}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a tiny BTF blob: int, struct s { int a; struct { int pid; }; },
+    /// and typedef t -> ptr -> proto(int, int, int).
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0pid\0t\0";
+        let (s_int, s_s, s_a, s_pid, s_t) = (1u32, 5, 7, 9, 13);
+        let mut ty = Vec::new();
+        let mut push = |v: &[u32]| v.iter().for_each(|x| ty.extend_from_slice(&x.to_le_bytes()));
+        push(&[s_int, KIND_INT << 24, 4, 32]); // 1: int
+        push(&[0, (KIND_STRUCT << 24) | 1, 4, 0, s_pid, 1, 0]); // 2: anon struct { int pid @0 }
+        push(&[s_s, (KIND_STRUCT << 24) | 2, 8, s_a, 1, 0, 0, 2, 32]); // 3: struct s { a @0; anon @32 bits }
+        push(&[0, (KIND_FUNC_PROTO << 24) | 3, 1, 0, 1, 0, 1, 0, 1]); // 4: proto(int,int,int)
+        push(&[0, KIND_PTR << 24, 4]); // 5: ptr -> proto
+        push(&[s_t, KIND_TYPEDEF << 24, 5]); // 6: typedef t
+        let mut d = vec![0x9f, 0xeb, 1, 0];
+        for v in [24u32, 0, ty.len() as u32, ty.len() as u32, strings.len() as u32] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&ty);
+        d.extend_from_slice(strings);
+        d
+    }
+
+    #[test]
+    fn finds_members_in_nested_anonymous_structs() {
+        let b = Btf::parse(blob()).unwrap();
+        assert_eq!(b.member_offset("s", "a").unwrap(), 0);
+        assert_eq!(b.member_offset("s", "pid").unwrap(), 4);
+        assert!(matches!(b.member_offset("s", "nope"), Err(BtfError::NoMember(..))));
+        assert!(matches!(b.member_offset("nope", "a"), Err(BtfError::NoType(..))));
+        assert_eq!(b.typedef_proto_params("t").unwrap(), 3);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Btf::parse(vec![1, 2, 3]).is_err());
+        let mut d = blob();
+        d.truncate(40);
+        assert!(Btf::parse(d).is_err());
+    }
+
+    #[test]
+    fn reads_the_running_kernel() {
+        // The kernel's own BTF: task_struct.pid is somewhere past the start, and
+        // sched_switch's tracepoint has the 5.18+ prototype (ctx, preempt, prev, next, prev_state).
+        let b = Btf::from_sys_fs().expect("/sys/kernel/btf/vmlinux").expect("parse vmlinux BTF");
+        let pid = b.member_offset("task_struct", "pid").unwrap();
+        let tgid = b.member_offset("task_struct", "tgid").unwrap();
+        assert!(pid > 0 && tgid == pid + 4, "pid at {pid}, tgid at {tgid}");
+        assert_eq!(b.typedef_proto_params("btf_trace_sched_switch").unwrap(), 5);
+    }
+}

@@ -1,0 +1,512 @@
+//! Loading and attaching the eBPF programs, feature detection with fallbacks, and
+//! reading the raw counters out of the maps. No attribution happens here.
+
+pub mod btf;
+pub mod tracefs;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{BtfTracePoint, TracePoint},
+};
+use serde::{Deserialize, Serialize};
+use tracer_common::{
+    CpuState, ThreadCpuStats, ThreadInfo, Window, counter, globals,
+    kvm::{ExitStats, TidKey, VcpuState},
+    tp_off,
+};
+
+/// The eBPF object (built by `cargo xtask build-ebpf`, committed).
+static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!("../../ebpf/tracer-ebpf.o");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    NotPrivileged(String),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+    #[error("attaching {probe} failed: {reason}")]
+    Attach { probe: String, reason: String },
+    #[error("reading map {0}: {1}")]
+    Map(&'static str, String),
+    #[error("cannot learn the CPUs of this machine: {0}")]
+    Cpus(String),
+}
+
+/// A probe that could not be used, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Unavailable {
+    pub probe: String,
+    pub reason: String,
+}
+
+/// Which probes are attached; goes into the report as `host.features`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Features {
+    /// How sched_switch is traced: "tp_btf" or "tracepoint".
+    pub sched_switch: String,
+    pub attached: Vec<String>,
+    pub unavailable: Vec<Unavailable>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Use the classic sched_switch tracepoint even where tp_btf works.
+    pub classic_sched_switch: bool,
+    /// Attach the KVM probes (ioctl KVM_RUN, kvm tracepoints).
+    pub kvm: bool,
+    /// Capacity of the per-thread map.
+    pub max_threads: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions { classic_sched_switch: false, kvm: true, max_threads: 16384 }
+    }
+}
+
+/// Everything the maps hold at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct RawCounters {
+    pub window: Window,
+    /// Possible CPUs (the length of every per-CPU vector).
+    pub nr_cpus: usize,
+    pub online_cpus: Vec<u32>,
+    pub cpus: Vec<CpuState>,
+    /// tid -> per-CPU counters.
+    pub threads: BTreeMap<u32, Vec<ThreadCpuStats>>,
+    pub thread_info: HashMap<u32, ThreadInfo>,
+    /// Workload tids (the traced command and everything it forked).
+    pub workload: HashSet<u32>,
+    /// `tracer_common::counter`, summed over CPUs.
+    pub counters: Vec<u64>,
+    pub vcpus: HashMap<u32, VcpuState>,
+    pub exits: Vec<(TidKey, ExitStats)>,
+    pub userspace_exits: Vec<(TidKey, u64)>,
+    pub kvm_events: Vec<(TidKey, u64)>,
+    /// Tracepoint id -> name, for `kvm_events`.
+    pub kvm_event_names: HashMap<u32, String>,
+}
+
+impl RawCounters {
+    pub fn dropped_events(&self) -> u64 {
+        self.counters.iter().take(counter::DROPPED_COUNT as usize).sum()
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Fails with a one-line reason unless this process may load tracing programs.
+pub fn check_privileges() -> Result<(), ProbeError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    Err(ProbeError::NotPrivileged(
+        "vmmtrace needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load its eBPF probes: run it with sudo"
+            .into(),
+    ))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Loaded and attached probes. Dropping this detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    config: Array<MapData, Window>,
+    window: Window,
+    pub features: Features,
+    kvm_event_names: HashMap<u32, String>,
+    nr_cpus: usize,
+    online_cpus: Vec<u32>,
+}
+
+/// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire.
+const KVM_OTHER_EVENTS: &[(&str, &str)] = &[
+    ("kvm", "kvm_pio"),
+    ("kvm", "kvm_mmio"),
+    ("kvm", "kvm_msr"),
+    ("kvm", "kvm_apic_accept_irq"),
+    ("kvm", "kvm_vcpu_wakeup"),
+    ("kvm", "kvm_emulate_insn"),
+    ("kvm", "kvm_eoi"),
+    ("kvmmmu", "kvm_mmu_set_spte"),
+];
+
+impl Probes {
+    /// Loads the programs and attaches them. Nothing is charged until [`Probes::start`].
+    pub fn attach(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
+        check_privileges()?;
+        let root = tracefs::tracefs_root()?;
+        let mut features = Features::default();
+        let mut offsets = [0u32; tp_off::COUNT];
+
+        // Classic tracepoint layouts (needed for the sched_switch fallback, and for the
+        // rarer events, which are always classic tracepoints).
+        let sw = tracefs::read_format(&root, "sched", "sched_switch")?;
+        offsets[tp_off::SWITCH_PREV_STATE] = sw.offset("sched_switch", "prev_state")?;
+        offsets[tp_off::SWITCH_NEXT_PID] = sw.offset("sched_switch", "next_pid")?;
+        let mig = tracefs::read_format(&root, "sched", "sched_migrate_task")?;
+        offsets[tp_off::MIGRATE_PID] = mig.offset("sched_migrate_task", "pid")?;
+        let fork = tracefs::read_format(&root, "sched", "sched_process_fork")?;
+        offsets[tp_off::FORK_PARENT_PID] = fork.offset("sched_process_fork", "parent_pid")?;
+        offsets[tp_off::FORK_CHILD_PID] = fork.offset("sched_process_fork", "child_pid")?;
+        let rename = tracefs::read_format(&root, "task", "task_rename").ok();
+        if let Some(r) = &rename {
+            offsets[tp_off::RENAME_PID] = r.offset("task_rename", "pid")?;
+            offsets[tp_off::RENAME_NEWCOMM] = r.offset("task_rename", "newcomm")?;
+        }
+        let mut kvm_formats = HashMap::new();
+        if opts.kvm {
+            for (cat, name, fields) in [
+                ("syscalls", "sys_enter_ioctl", &[("cmd", tp_off::IOCTL_CMD)][..]),
+                ("syscalls", "sys_exit_ioctl", &[][..]),
+                ("kvm", "kvm_exit", &[("exit_reason", tp_off::KVM_EXIT_REASON), ("isa", tp_off::KVM_EXIT_ISA)][..]),
+                ("kvm", "kvm_entry", &[][..]),
+                ("kvm", "kvm_userspace_exit", &[("reason", tp_off::KVM_USERSPACE_EXIT_REASON)][..]),
+            ] {
+                match tracefs::read_format(&root, cat, name) {
+                    Ok(f) => {
+                        let mut ok = true;
+                        for (field, idx) in fields {
+                            match f.offset(name, field) {
+                                Ok(o) => offsets[*idx] = o,
+                                Err(e) => {
+                                    features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() });
+                                    ok = false;
+                                }
+                            }
+                        }
+                        if ok {
+                            kvm_formats.insert(name, f);
+                        }
+                    }
+                    Err(e) => features.unavailable.push(Unavailable {
+                        probe: format!("{cat}:{name}"),
+                        reason: if cat == "kvm" {
+                            "no kvm tracepoints on this kernel: is the kvm module loaded? (modprobe kvm_intel or kvm_amd)".into()
+                        } else {
+                            format!("{e} (kernel built without CONFIG_FTRACE_SYSCALLS?)")
+                        },
+                    }),
+                }
+            }
+        }
+
+        // tp_btf needs the kernel's BTF, the 5.18+ prototype, and task_struct.pid.
+        let mut pid_offset = 0u32;
+        let mut use_btf = !opts.classic_sched_switch;
+        if use_btf {
+            let why = match btf::Btf::from_sys_fs() {
+                Err(e) => Some(format!("/sys/kernel/btf/vmlinux: {e} (kernel without CONFIG_DEBUG_INFO_BTF)")),
+                Ok(Err(e)) => Some(e.to_string()),
+                Ok(Ok(b)) => match (b.typedef_proto_params("btf_trace_sched_switch"), b.member_offset("task_struct", "pid")) {
+                    (Ok(5), Ok(off)) => {
+                        pid_offset = off;
+                        None
+                    }
+                    (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
+                    (Ok(n), Ok(_)) => Some(format!("sched_switch has {n} BTF arguments, expected 5 (kernel older than 5.18)")),
+                },
+            };
+            if let Some(reason) = why {
+                features.unavailable.push(Unavailable { probe: "tp_btf:sched_switch".into(), reason: format!("{reason}; using the classic tracepoint") });
+                use_btf = false;
+            }
+        } else {
+            features.unavailable.push(Unavailable { probe: "tp_btf:sched_switch".into(), reason: "not requested (--classic-sched-switch)".into() });
+        }
+
+        raise_memlock_limit();
+        let nr_cpus = aya::util::nr_cpus().map_err(|(w, e)| ProbeError::Cpus(format!("{w}: {e}")))?;
+        let online_cpus = aya::util::online_cpus().map_err(|(w, e)| ProbeError::Cpus(format!("{w}: {e}")))?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
+            .override_global(globals::TP_OFFSETS, &offsets, true)
+            .map_max_entries("THREAD_STATS", opts.max_threads)
+            .map_max_entries("THREAD_INFO", opts.max_threads * 2)
+            .load(EBPF_OBJ)
+            .map_err(|e| ProbeError::Load(chain(&e)))?;
+
+        let kernel_btf = if use_btf { Some(aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(chain(&e)))?) } else { None };
+        let btf_err = |e: &dyn std::error::Error| ProbeError::Attach { probe: "tp_btf:sched_switch".into(), reason: chain(e) };
+        if let Some(kb) = &kernel_btf {
+            let p: &mut BtfTracePoint = prog(&mut ebpf, "sched_switch_btf")?;
+            p.load("sched_switch", kb).map_err(|e| btf_err(&e))?;
+            p.attach().map_err(|e| btf_err(&e))?;
+            features.sched_switch = "tp_btf".into();
+            features.attached.push("tp_btf:sched_switch".into());
+        } else {
+            attach_tp(&mut ebpf, "sched_switch_tp", &[("sched", "sched_switch")], &mut features)?;
+            features.sched_switch = "tracepoint".into();
+        }
+        attach_tp(&mut ebpf, "sched_migrate_task", &[("sched", "sched_migrate_task")], &mut features)?;
+        attach_tp(&mut ebpf, "sched_process_fork", &[("sched", "sched_process_fork")], &mut features)?;
+        attach_tp(&mut ebpf, "sched_process_exec", &[("sched", "sched_process_exec")], &mut features)?;
+        if rename.is_some() {
+            attach_tp(&mut ebpf, "task_rename", &[("task", "task_rename")], &mut features)?;
+        }
+
+        let mut kvm_event_names = HashMap::new();
+        if opts.kvm {
+            for (prog_name, name) in [
+                ("sys_enter_ioctl", "sys_enter_ioctl"),
+                ("sys_exit_ioctl", "sys_exit_ioctl"),
+                ("kvm_entry", "kvm_entry"),
+                ("kvm_exit", "kvm_exit"),
+                ("kvm_userspace_exit", "kvm_userspace_exit"),
+            ] {
+                if kvm_formats.contains_key(name) {
+                    let cat = if name.starts_with("sys_") { "syscalls" } else { "kvm" };
+                    if let Err(e) = attach_tp(&mut ebpf, prog_name, &[(cat, name)], &mut features) {
+                        features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() });
+                    }
+                }
+            }
+            let mut others = Vec::new();
+            for (cat, name) in KVM_OTHER_EVENTS {
+                match tracefs::read_format(&root, cat, name) {
+                    Ok(f) => {
+                        if let Some(id) = f.id {
+                            kvm_event_names.insert(id, format!("{cat}:{name}"));
+                        }
+                        others.push((*cat, *name));
+                    }
+                    Err(e) => features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() }),
+                }
+            }
+            if !others.is_empty() {
+                attach_tp(&mut ebpf, "kvm_event", &others, &mut features)?;
+            }
+        }
+
+        let config: Array<MapData, Window> = Array::try_from(ebpf.take_map("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?)
+            .map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
+        Ok(Probes { ebpf, config, window: Window::default(), features, kvm_event_names, nr_cpus, online_cpus })
+    }
+
+    /// Starts charging time: the trace window opens now.
+    pub fn start(&mut self) -> Result<u64, ProbeError> {
+        self.window = Window { start_ns: monotonic_ns(), stop_ns: 0 };
+        self.config.set(0, self.window, 0).map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
+        Ok(self.window.start_ns)
+    }
+
+    /// Closes the trace window now, then runs a thread on every CPU so that each CPU
+    /// has an event after the stop, which charges its last interval to the thread that
+    /// was running at the stop.
+    pub fn stop(&mut self) -> Result<u64, ProbeError> {
+        self.window.stop_ns = monotonic_ns();
+        self.config.set(0, self.window, 0).map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
+        kick_cpus(&self.online_cpus);
+        Ok(self.window.stop_ns)
+    }
+
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Marks `tid` (and, through fork tracking, all it creates) as workload.
+    pub fn watch(&mut self, tid: u32) -> Result<(), ProbeError> {
+        let mut m: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(self.ebpf.map_mut("WATCH").ok_or(ProbeError::Map("WATCH", "missing".into()))?)
+            .map_err(|e| ProbeError::Map("WATCH", chain(&e)))?;
+        m.insert(tid, 1, 0).map_err(|e| ProbeError::Map("WATCH", chain(&e)))
+    }
+
+    /// A hook for `Command::pre_exec` that makes the child mark itself as workload
+    /// before it execs, so nothing it forks can escape (see [`watch_self_raw`]).
+    pub fn watch_fd(&self) -> Result<std::os::fd::RawFd, ProbeError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let m = self.ebpf.map("WATCH").ok_or(ProbeError::Map("WATCH", "missing".into()))?;
+        let fd = match m {
+            aya::maps::Map::HashMap(d) => d.fd().as_fd().as_raw_fd(),
+            _ => return Err(ProbeError::Map("WATCH", "not a hash map".into())),
+        };
+        Ok(fd)
+    }
+
+    /// Reads every map.
+    pub fn read(&self) -> Result<RawCounters, ProbeError> {
+        let map = |name: &'static str| self.ebpf.map(name).ok_or(ProbeError::Map(name, "missing from the object".into()));
+        let err = |name: &'static str| move |e: aya::maps::MapError| ProbeError::Map(name, chain(&e));
+        let mut raw = RawCounters {
+            window: self.window,
+            nr_cpus: self.nr_cpus,
+            online_cpus: self.online_cpus.clone(),
+            kvm_event_names: self.kvm_event_names.clone(),
+            ..Default::default()
+        };
+
+        let cpu: PerCpuArray<_, CpuState> = PerCpuArray::try_from(map("CPU_STATE")?).map_err(err("CPU_STATE"))?;
+        raw.cpus = cpu.get(&0, 0).map_err(err("CPU_STATE"))?.to_vec();
+
+        let stats: PerCpuHashMap<_, u32, ThreadCpuStats> = PerCpuHashMap::try_from(map("THREAD_STATS")?).map_err(err("THREAD_STATS"))?;
+        for item in stats.iter() {
+            let (tid, vals) = item.map_err(err("THREAD_STATS"))?;
+            raw.threads.insert(tid, vals.to_vec());
+        }
+        let info: BpfHashMap<_, u32, ThreadInfo> = BpfHashMap::try_from(map("THREAD_INFO")?).map_err(err("THREAD_INFO"))?;
+        for item in info.iter() {
+            let (tid, i) = item.map_err(err("THREAD_INFO"))?;
+            raw.thread_info.insert(tid, i);
+        }
+        let watch: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map("WATCH")?).map_err(err("WATCH"))?;
+        for item in watch.keys() {
+            raw.workload.insert(item.map_err(err("WATCH"))?);
+        }
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map("COUNTERS")?).map_err(err("COUNTERS"))?;
+        for i in 0..counter::COUNT {
+            raw.counters.push(counters.get(&i, 0).map_err(err("COUNTERS"))?.iter().sum());
+        }
+        let vcpus: BpfHashMap<_, u32, VcpuState> = BpfHashMap::try_from(map("VCPU_STATE")?).map_err(err("VCPU_STATE"))?;
+        for item in vcpus.iter() {
+            let (tid, v) = item.map_err(err("VCPU_STATE"))?;
+            raw.vcpus.insert(tid, v);
+        }
+        let exits: BpfHashMap<_, TidKey, ExitStats> = BpfHashMap::try_from(map("VCPU_EXITS")?).map_err(err("VCPU_EXITS"))?;
+        for item in exits.iter() {
+            raw.exits.push(item.map_err(err("VCPU_EXITS"))?);
+        }
+        for (name, dst) in [("USERSPACE_EXITS", &mut raw.userspace_exits), ("KVM_EVENTS", &mut raw.kvm_events)] {
+            let m: BpfHashMap<_, TidKey, u64> = BpfHashMap::try_from(map(name)?).map_err(err("KVM maps"))?;
+            for item in m.iter() {
+                dst.push(item.map_err(err("KVM maps"))?);
+            }
+        }
+        Ok(raw)
+    }
+
+    /// The kernel's run statistics of each attached program (run_cnt, run_time_ns;
+    /// zero unless `kernel.bpf_stats_enabled` is 1).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        let mut out = Vec::new();
+        for (name, p) in self.ebpf.programs() {
+            if let Ok(info) = p.info() {
+                out.push((name.to_string(), info.run_count(), info.run_time().as_nanos() as u64));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Inserts the calling process's pid into the WATCH map whose fd is `map_fd`, with
+/// nothing but raw syscalls: safe to call between fork and exec.
+pub fn watch_self_raw(map_fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    #[repr(C)]
+    struct UpdateAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    // SAFETY: getpid has no preconditions.
+    let key: u32 = unsafe { libc::getpid() } as u32;
+    let value: u32 = 1;
+    let attr = UpdateAttr {
+        map_fd: map_fd as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    // SAFETY: bpf(BPF_MAP_UPDATE_ELEM) reads `attr` and the key/value it points to,
+    // all alive on this stack for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, &attr as *const UpdateAttr, std::mem::size_of::<UpdateAttr>())
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| ProbeError::Load(format!("program {name} missing from the object")))?;
+    p.try_into().map_err(|e: aya::programs::ProgramError| ProbeError::Load(chain(&e)))
+}
+
+/// Loads a classic tracepoint program and attaches it to each of `tps`.
+fn attach_tp(ebpf: &mut Ebpf, name: &str, tps: &[(&str, &str)], features: &mut Features) -> Result<(), ProbeError> {
+    let p: &mut TracePoint = prog(ebpf, name)?;
+    p.load().map_err(|e| ProbeError::Attach { probe: name.into(), reason: chain(&e) })?;
+    for (cat, tp) in tps {
+        match p.attach(cat, tp) {
+            Ok(_) => features.attached.push(format!("tracepoint:{cat}:{tp}")),
+            Err(e) if tps.len() > 1 => features.unavailable.push(Unavailable { probe: format!("{cat}:{tp}"), reason: chain(&e) }),
+            Err(e) => return Err(ProbeError::Attach { probe: format!("{cat}:{tp}"), reason: chain(&e) }),
+        }
+    }
+    Ok(())
+}
+
+fn raise_memlock_limit() {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// Runs a short-lived thread on each CPU in turn, ending where it started, so that
+/// every CPU switches at least once from now on.
+pub fn kick_cpus(cpus: &[u32]) {
+    let cpus = cpus.to_vec();
+    let _ = std::thread::Builder::new()
+        .name("vmmtrace-kick".into())
+        .spawn(move || {
+            // SAFETY: sched_getcpu has no preconditions.
+            let here = unsafe { libc::sched_getcpu() };
+            let mut order: Vec<u32> = cpus.iter().copied().filter(|&c| c as i32 != here).collect();
+            if here >= 0 {
+                order.push(here as u32);
+            }
+            for cpu in order {
+                set_affinity(0, &[cpu]);
+            }
+        })
+        .map(|h| h.join());
+}
+
+/// sched_setaffinity(tid, cpus); false when the kernel refuses.
+pub fn set_affinity(tid: u32, cpus: &[u32]) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for cpu < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if (c as usize) < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+        }
+        libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}

@@ -1,0 +1,298 @@
+//! `vmmtrace record`: attach to the whole host, optionally around a command, show a
+//! live summary, and write the report at the end (also on Ctrl-C or SIGTERM).
+
+use std::{
+    collections::HashMap,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    account::{self, ThreadMeta},
+    host::Role,
+    probe::{self, ProbeOptions, Probes, RawCounters},
+    report::{self, CommandInfo, HostInfo, Report},
+};
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub duration: Option<Duration>,
+    pub output: PathBuf,
+    pub command: Vec<String>,
+    /// Live summary interval; None = no live summary.
+    pub live_interval: Option<Duration>,
+    pub probe: ProbeOptions,
+    pub top: usize,
+}
+
+#[derive(Debug)]
+pub struct RecordOutcome {
+    pub report: Report,
+    /// What vmmtrace should exit with: the command's exit code, 128+signal if it was
+    /// killed, 130 if interrupted, else 0.
+    pub exit_code: i32,
+    pub interrupted: bool,
+}
+
+/// Why the trace ended.
+enum End {
+    Duration,
+    CommandExited(std::process::ExitStatus),
+    Signal(i32),
+}
+
+/// Finds `program` on PATH (or as a path), so a typo fails before tracing starts.
+pub fn resolve_command(program: &str) -> anyhow::Result<PathBuf> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    for c in candidates {
+        if let Ok(m) = std::fs::metadata(&c) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(c);
+            }
+        }
+    }
+    bail!("command not found: {program} (give a program on PATH or a path to an executable)")
+}
+
+/// Starts the command; the child marks itself as workload (in the probes' WATCH map)
+/// before it execs, so everything it forks is known to be workload.
+fn spawn_watched(argv: &[String], watch_fd: std::os::fd::RawFd) -> anyhow::Result<tokio::process::Child> {
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    // SAFETY: the closure only makes raw syscalls (getpid, bpf) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || probe::watch_self_raw(watch_fd));
+    }
+    tokio::process::Command::from(cmd)
+        .spawn()
+        .with_context(|| format!("cannot start {}", argv[0]))
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// PF_KTHREAD in /proc/<tid>/stat's flags (None if the thread is gone).
+fn is_kernel_thread(tid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // fields after comm: state(3) ppid(4) pgrp session tty_nr tpgid flags(9)
+    let flags: u64 = after.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & 0x0020_0000 != 0)
+}
+
+/// comm names of kernel threads, for threads that exited before the end.
+fn looks_like_kernel_thread(comm: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuop/", "rcuos/", "cpuhp/", "idle_inject/",
+        "kthreadd", "irq/", "watchdog", "kcompactd", "kswapd", "khugepaged", "jbd2/", "kauditd", "oom_reaper",
+    ];
+    PREFIXES.iter().any(|p| comm.starts_with(p))
+}
+
+/// What is known of each thread: identity from the probes, refreshed from /proc for
+/// threads still alive; role from the workload set and kernel-thread flag.
+pub fn thread_meta(raw: &RawCounters) -> impl Fn(u32) -> ThreadMeta + '_ {
+    let mut alive: HashMap<u32, (String, Option<bool>)> = HashMap::new();
+    for &tid in raw.threads.keys() {
+        if tid == 0 {
+            continue;
+        }
+        if let Some(info) = raw.thread_info.get(&tid) {
+            if let Some(comm) = read_trim(&format!("/proc/{}/task/{tid}/comm", info.tgid)) {
+                alive.insert(tid, (comm, is_kernel_thread(tid)));
+            }
+        }
+    }
+    move |tid| {
+        let info = raw.thread_info.get(&tid);
+        let pid = info.map(|i| i.tgid).unwrap_or(tid);
+        let bpf_comm = info
+            .map(|i| String::from_utf8_lossy(&i.comm).trim_end_matches('\0').to_string())
+            .unwrap_or_default();
+        let (comm, kthread) = match alive.get(&tid) {
+            Some((c, k)) => (c.clone(), k.unwrap_or(false)),
+            None => (bpf_comm.clone(), looks_like_kernel_thread(&bpf_comm)),
+        };
+        let role = if raw.workload.contains(&tid) || raw.workload.contains(&pid) {
+            Role::Workload
+        } else if kthread {
+            Role::HostKernel
+        } else {
+            Role::Other
+        };
+        ThreadMeta { pid, comm, role }
+    }
+}
+
+pub fn host_info(features: probe::Features, online: usize) -> HostInfo {
+    HostInfo {
+        hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_default(),
+        cpus: online,
+        kernel: read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        features,
+    }
+}
+
+/// Builds the report from the probes' final counters.
+pub fn build_report(mut raw: RawCounters, features: probe::Features, started_unix_s: u64) -> Report {
+    account::close_open_intervals(&mut raw);
+    let meta = thread_meta(&raw);
+    let a = account::attribute(&raw, meta);
+    let mut r = Report::from_attribution(&a, host_info(features, raw.online_cpus.len()), started_unix_s);
+    r.dropped_events = raw.dropped_events();
+    use tracer_common::counter as c;
+    for (name, idx) in [
+        ("sched_switch", c::SCHED_SWITCH),
+        ("sched_migrate_task", c::SCHED_MIGRATE),
+        ("sched_process_fork", c::SCHED_FORK),
+        ("comm_update", c::COMM_UPDATE),
+        ("kvm_run_enter", c::KVM_RUN_ENTER),
+        ("kvm_run_exit", c::KVM_RUN_EXIT),
+        ("kvm_entry", c::KVM_ENTRY),
+        ("kvm_exit", c::KVM_EXIT),
+        ("kvm_userspace_exit", c::KVM_USERSPACE_EXIT),
+        ("kvm_other", c::KVM_OTHER),
+    ] {
+        r.events.insert(name.into(), raw.counters.get(idx as usize).copied().unwrap_or(0));
+    }
+    r
+}
+
+/// One line of live summary: elapsed, busy/idle split, top threads, drops.
+pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, interval_ns: u64) -> String {
+    let ncpu = now.online_cpus.len().max(1) as f64;
+    let deltas = account::on_cpu_delta(before, now);
+    let total = interval_ns as f64 * ncpu;
+    let idle: u64 = deltas.iter().filter(|(t, _)| *t == 0).map(|(_, d)| d).sum();
+    let busy: u64 = deltas.iter().filter(|(t, _)| *t != 0).map(|(_, d)| d).sum();
+    let mut s = format!(
+        "[{:>5.0}s] busy {:>5.1}% idle {:>5.1}% |",
+        elapsed.as_secs_f64(),
+        100.0 * busy as f64 / total,
+        100.0 * idle as f64 / total
+    );
+    for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0).take(3) {
+        let comm = now
+            .thread_info
+            .get(tid)
+            .map(|i| String::from_utf8_lossy(&i.comm).trim_end_matches('\0').to_string())
+            .unwrap_or_else(|| "?".into());
+        s.push_str(&format!(" {comm}[{tid}] {:.0}%", 100.0 * *d as f64 / interval_ns as f64));
+    }
+    s.push_str(&format!(" | dropped {}", now.dropped_events()));
+    s
+}
+
+/// A snapshot with every CPU's running interval charged up to now, for live use.
+fn live_snapshot(probes: &Probes) -> anyhow::Result<RawCounters> {
+    let mut raw = probes.read()?;
+    raw.window.stop_ns = probe::monotonic_ns();
+    account::close_open_intervals(&mut raw);
+    Ok(raw)
+}
+
+pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
+    report::check_writable(&opts.output)?;
+    if let Some(p) = opts.command.first() {
+        resolve_command(p)?;
+    }
+    if opts.duration.is_none() && opts.command.is_empty() {
+        eprintln!("vmmtrace: tracing until Ctrl-C (give --duration SECS or a command after -- to stop by itself)");
+    }
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+
+    let mut probes = Probes::attach(&opts.probe)?;
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    probes.start()?;
+    let t0 = Instant::now();
+
+    let mut child = match opts.command.is_empty() {
+        true => None,
+        false => {
+            let c = spawn_watched(&opts.command, probes.watch_fd()?)?;
+            let pid = c.id().context("command exited before it started")?;
+            Some((c, pid))
+        }
+    };
+
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let interval = opts.live_interval.unwrap_or(Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut last = live_snapshot(&probes)?;
+    let end = loop {
+        let child_wait = async {
+            match child.as_mut() {
+                Some((c, _)) => c.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            st = child_wait => break End::CommandExited(st.context("waiting for the command")?),
+            _ = sleep => break End::Duration,
+            _ = sigint.recv() => break End::Signal(libc::SIGINT),
+            _ = sigterm.recv() => break End::Signal(libc::SIGTERM),
+            _ = ticker.tick(), if opts.live_interval.is_some() => {
+                let now = live_snapshot(&probes)?;
+                eprintln!("{}", live_line(t0.elapsed(), &last, &now, interval.as_nanos() as u64));
+                last = now;
+            }
+        }
+    };
+    probes.stop()?;
+    let raw = probes.read()?;
+    let features = probes.features.clone();
+    drop(probes);
+
+    let mut report = build_report(raw, features, started_unix_s);
+    let mut exit_code = 0;
+    let mut interrupted = false;
+    if let Some((mut c, pid)) = child {
+        let status = match &end {
+            End::CommandExited(st) => Some(*st),
+            _ => {
+                // The trace ended first: the command is stopped, so that vmmtrace's exit
+                // reflects it and nothing is left running unseen.
+                // SAFETY: kill(2) on the child's pid, which we have not reaped yet.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                c.wait().await.ok()
+            }
+        };
+        let (code, sig) = match status {
+            Some(st) => (st.code(), st.signal()),
+            None => (None, None),
+        };
+        exit_code = code.unwrap_or_else(|| 128 + sig.unwrap_or(0));
+        report.command = Some(CommandInfo { argv: opts.command.clone(), pid, exit_code: code, signal: sig });
+    }
+    if let End::Signal(sig) = end {
+        interrupted = true;
+        if report.command.is_none() || exit_code == 0 {
+            exit_code = 128 + sig;
+        }
+    }
+    let json = serde_json::to_vec_pretty(&report)?;
+    report::write_atomic(&opts.output, &json)?;
+    Ok(RecordOutcome { report, exit_code, interrupted })
+}
