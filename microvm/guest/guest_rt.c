@@ -1,0 +1,56 @@
+/* Freestanding CPL3 runtime of the guest: entry from the CPL0 stub (rdi = this vCPU's
+ * struct wl_params), progress and completion reported by port I/O (IOPL=3). */
+#include <stddef.h>
+#include "layout.h"
+#include "workload.h"
+
+void *memset(void *d, int c, size_t n)
+{
+	unsigned char *p = d;
+	while (n--)
+		*p++ = (unsigned char)c;
+	return d;
+}
+void *memcpy(void *d, const void *s, size_t n)
+{
+	unsigned char *a = d;
+	const unsigned char *b = s;
+	while (n--)
+		*a++ = *b++;
+	return d;
+}
+
+/* libbz2's default allocator is never used (wl_run passes its own bump allocator),
+ * but bzlib.c references malloc/free. */
+void *malloc(size_t n)
+{
+	(void)n;
+	return 0;
+}
+void free(void *p) { (void)p; }
+
+static inline void out32(unsigned short port, unsigned val)
+{
+	__asm__ volatile("out %%eax,%%dx" ::"a"(val), "d"(port) : "memory");
+}
+
+void bz_internal_error(int e)
+{
+	for (;;)
+		out32(PORT_BZ_ERROR, (unsigned)e);
+}
+
+static void progress(struct wl_params *p, uint64_t units)
+{
+	(void)p;
+	out32(PORT_PROGRESS, (unsigned)units);
+}
+
+void guest_main(struct wl_params *p)
+{
+	int64_t st = wl_run(p, progress);
+	for (;;)
+		out32(PORT_DONE, (unsigned)st);
+}
+
+__asm__(".section .text.start,\"ax\"\n.globl _start\n_start:\n and $-16,%rsp\n call guest_main\n1: jmp 1b\n.previous\n");

@@ -1,0 +1,97 @@
+/*
+ * The CPL0 part of the guest. Under PVM every instruction here is emulated (~4000x
+ * slower than native), so it is kept to a handful of instructions per event.
+ *
+ * Linked at STUB_BASE in its own section (.cpl0); the offsets below are fixed with .org and
+ * mirrored in src/layout.rs:
+ *   +0x000 entry: lidt, optional x2APIC periodic timer, iretq to CPL3 with IOPL=3
+ *   +0x100 timer ISR (vector 0x40): count, x2APIC EOI, iretq
+ *   +0x200 + 16*v: exception v (0..31): report to the VMM by `out` to PORT_FAULT
+ *
+ * Entry registers (set by the VMM): rdi = struct wl_params * (kept for CPL3),
+ * r10 = user stack, r14 = user entry, r12 = x2APIC initial count (0 = no timer),
+ * r13 = user RFLAGS.  GDT layout as Linux: kernel CS 0x10, user DS 0x2b, user CS 0x33.
+ */
+#include "layout.h"
+
+	.section .cpl0, "ax"
+	.code64
+	.globl stub_entry
+stub_entry:
+	lidt IDTR_ADDR
+	test %r12, %r12
+	jz 1f
+	mov $0x1b, %ecx            /* IA32_APIC_BASE: enable xAPIC + x2APIC */
+	rdmsr
+	or $0xc00, %eax
+	wrmsr
+	xor %edx, %edx
+	mov $0x80f, %ecx           /* spurious vector register: APIC software enable */
+	mov $0x1ff, %eax
+	wrmsr
+	mov $0x83e, %ecx           /* divide configuration: by 1 */
+	mov $0xb, %eax
+	wrmsr
+	mov $0x832, %ecx           /* LVT timer: periodic, vector 0x40 */
+	mov $0x20040, %eax
+	wrmsr
+	mov $0x838, %ecx           /* initial count: starts the timer */
+	mov %r12d, %eax
+	wrmsr
+1:	pushq $0x2b                /* SS */
+	push %r10                  /* RSP */
+	push %r13                  /* RFLAGS */
+	pushq $0x33                /* CS */
+	push %r14                  /* RIP */
+	iretq
+
+	.org 0x100
+timer_isr:
+	push %rax
+	push %rcx
+	push %rdx
+	mov %rsp, %rax             /* the CPL0 stack lives in this vCPU's block */
+	and $-VCPU_BLOCK_SZ, %rax
+	incq TIMER_OFF(%rax)
+	mov $0x80b, %ecx           /* x2APIC EOI */
+	xor %eax, %eax
+	xor %edx, %edx
+	wrmsr
+	pop %rdx
+	pop %rcx
+	pop %rax
+	iretq
+
+/* exceptions: vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0 */
+.macro exc v
+	.org 0x200 + 16 * \v
+	.if (\v == 8) || (\v >= 10 && \v <= 14) || (\v == 17) || (\v == 21) || (\v == 29) || (\v == 30)
+	.else
+	pushq $0
+	.endif
+	pushq $\v
+	jmp exc_common
+.endm
+	exc 0; exc 1; exc 2; exc 3; exc 4; exc 5; exc 6; exc 7
+	exc 8; exc 9; exc 10; exc 11; exc 12; exc 13; exc 14; exc 15
+	exc 16; exc 17; exc 18; exc 19; exc 20; exc 21; exc 22; exc 23
+	exc 24; exc 25; exc 26; exc 27; exc 28; exc 29; exc 30; exc 31
+
+	.org 0x400
+exc_common:
+	/* rax = vector, rbx = error code, rcx = faulting RIP, rdi = CR2, rsi = faulting RSP,
+	 * r8 = faulting CS, r9 = faulting RFLAGS; the VMM reads them with KVM_GET_REGS. */
+	mov 0(%rsp), %rax
+	mov 8(%rsp), %rbx
+	mov 16(%rsp), %rcx
+	mov 24(%rsp), %r8
+	mov 32(%rsp), %r9
+	mov 40(%rsp), %rsi
+	mov %cr2, %rdi
+	mov $PORT_FAULT, %dx
+	out %eax, %dx
+2:	cli
+	hlt
+	jmp 2b
+
+	.section .note.GNU-stack, "", @progbits
