@@ -139,6 +139,12 @@ pub struct VcpuTruth {
     pub checksum: u64,
     /// Wall time from the first KVM_RUN to the guest's "done" exit.
     pub elapsed_ns: u64,
+    /// CLOCK_MONOTONIC (as bpf_ktime_get_ns) just before the first KVM_RUN...
+    pub start_monotonic_ns: u64,
+    /// ...and just after the "done" exit.
+    pub end_monotonic_ns: u64,
+    /// The CPU the vCPU thread was on when it finished.
+    pub last_cpu: u32,
 }
 
 /// Ground truth of the emulator (QEMU main loop) thread.

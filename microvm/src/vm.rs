@@ -348,6 +348,7 @@ fn run_vcpu(sh: &Shared, i: u32, mut vcpu: VcpuFd, emu: &Sender<EmuMsg>, tid: u3
     let mut runs = 0u64;
     let mut progress = 0u64;
     let params_addr = vcpu_block(i) + PARAMS_OFF;
+    let mono0 = monotonic_ns();
     let t0 = Instant::now();
     let status: i64 = loop {
         runs += 1;
@@ -421,6 +422,9 @@ fn run_vcpu(sh: &Shared, i: u32, mut vcpu: VcpuFd, emu: &Sender<EmuMsg>, tid: u3
         }
     };
     let elapsed = t0.elapsed();
+    let mono1 = monotonic_ns();
+    // SAFETY: no preconditions.
+    let last_cpu = unsafe { libc::sched_getcpu() };
     let p: WlParams = sh.mem.read_obj(params_addr)?;
     let timer: u64 = sh.mem.read_obj(vcpu_block(i) + TIMER_OFF)?;
     if status != 0 {
@@ -437,7 +441,18 @@ fn run_vcpu(sh: &Shared, i: u32, mut vcpu: VcpuFd, emu: &Sender<EmuMsg>, tid: u3
         work_units: p.units_done,
         checksum: p.checksum,
         elapsed_ns: elapsed.as_nanos() as u64,
+        start_monotonic_ns: mono0,
+        end_monotonic_ns: mono1,
+        last_cpu: last_cpu.max(0) as u32,
     })
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of bpf_ktime_get_ns and perf timestamps).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub(crate) fn spawn_vcpu(
