@@ -204,6 +204,7 @@ fn live_snapshot(probes: &Probes) -> anyhow::Result<RawCounters> {
 }
 
 pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
+    probe::check_privileges()?;
     report::check_writable(&opts.output)?;
     if let Some(p) = opts.command.first() {
         resolve_command(p)?;
