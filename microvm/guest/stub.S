@@ -47,12 +47,13 @@ stub_entry:
 
 	.org 0x100
 timer_isr:
+	/* 12 instructions, each one emulated under PVM. The timer only fires at CPL3 (the
+	 * stub never sets IF), so the CPU switched to RSP0 = top of this vCPU's block and
+	 * pushed a 40-byte frame: the count sits at a fixed offset from %rsp. */
 	push %rax
 	push %rcx
 	push %rdx
-	mov %rsp, %rax             /* the CPL0 stack lives in this vCPU's block */
-	and $-VCPU_BLOCK_SZ, %rax
-	incq TIMER_OFF(%rax)
+	incq (TIMER_OFF - VCPU_BLOCK_SZ + 40 + 24)(%rsp)
 	mov $0x80b, %ecx           /* x2APIC EOI */
 	xor %eax, %eax
 	xor %edx, %edx
