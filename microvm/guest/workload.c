@@ -148,6 +148,8 @@ int64_t wl_run(struct wl_params *p, wl_progress_fn progress)
 				}
 			}
 		}
+	} else if (p->workload == WL_FAULT_TEST) {
+		__builtin_trap();
 	} else {
 		st = -20;
 		u = 0;

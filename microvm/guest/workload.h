@@ -7,6 +7,7 @@
 
 #define WL_LOOP  0u
 #define WL_BZIP2 1u
+#define WL_FAULT_TEST 2u /* executes ud2: tests the VMM's fault reporting */
 
 /* Shared with src/workload.rs (#[repr(C)] WlParams). Inputs first, then outputs. */
 struct wl_params {

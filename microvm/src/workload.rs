@@ -12,6 +12,10 @@ pub enum Workload {
     Bzip2,
     /// A pure xorshift64 compute loop with an exactly known result.
     Loop,
+    /// Test only: the guest executes `ud2` at CPL3 (checks guest-fault reporting).
+    #[doc(hidden)]
+    #[value(skip)]
+    FaultTest,
 }
 
 impl Workload {
@@ -19,6 +23,7 @@ impl Workload {
         match self {
             Workload::Loop => 0,
             Workload::Bzip2 => 1,
+            Workload::FaultTest => 2,
         }
     }
 }
@@ -73,6 +78,7 @@ pub fn run_native(
     bzip2_unit_bytes: u32,
     loop_unit_iters: u32,
 ) -> NativeResult {
+    assert!(workload != Workload::FaultTest, "the fault test workload only runs in the guest");
     let mut heap = vec![0u8; HEAP_BYTES as usize];
     let lo = heap.as_mut_ptr() as u64;
     let mut p = WlParams {

@@ -172,3 +172,57 @@ fn pinning_to_a_cpu_that_is_not_there_is_an_error() {
     let e = microvm::run(&c).err().expect("must fail");
     assert!(e.to_string().contains("pin vCPU 0"), "{e}");
 }
+
+#[test]
+fn guest_fault_is_reported_with_registers() {
+    let _serial = serial();
+    let c = Config { workload: Workload::FaultTest, ..cfg(Workload::Loop, 1, 1, 1, 0) };
+    let e = microvm::run(&c).err().expect("the guest executes ud2");
+    match &e {
+        Error::GuestException { vcpu, vector, cs, rip, .. } => {
+            assert_eq!((*vcpu, *vector, *cs), (0, 6, 0x33), "{e}");
+            assert!(*rip >= 0x40_0000 && *rip < microvm::layout::ELF_LIMIT, "{e}");
+        }
+        other => panic!("expected a #UD guest exception, got {other}"),
+    }
+    assert!(e.to_string().contains("#UD invalid opcode"), "{e}");
+}
+
+/// Runs in a child process without privileges (see the next test).
+#[test]
+fn unprivileged_child() {
+    if std::env::var_os("MICROVM_UNPRIVILEGED_CHILD").is_none() {
+        return;
+    }
+    let e = microvm::run(&Config::default()).err().expect("nobody cannot open /dev/kvm");
+    println!("CHILD-ERROR: {e}");
+}
+
+#[test]
+fn kvm_permission_error_says_what_to_do() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("not root: cannot drop to an unprivileged user; skipped");
+        return;
+    }
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "unprivileged_child", "--nocapture", "--test-threads=1"])
+        .env("MICROVM_UNPRIVILEGED_CHILD", "1");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run the test binary as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("CHILD-ERROR: open /dev/kvm: permission denied: run as root or add yourself to group kvm"),
+        "{stdout}"
+    );
+}
