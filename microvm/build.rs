@@ -6,7 +6,8 @@
 //! * `libmicrovm_native.a`: the same workload + libbz2 compiled for the host, so tests
 //!   and the benchmark can run the identical computation natively.
 //!
-//! libbz2's sources come from the bzip2-sys crate (a build-dependency), located with
+//! libbz2's sources come from the bzip2-sys crate (a build-dependency, so cargo has
+//! downloaded and unpacked it), found in `$CARGO_HOME/registry/src` or else with
 //! `cargo metadata`; `MICROVM_BZIP2_SRC=/path/to/bzip2-1.0.8` overrides.
 
 use std::env;
@@ -23,11 +24,45 @@ const BZ_FILES: &[&str] = &[
     "randtable.c",
 ];
 
+/// The directory holding bzlib.c & co. inside an unpacked bzip2-sys crate, if any.
+fn sources_in(crate_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(crate_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && p.join("bzlib.c").exists() && p.join("bzlib.h").exists())
+}
+
 fn bzip2_src() -> PathBuf {
     println!("cargo:rerun-if-env-changed=MICROVM_BZIP2_SRC");
     if let Some(p) = env::var_os("MICROVM_BZIP2_SRC") {
         return PathBuf::from(p);
     }
+    // 1. The unpacked bzip2-sys crate in Cargo's registry cache (cargo has unpacked it
+    //    because it is our build-dependency). Highest 0.1.x version wins.
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(home) = cargo_home {
+        let mut found: Vec<(Vec<u64>, PathBuf)> = Vec::new();
+        for reg in std::fs::read_dir(home.join("registry/src")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(reg.path()).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(ver) = name.strip_prefix("bzip2-sys-0.1.") {
+                    if let Some(src) = sources_in(&e.path()) {
+                        let key = ver.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+                        found.push((key, src));
+                    }
+                }
+            }
+        }
+        found.sort();
+        if let Some((_, src)) = found.pop() {
+            return src;
+        }
+    }
+    // 2. Ask cargo (works with vendored or git sources; needs every package of the
+    //    workspace to be available offline).
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.toml");
     let out = Command::new(&cargo)
@@ -37,7 +72,8 @@ fn bzip2_src() -> PathBuf {
         .expect("run `cargo metadata` to locate the bzip2-sys sources");
     if !out.status.success() {
         panic!(
-            "`cargo metadata` failed (set MICROVM_BZIP2_SRC to a bzip2-1.0.8 source dir): {}",
+            "bzip2 sources not found in the cargo registry and `cargo metadata` failed \
+             (set MICROVM_BZIP2_SRC to a bzip2-1.0.8 source dir): {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -45,17 +81,12 @@ fn bzip2_src() -> PathBuf {
     for pkg in meta["packages"].as_array().expect("packages") {
         if pkg["name"] == "bzip2-sys" {
             let mp = PathBuf::from(pkg["manifest_path"].as_str().unwrap());
-            let dir = mp.parent().unwrap();
-            // bzip2-sys ships the sources as bzip2-<version>/
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() && p.join("bzlib.c").exists() {
-                    return p;
-                }
+            if let Some(src) = sources_in(mp.parent().unwrap()) {
+                return src;
             }
         }
     }
-    panic!("bzip2-sys sources not found via cargo metadata; set MICROVM_BZIP2_SRC");
+    panic!("bzip2-sys sources not found; set MICROVM_BZIP2_SRC to a bzip2-1.0.8 source dir");
 }
 
 fn main() {
