@@ -176,7 +176,7 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CpuState, ThreadCpuStats};
+    use crate::{CpuState, ThreadCpuStats, Window};
 
     /// Replays a recorded sequence of (time, event) on one CPU for one vCPU thread,
     /// exactly as the probes do, and returns the thread's counters and exit stats.
@@ -198,7 +198,8 @@ mod tests {
         for (t, e) in evs {
             // Every event is a checkpoint; time is charged to the vCPU thread only
             // while it is on the CPU.
-            let d = cpu.advance(*t, 0);
+            // Times are shifted so that the window starts at the first event.
+            let d = cpu.advance(*t + 1_000, &Window { start_ns: 1_000, stop_ns: 0 });
             if on_cpu {
                 st.charge(v.mode(), d);
             }

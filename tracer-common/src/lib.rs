@@ -19,10 +19,10 @@ pub mod kvm;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
 pub mod globals {
-    /// u64: `CLOCK_MONOTONIC` ns at which tracing starts (the clock of `bpf_ktime_get_ns`).
-    pub const START_NS: &str = "START_NS";
     /// u32: byte offset of `pid` in `struct task_struct` (from the kernel's BTF).
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// u32: byte offset of `se.sum_exec_runtime` in `struct task_struct` (0 = unknown).
+    pub const TASK_SUM_EXEC_OFFSET: &str = "TASK_SUM_EXEC_OFFSET";
     /// [u32; N]: byte offsets of the fields of classic tracepoint records that the
     /// probes read, indexed by the `OFF_*` constants (from tracefs `format` files).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
@@ -90,29 +90,63 @@ pub struct CpuState {
     pub _pad: u32,
     /// Context switches seen on this CPU.
     pub switches: u64,
+    /// When the current thread was switched in, and its `se.sum_exec_runtime` then
+    /// (tp_btf only; 0 = unknown).
+    pub switch_in_ts: u64,
+    pub curr_sum_exec: u64,
 }
 
 /// `curr_tid` before the first switch on a CPU.
 pub const NO_TID: u32 = u32::MAX;
 
+/// The trace window (value of the `CONFIG` array, written by userspace: `start_ns`
+/// right after the programs are attached, `stop_ns` when tracing ends).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Window {
+    /// `CLOCK_MONOTONIC` ns (the clock of `bpf_ktime_get_ns`); 0 = not started.
+    pub start_ns: u64,
+    /// 0 = still running.
+    pub stop_ns: u64,
+}
+
 impl CpuState {
     /// Advances this CPU's clock to `now` and returns the ns to charge to the thread
-    /// that ran since the previous checkpoint (or since `start_ns` before the first).
+    /// that ran since the previous checkpoint, clipped to the trace window: the first
+    /// event after the start charges from the start (the thread it names has been
+    /// running since before), and the first event after the stop charges up to the
+    /// stop; everything outside the window charges nothing.
     #[inline(always)]
-    pub fn advance(&mut self, now: u64, start_ns: u64) -> u64 {
-        let from = if self.last_ts == 0 { start_ns } else { self.last_ts };
+    pub fn advance(&mut self, now: u64, w: &Window) -> u64 {
+        let from = if self.last_ts > w.start_ns { self.last_ts } else { w.start_ns };
+        let to = if w.stop_ns != 0 && now > w.stop_ns { w.stop_ns } else { now };
         self.last_ts = now;
-        now.saturating_sub(from)
+        if w.start_ns == 0 { 0 } else { to.saturating_sub(from) }
     }
 
     /// A context switch at `now` to `next_tid`: returns the ns to charge to prev.
     #[inline(always)]
-    pub fn switch(&mut self, now: u64, start_ns: u64, next_tid: u32) -> u64 {
-        let d = self.advance(now, start_ns);
+    pub fn switch(&mut self, now: u64, w: &Window, next_tid: u32) -> u64 {
+        let d = self.advance(now, w);
         self.curr_tid = next_tid;
         self.switches += 1;
         d
     }
+}
+
+/// Time the kernel did not count as the thread's runtime although the thread was on
+/// the CPU: steal time (a hypervisor below this kernel ran something else on this
+/// vCPU, with CONFIG_PARAVIRT_TIME_ACCOUNTING) and, with CONFIG_IRQ_TIME_ACCOUNTING,
+/// interrupt time. `interval_ns` is the wall time from switch-in to switch-out and
+/// `sum_exec_delta` the growth of the task's `se.sum_exec_runtime` over it. Only whole
+/// intervals inside the window are measured (0 otherwise).
+#[inline(always)]
+pub fn excluded_ns(switch_in_ts: u64, now: u64, w: &Window, sum_exec_in: u64, sum_exec_out: u64) -> u64 {
+    if w.start_ns == 0 || switch_in_ts < w.start_ns || (w.stop_ns != 0 && now > w.stop_ns) || sum_exec_in == 0 {
+        return 0;
+    }
+    let interval = now.saturating_sub(switch_in_ts);
+    interval.saturating_sub(sum_exec_out.saturating_sub(sum_exec_in))
 }
 
 /// Per-thread, per-CPU counters (value of the `THREAD_STATS` per-CPU hash, keyed by
@@ -132,6 +166,9 @@ pub struct ThreadCpuStats {
     pub involuntary_switches: u64,
     /// Times moved to another CPU (counted on the CPU that moved it).
     pub migrations: u64,
+    /// Of `on_cpu_ns`, time the kernel did not count as this thread's runtime (see
+    /// [`excluded_ns`]); measured with tp_btf only.
+    pub stolen_ns: u64,
 }
 
 impl ThreadCpuStats {
@@ -236,6 +273,7 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs with explicit padding fields; every bit
     // pattern is valid.
     unsafe impl aya::Pod for CpuState {}
+    unsafe impl aya::Pod for Window {}
     unsafe impl aya::Pod for ThreadCpuStats {}
     unsafe impl aya::Pod for ThreadInfo {}
 }
@@ -244,32 +282,62 @@ mod pod {
 mod tests {
     use super::*;
 
+    const W: Window = Window { start_ns: 1_000, stop_ns: 0 };
+
     #[test]
     fn first_event_charges_from_trace_start() {
-        let mut c = CpuState::default();
-        assert_eq!(c.switch(1_500, 1_000, 7), 500);
+        let mut c = CpuState { last_ts: 400, ..Default::default() }; // seen before the start
+        assert_eq!(c.switch(1_500, &W, 7), 500);
         assert_eq!(c.curr_tid, 7);
-        assert_eq!(c.switch(2_000, 1_000, 8), 500);
+        assert_eq!(c.switch(2_000, &W, 8), 500);
         assert_eq!(c.switches, 2);
     }
 
     #[test]
-    fn checkpoints_partition_the_cpu_timeline() {
-        // Whatever the sequence of checkpoints, the charged deltas add up to
-        // last checkpoint - start: nothing lost, nothing counted twice.
+    fn nothing_is_charged_before_the_start() {
         let mut c = CpuState::default();
-        let start = 100;
+        assert_eq!(c.advance(500, &Window::default()), 0);
+        assert_eq!(c.last_ts, 500);
+        assert_eq!(c.advance(1_200, &W), 200);
+    }
+
+    #[test]
+    fn first_event_after_the_stop_closes_the_window() {
+        let w = Window { start_ns: 1_000, stop_ns: 3_000 };
+        let mut c = CpuState::default();
+        assert_eq!(c.advance(2_000, &w), 1_000);
+        assert_eq!(c.advance(5_000, &w), 1_000); // up to the stop only
+        assert_eq!(c.advance(6_000, &w), 0);
+    }
+
+    #[test]
+    fn checkpoints_partition_the_window() {
+        // Whatever the sequence of checkpoints, the charged deltas add up to the
+        // window: nothing lost, nothing counted twice.
+        let w = Window { start_ns: 100, stop_ns: 4_000 };
+        let mut c = CpuState { last_ts: 50, ..Default::default() };
         let mut total = 0;
-        for (i, t) in [150u64, 150, 400, 401, 999, 5_000].iter().enumerate() {
-            total += if i % 2 == 0 { c.advance(*t, start) } else { c.switch(*t, start, i as u32) };
+        for (i, t) in [150u64, 150, 400, 401, 999, 5_000, 6_000].iter().enumerate() {
+            total += if i % 2 == 0 { c.advance(*t, &w) } else { c.switch(*t, &w, i as u32) };
         }
-        assert_eq!(total, 5_000 - start);
+        assert_eq!(total, 4_000 - 100);
+    }
+
+    #[test]
+    fn excluded_time_is_measured_on_whole_intervals_inside_the_window() {
+        let w = Window { start_ns: 1_000, stop_ns: 0 };
+        // 1000 ns on the CPU, of which the kernel counted 900.
+        assert_eq!(excluded_ns(2_000, 3_000, &w, 5_000, 5_900), 100);
+        assert_eq!(excluded_ns(500, 3_000, &w, 5_000, 5_900), 0); // switched in before the start
+        assert_eq!(excluded_ns(2_000, 3_000, &w, 0, 5_900), 0); // unknown runtime
+        assert_eq!(excluded_ns(2_000, 3_000, &Window { start_ns: 1_000, stop_ns: 2_500 }, 5_000, 5_900), 0);
+        assert_eq!(excluded_ns(2_000, 3_000, &w, 5_000, 7_000), 0); // never negative
     }
 
     #[test]
     fn a_clock_going_backwards_charges_nothing() {
-        let mut c = CpuState { last_ts: 1_000, ..Default::default() };
-        assert_eq!(c.advance(900, 0), 0);
+        let mut c = CpuState { last_ts: 1_500, ..Default::default() };
+        assert_eq!(c.advance(1_400, &W), 0);
     }
 
     #[test]
