@@ -45,14 +45,25 @@ fn bzip2_src() -> PathBuf {
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
     if let Some(home) = cargo_home {
         let mut found: Vec<(Vec<u64>, PathBuf)> = Vec::new();
-        for reg in std::fs::read_dir(home.join("registry/src")).into_iter().flatten().flatten() {
-            for e in std::fs::read_dir(reg.path()).into_iter().flatten().flatten() {
+        for reg in std::fs::read_dir(home.join("registry/src"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for e in std::fs::read_dir(reg.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(ver) = name.strip_prefix("bzip2-sys-0.1.") {
-                    if let Some(src) = sources_in(&e.path()) {
-                        let key = ver.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-                        found.push((key, src));
-                    }
+                if let Some(ver) = name.strip_prefix("bzip2-sys-0.1.")
+                    && let Some(src) = sources_in(&e.path())
+                {
+                    let key = ver
+                        .split(|c: char| !c.is_ascii_digit())
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    found.push((key, src));
                 }
             }
         }
@@ -66,7 +77,13 @@ fn bzip2_src() -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.toml");
     let out = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .expect("run `cargo metadata` to locate the bzip2-sys sources");
@@ -94,7 +111,14 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let guest = manifest_dir.join("guest");
     let bz = bzip2_src();
-    for f in ["stub.S", "guest_rt.c", "workload.c", "workload.h", "layout.h", "host_rt.c"] {
+    for f in [
+        "stub.S",
+        "guest_rt.c",
+        "workload.c",
+        "workload.h",
+        "layout.h",
+        "host_rt.c",
+    ] {
         println!("cargo:rerun-if-changed=guest/{f}");
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -138,7 +162,10 @@ fn main() {
     let st = cmd
         .status()
         .unwrap_or_else(|e| panic!("run {cc} to build the guest (install gcc): {e}"));
-    assert!(st.success(), "building the guest payload with {cc} failed: {cmd:?}");
+    assert!(
+        st.success(),
+        "building the guest payload with {cc} failed: {cmd:?}"
+    );
 
     // ---- native twin: the same workload sources for the host, same -O2
     let mut b = cc::Build::new();

@@ -25,6 +25,7 @@ pub const TSS_LIMIT: u64 = TSS_IOPB + 0x80;
 pub const PARAMS_OFF: u64 = 0x100;
 pub const TIMER_OFF: u64 = 0x300;
 /// Guest ELF (workload + libbz2) is linked at 0x400000 and must end below USER_BASE.
+pub const ELF_BASE: u64 = 0x40_0000;
 pub const ELF_LIMIT: u64 = 0x100_0000;
 /// Per-vCPU user regions: heap from the bottom, stack from the top.
 pub const USER_BASE: u64 = 0x100_0000;
