@@ -42,7 +42,6 @@ struct Type {
 /// A parsed BTF blob: types by id, plus a name index of structs and typedefs.
 pub struct Btf {
     data: Vec<u8>,
-    types_start: usize,
     strings_start: usize,
     strings_len: usize,
     types: Vec<Type>,
@@ -96,7 +95,7 @@ impl Btf {
             types.push(Type { name_off, kind, kind_flag: info >> 31 == 1, vlen, size_or_type, extra });
             off = extra + extra_len;
         }
-        let mut btf = Btf { data, types_start, strings_start, strings_len: str_len, types, by_name: HashMap::new() };
+        let mut btf = Btf { data, strings_start, strings_len: str_len, types, by_name: HashMap::new() };
         for id in 1..btf.types.len() {
             let t = &btf.types[id];
             if matches!(t.kind, KIND_STRUCT | KIND_TYPEDEF) && t.name_off != 0 {
@@ -104,7 +103,6 @@ impl Btf {
                 btf.by_name.entry((name, t.kind)).or_insert(id as u32);
             }
         }
-        let _ = btf.types_start;
         Ok(btf)
     }
 
@@ -192,7 +190,7 @@ mod tests {
         let mut ty = Vec::new();
         let mut push = |v: &[u32]| v.iter().for_each(|x| ty.extend_from_slice(&x.to_le_bytes()));
         push(&[s_int, KIND_INT << 24, 4, 32]); // 1: int
-        push(&[0, (KIND_STRUCT << 24) | 1, 4, 0, s_pid, 1, 0]); // 2: anon struct { int pid @0 }
+        push(&[0, (KIND_STRUCT << 24) | 1, 4, s_pid, 1, 0]); // 2: anon struct { int pid @0 }
         push(&[s_s, (KIND_STRUCT << 24) | 2, 8, s_a, 1, 0, 0, 2, 32]); // 3: struct s { a @0; anon @32 bits }
         push(&[0, (KIND_FUNC_PROTO << 24) | 3, 1, 0, 1, 0, 1, 0, 1]); // 4: proto(int,int,int)
         push(&[0, KIND_PTR << 24, 4]); // 5: ptr -> proto
