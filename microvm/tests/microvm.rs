@@ -326,9 +326,7 @@ fn unprivileged_child() {
     if std::env::var_os("MICROVM_UNPRIVILEGED_CHILD").is_none() {
         return;
     }
-    let e = microvm::run(&Config::default())
-        .err()
-        .expect("nobody cannot open /dev/kvm");
+    let e = microvm::run(&Config::default()).expect_err("nobody cannot open /dev/kvm");
     println!("CHILD-ERROR: {e}");
 }
 
