@@ -3,6 +3,8 @@
 #include "bzlib.h"
 #include "workload.h"
 
+void *memset(void *d, int c, __SIZE_TYPE__ n);
+
 /* ---- loop: xorshift64 chain, exactly reproducible (src/workload.rs has the Rust twin) */
 uint64_t wl_loop_unit(uint64_t *state, uint32_t iters)
 {
@@ -115,10 +117,17 @@ int64_t wl_run(struct wl_params *p, wl_progress_fn progress)
 	p->units_done = 0;
 	if (p->workload == WL_LOOP) {
 		uint64_t state = 0x9E3779B97F4A7C15ull ^ ((uint64_t)p->vcpu + 1);
-		p->io_buf = (uint64_t)(uintptr_t)&p->checksum;
-		p->io_len = 8;
+		/* a 4 KiB ring of per-unit results: the buffer the emulator checksums */
+		uint64_t *ring = bump_alloc(p, 4096);
+		if (!ring)
+			return p->status = -10;
+		memset(ring, 0, 4096);
+		p->io_buf = (uint64_t)(uintptr_t)ring;
+		p->io_len = 4096;
 		for (u = 0; u < p->work_units; u++) {
-			sum = sum * 31 + wl_loop_unit(&state, p->loop_iters);
+			uint64_t r = wl_loop_unit(&state, p->loop_iters);
+			ring[u & 511] = r;
+			sum = sum * 31 + r;
 			if (p->exit_every && (u + 1) % p->exit_every == 0) {
 				p->units_done = u + 1;
 				p->checksum = sum;
