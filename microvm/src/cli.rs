@@ -108,9 +108,16 @@ impl MicrovmArgs {
 /// truth JSON on stdout.
 pub fn run(args: &MicrovmArgs) -> anyhow::Result<()> {
     let cfg = args.to_config();
-    let truth = Vm::create(&cfg)
-        .and_then(Vm::run_here)
-        .context("micro-VM")?;
+    let vm = Vm::create(&cfg).context("micro-VM")?;
+    // One line on stderr before the guest starts, for a parent process (e.g. a tracer
+    // running `vmmtrace microvm` as a child) that wants the tids early.
+    eprintln!(
+        "microvm: started pid {} vcpu_tids {:?} emulator_tid {}",
+        std::process::id(),
+        vm.vcpu_tids(),
+        crate::vm::gettid()
+    );
+    let truth = vm.run_here().context("micro-VM")?;
     println!("{}", serde_json::to_string_pretty(&truth)?);
     Ok(())
 }
