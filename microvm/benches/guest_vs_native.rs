@@ -136,7 +136,7 @@ fn main() {
     let tc = Config {
         exit_every: 0,
         timer_hz: 10_000,
-        work: 4000,
+        work: 40_000,
         loop_unit_iters: 1 << 12,
         ..lp.clone()
     };
