@@ -24,6 +24,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Print a report file as text.
     Report(ReportArgs),
+    /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
+    /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
+    Microvm(microvm::cli::MicrovmArgs),
     /// Measure the per-event cost of the probes (kernel BPF statistics) under a context-switch load.
     Bench(BenchArgs),
 }
@@ -66,9 +69,12 @@ pub struct ReportArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Context switches to drive per measurement (two tasks ping-ponging on a pipe).
-    #[arg(long, default_value_t = 200_000)]
-    pub switches: u64,
+    /// Pipe round trips per measurement (each is two context switches).
+    #[arg(long, default_value_t = 100_000)]
+    pub rounds: u64,
+    /// Repetitions of the three modes, interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
 }
 
 fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {

@@ -5,6 +5,7 @@
 //! their threads and roles from /proc.
 
 pub mod account;
+pub mod bench;
 pub mod cli;
 pub mod host;
 pub mod kvm_reasons;

@@ -12,6 +12,16 @@ use vmmtrace::{
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    if let Command::Microvm(a) = &cli.command {
+        // The emulator loop runs on the main thread, as QEMU's main loop does.
+        std::process::exit(match microvm::cli::run(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vmmtrace microvm: {e:#}");
+                1
+            }
+        });
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -55,9 +65,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,
+        Command::Microvm(_) => unreachable!("handled before the runtime starts"),
     }
 }
 
-async fn bench(_a: BenchArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("bench: not implemented yet")
+async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
+    vmmtrace::probe::check_privileges()?;
+    eprintln!("vmmtrace bench: {} round trips x 3 modes x {} repetitions...", a.rounds, a.reps);
+    let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(a.rounds, a.reps)).await??;
+    print!("{}", vmmtrace::bench::render(&rows));
+    Ok(0)
 }

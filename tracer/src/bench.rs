@@ -1,0 +1,118 @@
+//! `vmmtrace bench`: what the probes cost, measured side by side in one run. A
+//! context-switch load (two threads ping-ponging one byte over pipes, pinned to one
+//! CPU) runs with no probes, with the tp_btf sched_switch program and with the classic
+//! tracepoint; the kernel's own BPF statistics give each program's cost per event.
+
+use std::{io::Read as _, io::Write as _, time::Instant};
+
+use crate::probe::{ProbeOptions, Probes, set_affinity};
+
+/// One measurement.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub mode: &'static str,
+    /// Wall ns per round trip (two context switches).
+    pub ns_per_round_trip: f64,
+    /// Programs that ran: (name, events, average ns per event).
+    pub programs: Vec<(String, u64, f64)>,
+}
+
+/// Runs `rounds` pipe round trips between two threads pinned to `cpu`.
+pub fn ping_pong(rounds: u64, cpu: u32) -> f64 {
+    let (mut ping_r, mut ping_w) = std::io::pipe().expect("pipe");
+    let (mut pong_r, mut pong_w) = std::io::pipe().expect("pipe");
+    let t = std::thread::spawn(move || {
+        set_affinity(0, &[cpu]);
+        let mut buf = [0u8; 1];
+        for _ in 0..rounds {
+            if ping_r.read_exact(&mut buf).is_err() || pong_w.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    set_affinity(0, &[cpu]);
+    let mut buf = [0u8; 1];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        if ping_w.write_all(&buf).is_err() || pong_r.read_exact(&mut buf).is_err() {
+            break;
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
+    let _ = t.join();
+    ns
+}
+
+/// Turns on kernel.bpf_stats_enabled for its lifetime.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        const P: &str = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(P).ok();
+        let _ = std::fs::write(P, "1");
+        BpfStats(old)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old.trim());
+        }
+    }
+}
+
+pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
+    let _stats = BpfStats::enable();
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() }.max(0) as u32;
+    let mut rows = Vec::new();
+    for _ in 0..reps {
+        for mode in ["none", "tp_btf", "tracepoint"] {
+            let probes = match mode {
+                "none" => None,
+                m => {
+                    let mut p = Probes::attach(&ProbeOptions {
+                        classic_sched_switch: m == "tracepoint",
+                        kvm: false,
+                        ..Default::default()
+                    })?;
+                    p.start()?;
+                    Some(p)
+                }
+            };
+            let ns = ping_pong(rounds, cpu);
+            let programs = probes
+                .as_ref()
+                .map(|p| {
+                    p.program_stats()
+                        .into_iter()
+                        .filter(|(_, n, _)| *n > 0)
+                        .map(|(name, n, t)| (name, n, t as f64 / n as f64))
+                        .collect()
+                })
+                .unwrap_or_default();
+            rows.push(BenchRow { mode, ns_per_round_trip: ns, programs });
+        }
+    }
+    Ok(rows)
+}
+
+pub fn render(rows: &[BenchRow]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "context-switch load: two threads ping-ponging over pipes on one CPU (2 switches per round trip)");
+    let _ = writeln!(s, "{:<11} {:>14} {:>10}  programs (events, avg ns/event from kernel bpf stats)", "probes", "ns/round trip", "vs none");
+    let mut base = None;
+    for r in rows {
+        if r.mode == "none" {
+            base = Some(r.ns_per_round_trip);
+        }
+        let ratio = base.map(|b| r.ns_per_round_trip / b).unwrap_or(f64::NAN);
+        let progs: Vec<String> =
+            r.programs.iter().map(|(n, c, a)| format!("{n}: {c} ev, {a:.0} ns")).collect();
+        let _ = writeln!(s, "{:<11} {:>14.0} {:>9.3}x  {}", r.mode, r.ns_per_round_trip, ratio, progs.join("; "));
+    }
+    s
+}
