@@ -135,9 +135,10 @@ impl CpuState {
 }
 
 /// Time the kernel did not count as the thread's runtime although the thread was on
-/// the CPU: steal time (a hypervisor below this kernel ran something else on this
-/// vCPU, with CONFIG_PARAVIRT_TIME_ACCOUNTING) and, with CONFIG_IRQ_TIME_ACCOUNTING,
-/// interrupt time. `interval_ns` is the wall time from switch-in to switch-out and
+/// the CPU (from switch-in to switch-out): steal time (a hypervisor below this kernel
+/// ran something else on this vCPU, with CONFIG_PARAVIRT_TIME_ACCOUNTING), interrupt
+/// time with CONFIG_IRQ_TIME_ACCOUNTING, and whatever else the kernel's task clock
+/// leaves out. `interval_ns` is the wall time from switch-in to switch-out and
 /// `sum_exec_delta` the growth of the task's `se.sum_exec_runtime` over it. Only whole
 /// intervals inside the window are measured (0 otherwise).
 #[inline(always)]
@@ -168,7 +169,7 @@ pub struct ThreadCpuStats {
     pub migrations: u64,
     /// Of `on_cpu_ns`, time the kernel did not count as this thread's runtime (see
     /// [`excluded_ns`]); measured with tp_btf only.
-    pub stolen_ns: u64,
+    pub excluded_ns: u64,
 }
 
 impl ThreadCpuStats {

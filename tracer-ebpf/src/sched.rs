@@ -37,11 +37,11 @@ fn on_switch(next_tid: u32, involuntary: bool, prev_task: *const u8, next_task: 
     let t = now();
     let w = window();
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
-    let (d, stolen) = unsafe {
-        let stolen = excluded_ns((*cpu).switch_in_ts, t, &w, (*cpu).curr_sum_exec, sum_exec(prev_task));
+    let (d, excluded) = unsafe {
+        let excluded = excluded_ns((*cpu).switch_in_ts, t, &w, (*cpu).curr_sum_exec, sum_exec(prev_task));
         (*cpu).switch_in_ts = t;
         (*cpu).curr_sum_exec = sum_exec(next_task);
-        ((*cpu).switch(t, &w, next_tid), stolen)
+        ((*cpu).switch(t, &w, next_tid), excluded)
     };
     if let Some(s) = charge_current(prev, mode_of(prev), d) {
         // SAFETY: per-CPU value returned by the map for this CPU.
@@ -52,7 +52,7 @@ fn on_switch(next_tid: u32, involuntary: bool, prev_task: *const u8, next_task: 
                 remember_current(prev);
             }
             (*s).switches += 1;
-            (*s).stolen_ns += stolen;
+            (*s).excluded_ns += excluded;
             if involuntary {
                 (*s).involuntary_switches += 1;
             }

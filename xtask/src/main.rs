@@ -146,6 +146,27 @@ fn build_ebpf(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deterministic text (words drawn by an LCG): compressible like real text, so bzip2
+/// does real work for a few seconds.
+fn write_demo_input(path: &Path, bytes: usize) -> anyhow::Result<()> {
+    if std::fs::metadata(path).map(|m| m.len() as usize == bytes).unwrap_or(false) {
+        return Ok(());
+    }
+    const WORDS: &[&str] = &[
+        "guest", "host", "vcpu", "exit", "kvm", "qemu", "core", "pin", "steal", "time", "the", "a",
+        "of", "to", "and", "in", "job", "bzip2", "gobmk", "overhead", "scheduler", "thread",
+    ];
+    let mut out = Vec::with_capacity(bytes);
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    while out.len() < bytes {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.extend_from_slice(WORDS[(x >> 33) as usize % WORDS.len()].as_bytes());
+        out.push(if (x >> 20) % 13 == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(bytes);
+    std::fs::write(path, out).with_context(|| format!("write {}", path.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = root();
@@ -158,7 +179,23 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo => {
             setup()?;
             run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
-            run(Command::new(root.join("target/release/vmmtrace")).current_dir(&root).args(["demo"]))
+            let dir = root.join("target/demo");
+            std::fs::create_dir_all(&dir)?;
+            let input = dir.join("input.txt");
+            write_demo_input(&input, 24 << 20)?;
+            let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+            // One bzip2 per CPU, as in the paper's "N jobs on N cores".
+            let script = format!(
+                "for i in $(seq {jobs}); do bzip2 -9 -c {} > /dev/null & done; wait",
+                input.display()
+            );
+            eprintln!("tracing {jobs} bzip2 jobs on {jobs} CPUs...");
+            run(Command::new(root.join("target/release/vmmtrace"))
+                .current_dir(&root)
+                .args(["record", "-o"])
+                .arg(dir.join("report.json"))
+                .args(["--", "sh", "-c", &script]))?;
+            run(Command::new(root.join("target/release/vmmtrace")).arg("report").arg(dir.join("report.json")))
         }
         Cmd::BuildEbpf => {
             let out = root.join(EBPF_OBJECT);

@@ -24,9 +24,9 @@ pub struct ThreadTime {
     pub on_cpu_ns: u64,
     /// Indexed by CPU id.
     pub per_cpu_ns: Vec<u64>,
-    /// Time the thread held a CPU that a hypervisor below this kernel took (steal),
-    /// not in `on_cpu_ns`.
-    pub stolen_ns: u64,
+    /// Time the thread held a CPU that the kernel did not count as its runtime (see
+    /// `tracer_common::excluded_ns`); not in `on_cpu_ns`.
+    pub excluded_ns: u64,
     pub kvm_run_ns: u64,
     pub guest_ns: u64,
     pub switches: u64,
@@ -39,8 +39,9 @@ pub struct CpuTime {
     pub cpu: u32,
     pub busy_ns: u64,
     pub idle_ns: u64,
-    /// Stolen from threads on this CPU by a hypervisor below (busy + idle + steal = wall).
-    pub steal_ns: u64,
+    /// Held by threads on this CPU but not counted as their runtime by the kernel
+    /// (busy + idle + excluded = wall).
+    pub excluded_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,13 +78,13 @@ pub fn close_open_intervals(raw: &mut RawCounters) {
     }
 }
 
-fn stolen(s: &ThreadCpuStats) -> u64 {
-    s.stolen_ns.min(s.on_cpu_ns)
+fn excluded(s: &ThreadCpuStats) -> u64 {
+    s.excluded_ns.min(s.on_cpu_ns)
 }
 
-/// What the kernel counts as runtime: time on the CPU less stolen time.
+/// What the kernel counts as runtime: time on the CPU less excluded time.
 fn runtime(s: &ThreadCpuStats) -> u64 {
-    s.on_cpu_ns - stolen(s)
+    s.on_cpu_ns - excluded(s)
 }
 
 /// Builds the attribution from closed raw counters; `meta` describes each tid.
@@ -97,9 +98,9 @@ pub fn attribute(raw: &RawCounters, meta: impl Fn(u32) -> ThreadMeta) -> Attribu
         .map(|&c| {
             let idle_ns = idle.and_then(|v| v.get(c as usize)).map(|s| s.on_cpu_ns).unwrap_or(0);
             let on_cpu = || raw.threads.iter().filter(|(tid, _)| **tid != 0).filter_map(|(_, v)| v.get(c as usize));
-            let steal_ns = on_cpu().map(stolen).sum();
+            let excluded_ns = on_cpu().map(excluded).sum();
             let busy_ns = on_cpu().map(runtime).sum();
-            CpuTime { cpu: c, busy_ns, idle_ns, steal_ns }
+            CpuTime { cpu: c, busy_ns, idle_ns, excluded_ns }
         })
         .collect();
     let mut threads: Vec<ThreadTime> = raw
@@ -113,7 +114,7 @@ pub fn attribute(raw: &RawCounters, meta: impl Fn(u32) -> ThreadMeta) -> Attribu
                 meta: meta(tid),
                 on_cpu_ns: sum(runtime),
                 per_cpu_ns: v.iter().map(runtime).collect(),
-                stolen_ns: sum(stolen),
+                excluded_ns: sum(excluded),
                 kvm_run_ns: sum(|s| s.kvm_run_ns),
                 guest_ns: sum(|s| s.guest_ns),
                 switches: sum(|s| s.switches),
@@ -186,7 +187,7 @@ mod tests {
         let a = attribute(&r, meta);
         assert_eq!(a.wall_ns, 10_000);
         for c in &a.cpus {
-            assert_eq!(c.busy_ns + c.idle_ns + c.steal_ns, a.wall_ns, "cpu {}", c.cpu);
+            assert_eq!(c.busy_ns + c.idle_ns + c.excluded_ns, a.wall_ns, "cpu {}", c.cpu);
         }
     }
 
@@ -203,15 +204,15 @@ mod tests {
     }
 
     #[test]
-    fn stolen_time_moves_from_busy_to_steal() {
+    fn excluded_time_moves_from_busy_to_excluded() {
         let mut r = raw();
-        r.threads.get_mut(&7).unwrap()[0].stolen_ns = 250;
+        r.threads.get_mut(&7).unwrap()[0].excluded_ns = 250;
         close_open_intervals(&mut r);
         let a = attribute(&r, meta);
         let t7 = a.threads.iter().find(|t| t.tid == 7).unwrap();
-        assert_eq!((t7.on_cpu_ns, t7.stolen_ns, t7.per_cpu_ns[0]), (5_750, 250, 5_750));
-        assert_eq!(a.cpus[0].steal_ns, 250);
-        assert_eq!(a.cpus[0].busy_ns + a.cpus[0].idle_ns + a.cpus[0].steal_ns, a.wall_ns);
+        assert_eq!((t7.on_cpu_ns, t7.excluded_ns, t7.per_cpu_ns[0]), (5_750, 250, 5_750));
+        assert_eq!(a.cpus[0].excluded_ns, 250);
+        assert_eq!(a.cpus[0].busy_ns + a.cpus[0].idle_ns + a.cpus[0].excluded_ns, a.wall_ns);
     }
 
     #[test]
