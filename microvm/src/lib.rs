@@ -165,6 +165,10 @@ pub struct VcpuTruth {
     pub end_monotonic_ns: u64,
     /// The CPU the vCPU thread was on when it finished.
     pub last_cpu: u32,
+    /// The kernel's count of this thread's runtime (`sum_exec_runtime`, read with
+    /// CLOCK_THREAD_CPUTIME_ID) when the guest finished and the vCPU was closed: an
+    /// independent check for tracers.
+    pub sum_exec_runtime_ns: u64,
 }
 
 /// Ground truth of the emulator (QEMU main loop) thread.

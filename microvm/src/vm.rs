@@ -552,6 +552,16 @@ fn run_vcpu(
     let mono1 = monotonic_ns();
     // SAFETY: no preconditions.
     let last_cpu = unsafe { libc::sched_getcpu() };
+    // Closing the vCPU tears it down in the kernel (milliseconds under PVM); count
+    // that too, as a tracer of this thread does.
+    drop(vcpu);
+    // The kernel's sum_exec_runtime brought up to date (task_sched_runtime): reading
+    // /proc/thread-self/schedstat from the running thread would miss the time since
+    // the scheduler last updated it.
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let sum_exec_runtime_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     let p: WlParams = sh.mem.read_obj(params_addr)?;
     let timer: u64 = sh.mem.read_obj(vcpu_block(i) + TIMER_OFF)?;
     if status != 0 {
@@ -575,6 +585,7 @@ fn run_vcpu(
         start_monotonic_ns: mono0,
         end_monotonic_ns: mono1,
         last_cpu: last_cpu.max(0) as u32,
+        sum_exec_runtime_ns,
     })
 }
 

@@ -139,11 +139,12 @@ impl CpuState {
 /// ran something else on this vCPU, with CONFIG_PARAVIRT_TIME_ACCOUNTING), interrupt
 /// time with CONFIG_IRQ_TIME_ACCOUNTING, and whatever else the kernel's task clock
 /// leaves out. `interval_ns` is the wall time from switch-in to switch-out and
-/// `sum_exec_delta` the growth of the task's `se.sum_exec_runtime` over it. Only whole
-/// intervals inside the window are measured (0 otherwise).
+/// the growth of the task's `se.sum_exec_runtime` over it (a new thread starts at 0).
+/// Only whole intervals inside the window are measured, and only when the runtime
+/// can be read (`known`); 0 otherwise.
 #[inline(always)]
-pub fn excluded_ns(switch_in_ts: u64, now: u64, w: &Window, sum_exec_in: u64, sum_exec_out: u64) -> u64 {
-    if w.start_ns == 0 || switch_in_ts < w.start_ns || (w.stop_ns != 0 && now > w.stop_ns) || sum_exec_in == 0 {
+pub fn excluded_ns(known: bool, switch_in_ts: u64, now: u64, w: &Window, sum_exec_in: u64, sum_exec_out: u64) -> u64 {
+    if !known || w.start_ns == 0 || switch_in_ts < w.start_ns || (w.stop_ns != 0 && now > w.stop_ns) {
         return 0;
     }
     let interval = now.saturating_sub(switch_in_ts);
@@ -328,11 +329,12 @@ mod tests {
     fn excluded_time_is_measured_on_whole_intervals_inside_the_window() {
         let w = Window { start_ns: 1_000, stop_ns: 0 };
         // 1000 ns on the CPU, of which the kernel counted 900.
-        assert_eq!(excluded_ns(2_000, 3_000, &w, 5_000, 5_900), 100);
-        assert_eq!(excluded_ns(500, 3_000, &w, 5_000, 5_900), 0); // switched in before the start
-        assert_eq!(excluded_ns(2_000, 3_000, &w, 0, 5_900), 0); // unknown runtime
-        assert_eq!(excluded_ns(2_000, 3_000, &Window { start_ns: 1_000, stop_ns: 2_500 }, 5_000, 5_900), 0);
-        assert_eq!(excluded_ns(2_000, 3_000, &w, 5_000, 7_000), 0); // never negative
+        assert_eq!(excluded_ns(true, 2_000, 3_000, &w, 5_000, 5_900), 100);
+        assert_eq!(excluded_ns(true, 500, 3_000, &w, 5_000, 5_900), 0); // switched in before the start
+        assert_eq!(excluded_ns(false, 2_000, 3_000, &w, 5_000, 5_900), 0); // runtime unreadable
+        assert_eq!(excluded_ns(true, 2_000, 3_000, &w, 0, 900), 100); // a new thread starts at 0
+        assert_eq!(excluded_ns(true, 2_000, 3_000, &Window { start_ns: 1_000, stop_ns: 2_500 }, 5_000, 5_900), 0);
+        assert_eq!(excluded_ns(true, 2_000, 3_000, &w, 5_000, 7_000), 0); // never negative
     }
 
     #[test]

@@ -88,13 +88,29 @@ pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Any other KVM tracepoint (one program attached to many): counted per thread and
-/// tracepoint id (`common_type`, the first field of every record).
-#[tracepoint(category = "kvm", name = "kvm_pio")]
-pub fn kvm_event(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn kvm_event(slot: u32) -> u32 {
     bump(counter::KVM_OTHER);
-    // SAFETY: common_type is at offset 0 in every tracepoint record.
-    let id: u16 = unsafe { ctx.read_at(0) }.unwrap_or(0);
-    count(&KVM_EVENTS, &TidKey { tid: current_tid(), code: id as u32, isa: 0, _pad: 0 });
+    count(&KVM_EVENTS, &TidKey { tid: current_tid(), code: slot, isa: 0, _pad: 0 });
     0
 }
+
+/// The other in-kernel KVM events, counted per thread. A BPF tracepoint program cannot
+/// tell which tracepoint fired (the kernel overwrites the record's `common_type` with a
+/// pointer before calling it), so each slot is its own program; userspace attaches
+/// slot i to the i-th event of its list.
+macro_rules! kvm_event_slots {
+    ($($name:ident = $slot:expr),*) => {
+        $(
+            #[tracepoint]
+            pub fn $name(_ctx: TracePointContext) -> u32 {
+                kvm_event($slot)
+            }
+        )*
+    };
+}
+
+kvm_event_slots!(
+    kvm_event_0 = 0, kvm_event_1 = 1, kvm_event_2 = 2, kvm_event_3 = 3,
+    kvm_event_4 = 4, kvm_event_5 = 5, kvm_event_6 = 6, kvm_event_7 = 7
+);

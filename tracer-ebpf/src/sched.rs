@@ -38,7 +38,8 @@ fn on_switch(next_tid: u32, involuntary: bool, prev_task: *const u8, next_task: 
     let w = window();
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
     let (d, excluded) = unsafe {
-        let excluded = excluded_ns((*cpu).switch_in_ts, t, &w, (*cpu).curr_sum_exec, sum_exec(prev_task));
+        let known = !prev_task.is_null() && task_sum_exec_offset() != 0;
+        let excluded = excluded_ns(known, (*cpu).switch_in_ts, t, &w, (*cpu).curr_sum_exec, sum_exec(prev_task));
         (*cpu).switch_in_ts = t;
         (*cpu).curr_sum_exec = sum_exec(next_task);
         ((*cpu).switch(t, &w, next_tid), excluded)

@@ -11,9 +11,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
+use std::collections::{BTreeMap, HashSet};
+
 use crate::{
     account::{self, ThreadMeta},
-    host::Role,
+    host::{HostSnapshot, Role, registry::Registry},
     probe::{self, ProbeOptions, Probes, RawCounters},
     report::{self, CommandInfo, HostInfo, Report},
 };
@@ -83,57 +85,89 @@ fn read_trim(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-/// PF_KTHREAD in /proc/<tid>/stat's flags (None if the thread is gone).
-fn is_kernel_thread(tid: u32) -> Option<bool> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+/// Guest time of a thread as the kernel accounts it (field 43 of stat), in ticks.
+fn gtime_ticks(pid: u32, tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
-    // fields after comm: state(3) ppid(4) pgrp session tty_nr tpgid flags(9)
-    let flags: u64 = after.split_whitespace().nth(6)?.parse().ok()?;
-    Some(flags & 0x0020_0000 != 0)
+    // After comm, field 3 is the first: guest_time is field 43.
+    after.split_whitespace().nth(43 - 3)?.parse().ok()
 }
 
-/// comm names of kernel threads, for threads that exited before the end.
-fn looks_like_kernel_thread(comm: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuop/", "rcuos/", "cpuhp/", "idle_inject/",
-        "kthreadd", "irq/", "watchdog", "kcompactd", "kswapd", "khugepaged", "jbd2/", "kauditd", "oom_reaper",
-    ];
-    PREFIXES.iter().any(|p| comm.starts_with(p))
+fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { 1_000_000_000 / hz as u64 } else { 10_000_000 }
 }
 
-/// What is known of each thread: identity from the probes, refreshed from /proc for
-/// threads still alive; role from the workload set and kernel-thread flag.
-pub fn thread_meta(raw: &RawCounters) -> impl Fn(u32) -> ThreadMeta + '_ {
-    let mut alive: HashMap<u32, (String, Option<bool>)> = HashMap::new();
-    for &tid in raw.threads.keys() {
-        if tid == 0 {
-            continue;
+/// Host discovery over the whole trace: a snapshot at the start, one per second, one
+/// at the end, merged; and guest time (gtime) of vCPU threads at the start and as last
+/// seen.
+pub struct Discovery {
+    pub registry: Registry,
+    gtime_start: HashMap<u32, u64>,
+    gtime_last: HashMap<u32, u64>,
+}
+
+impl Discovery {
+    pub fn start() -> Discovery {
+        let mut d = Discovery { registry: Registry::default(), gtime_start: HashMap::new(), gtime_last: HashMap::new() };
+        if let Ok(s) = HostSnapshot::discover(&HashSet::new(), &HashSet::new()) {
+            d.registry.merge(s);
         }
-        if let Some(info) = raw.thread_info.get(&tid) {
-            if let Some(comm) = read_trim(&format!("/proc/{}/task/{tid}/comm", info.tgid)) {
-                alive.insert(tid, (comm, is_kernel_thread(tid)));
+        for vm in d.registry.vms.values() {
+            for &tid in &vm.vcpus {
+                if let Some(g) = gtime_ticks(vm.pid, tid) {
+                    d.gtime_start.insert(tid, g);
+                }
+            }
+        }
+        d
+    }
+
+    /// Takes a snapshot, with what the probes know so far.
+    pub fn observe(&mut self, raw: &RawCounters) {
+        let kvm: HashSet<u32> = raw.vcpus.keys().copied().collect();
+        if let Ok(s) = HostSnapshot::discover(&kvm, &raw.workload) {
+            self.registry.merge(s);
+        }
+        for vm in self.registry.vms.values() {
+            for &tid in &vm.vcpus {
+                if let Some(g) = gtime_ticks(vm.pid, tid) {
+                    self.gtime_last.insert(tid, g);
+                }
             }
         }
     }
+
+    /// Guest time (ns) each vCPU thread accumulated in the window, where known.
+    fn gtime_ns(&self) -> BTreeMap<u32, u64> {
+        let t = tick_ns();
+        self.gtime_last
+            .iter()
+            .map(|(tid, last)| (*tid, last.saturating_sub(self.gtime_start.get(tid).copied().unwrap_or(0)) * t))
+            .collect()
+    }
+}
+
+/// What is known of each thread: identity from the probes, refreshed from discovery;
+/// role from discovery, the workload set and the kernel-thread flag.
+pub fn thread_meta<'a>(raw: &'a RawCounters, reg: &'a Registry) -> impl Fn(u32) -> ThreadMeta + 'a {
     move |tid| {
         let info = raw.thread_info.get(&tid);
         let pid = info.map(|i| i.tgid).unwrap_or(tid);
-        let bpf_comm = info
-            .map(|i| String::from_utf8_lossy(&i.comm).trim_end_matches('\0').to_string())
-            .unwrap_or_default();
-        let (comm, kthread) = match alive.get(&tid) {
-            Some((c, k)) => (c.clone(), k.unwrap_or(false)),
-            None => (bpf_comm.clone(), looks_like_kernel_thread(&bpf_comm)),
-        };
-        let role = if raw.workload.contains(&tid) || raw.workload.contains(&pid) {
-            Role::Workload
-        } else if kthread {
-            Role::HostKernel
-        } else {
-            Role::Other
-        };
-        ThreadMeta { pid, comm, role }
+        let bpf_comm = info.map(|i| comm_str(&i.comm)).unwrap_or_default();
+        let known = reg.threads.get(&tid).filter(|t| t.pid == pid);
+        let comm = known.map(|t| t.comm.clone()).unwrap_or(bpf_comm);
+        let (mut role, vcpu_index, vm) = reg.classify(tid, pid, &comm);
+        if matches!(role, Role::Other) && (raw.workload.contains(&tid) || raw.workload.contains(&pid)) {
+            role = Role::Workload;
+        }
+        ThreadMeta { pid, comm, role, vcpu_index, vm }
     }
+}
+
+fn comm_str(c: &[u8; 16]) -> String {
+    String::from_utf8_lossy(c).trim_end_matches('\0').to_string()
 }
 
 pub fn host_info(features: probe::Features, online: usize) -> HostInfo {
@@ -145,12 +179,33 @@ pub fn host_info(features: probe::Features, online: usize) -> HostInfo {
     }
 }
 
-/// Builds the report from the probes' final counters.
-pub fn build_report(mut raw: RawCounters, features: probe::Features, started_unix_s: u64) -> Report {
+/// Builds the report from the probes' final counters and what discovery learned.
+pub fn build_report(mut raw: RawCounters, features: probe::Features, started_unix_s: u64, mut disc: Discovery) -> Report {
     account::close_open_intervals(&mut raw);
-    let meta = thread_meta(&raw);
+    disc.observe(&raw);
+    let seen: BTreeMap<u32, (u32, String)> = raw
+        .threads
+        .keys()
+        .filter_map(|tid| raw.thread_info.get(tid).map(|i| (*tid, (i.tgid, comm_str(&i.comm)))))
+        .collect();
+    let kvm_run_tids: HashSet<u32> = raw.vcpus.keys().copied().collect();
+    disc.registry.add_unseen_vms(&kvm_run_tids, &seen);
+    let meta = thread_meta(&raw, &disc.registry);
     let a = account::attribute(&raw, meta);
+    let entry_exit_unavailable = features
+        .unavailable
+        .iter()
+        .find(|u| u.probe.ends_with("kvm_exit") || u.probe.ends_with("kvm_entry"))
+        .map(|u| format!("{} is not attached: {}", u.probe, u.reason));
+    let gtime = disc.gtime_ns();
+    let vm_list: Vec<_> = disc.registry.vms.values().cloned().collect();
+    let vms = account::kvm::vms(
+        &raw,
+        &a.threads,
+        &account::kvm::KvmInputs { vms: &vm_list, threads: &disc.registry.threads, gtime_ns: &gtime, tick_ns: tick_ns(), entry_exit_unavailable },
+    );
     let mut r = Report::from_attribution(&a, host_info(features, raw.online_cpus.len()), started_unix_s);
+    r.vms = vms;
     r.dropped_events = raw.dropped_events();
     use tracer_common::counter as c;
     for (name, idx) in [
@@ -170,8 +225,9 @@ pub fn build_report(mut raw: RawCounters, features: probe::Features, started_uni
     r
 }
 
-/// One line of live summary: elapsed, busy/idle split, top threads, drops.
-pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, interval_ns: u64) -> String {
+/// One line of live summary: elapsed, busy/idle split, guest vs hypervisor, top
+/// threads, drops.
+pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, interval_ns: u64, reg: &Registry) -> String {
     let ncpu = now.online_cpus.len().max(1) as f64;
     let deltas = account::on_cpu_delta(before, now);
     let total = interval_ns as f64 * ncpu;
@@ -183,12 +239,21 @@ pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, int
         100.0 * busy as f64 / total,
         100.0 * idle as f64 / total
     );
+    if !reg.vms.is_empty() || !now.vcpus.is_empty() {
+        let meta = thread_meta(now, reg);
+        let mut vcpu = 0u64;
+        let mut vmm = 0u64;
+        for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0) {
+            match meta(*tid).role {
+                Role::Vcpu => vcpu += d,
+                Role::Vmm => vmm += d,
+                _ => {}
+            }
+        }
+        s.push_str(&format!(" vcpus {:.1}% vmm threads {:.1}% |", 100.0 * vcpu as f64 / total, 100.0 * vmm as f64 / total));
+    }
     for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0).take(3) {
-        let comm = now
-            .thread_info
-            .get(tid)
-            .map(|i| String::from_utf8_lossy(&i.comm).trim_end_matches('\0').to_string())
-            .unwrap_or_else(|| "?".into());
+        let comm = now.thread_info.get(tid).map(|i| comm_str(&i.comm)).unwrap_or_else(|| "?".into());
         s.push_str(&format!(" {comm}[{tid}] {:.0}%", 100.0 * *d as f64 / interval_ns as f64));
     }
     s.push_str(&format!(" | dropped {}", now.dropped_events()));
@@ -216,6 +281,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
 
     let mut probes = Probes::attach(&opts.probe)?;
+    let mut disc = Discovery::start();
     let started_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -233,9 +299,11 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     };
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let interval = opts.live_interval.unwrap_or(Duration::from_secs(3600));
+    // Discovery runs every second even without live output, to see VMs that come and go.
+    let interval = opts.live_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut last = live_snapshot(&probes)?;
+    let mut last_print = Instant::now();
     let end = loop {
         let child_wait = async {
             match child.as_mut() {
@@ -254,10 +322,18 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
             _ = sleep => break End::Duration,
             _ = sigint.recv() => break End::Signal(libc::SIGINT),
             _ = sigterm.recv() => break End::Signal(libc::SIGTERM),
-            _ = ticker.tick(), if opts.live_interval.is_some() => {
+            _ = ticker.tick() => {
                 let now = live_snapshot(&probes)?;
-                eprintln!("{}", live_line(t0.elapsed(), &last, &now, interval.as_nanos() as u64));
-                last = now;
+                disc.observe(&now);
+                if let Some(every) = opts.live_interval {
+                    let due = last_print.elapsed() + interval / 2 >= every;
+                    if due {
+                        let ns = now.window.stop_ns.saturating_sub(last.window.stop_ns).max(1);
+                        eprintln!("{}", live_line(t0.elapsed(), &last, &now, ns, &disc.registry));
+                        last = now;
+                        last_print = Instant::now();
+                    }
+                }
             }
         }
     };
@@ -266,7 +342,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let features = probes.features.clone();
     drop(probes);
 
-    let mut report = build_report(raw, features, started_unix_s);
+    let mut report = build_report(raw, features, started_unix_s, disc);
     let mut exit_code = 0;
     let mut interrupted = false;
     if let Some((mut c, pid)) = child {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use vmmtrace::{
     probe::{ProbeOptions, Probes},
-    record::build_report,
+    record::{Discovery, build_report},
     report::Report,
 };
 
@@ -26,7 +26,7 @@ fn stop_and_report(mut probes: Probes) -> Report {
     let raw = probes.read().unwrap();
     let features = probes.features.clone();
     drop(probes);
-    build_report(raw, features, 0)
+    build_report(raw, features, 0, Discovery::start())
 }
 
 /// Runs two pinned spinners and a sleeper under `opts`, and checks each thread against
@@ -143,7 +143,7 @@ fn migrations_are_counted() {
     let raw = probes.read().unwrap();
     let features = probes.features.clone();
     drop(probes);
-    let report = build_report(raw, features, 0);
+    let report = build_report(raw, features, 0, Discovery::start());
     let tid = mover.tid;
     mover.release();
     let th = report.thread(tid).expect("mover in report");

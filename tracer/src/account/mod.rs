@@ -1,6 +1,8 @@
 //! Attribution, pure: raw per-thread per-CPU counters -> per-thread and per-CPU time,
 //! with each thread's role. No I/O here; callers pass what they learned of each thread.
 
+pub mod kvm;
+
 use std::collections::BTreeMap;
 
 use tracer_common::{Mode, NO_TID, ThreadCpuStats};
@@ -13,6 +15,8 @@ pub struct ThreadMeta {
     pub pid: u32,
     pub comm: String,
     pub role: Role,
+    pub vcpu_index: Option<u32>,
+    pub vm: Option<String>,
 }
 
 /// One thread's time over the trace window.
@@ -174,7 +178,13 @@ mod tests {
     }
 
     fn meta(tid: u32) -> ThreadMeta {
-        ThreadMeta { pid: tid, comm: format!("t{tid}"), role: if tid == 7 { Role::Workload } else { Role::Other } }
+        ThreadMeta {
+            pid: tid,
+            comm: format!("t{tid}"),
+            role: if tid == 7 { Role::Workload } else { Role::Other },
+            vcpu_index: None,
+            vm: None,
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub enum Role {
     Other,
 }
 
+pub mod registry;
 mod names;
 mod parse;
 mod procfs;

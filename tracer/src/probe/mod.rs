@@ -88,7 +88,7 @@ pub struct RawCounters {
     pub exits: Vec<(TidKey, ExitStats)>,
     pub userspace_exits: Vec<(TidKey, u64)>,
     pub kvm_events: Vec<(TidKey, u64)>,
-    /// Tracepoint id -> name, for `kvm_events`.
+    /// Slot -> tracepoint name, for `kvm_events`.
     pub kvm_event_names: HashMap<u32, String>,
 }
 
@@ -149,7 +149,8 @@ pub struct Probes {
     online_cpus: Vec<u32>,
 }
 
-/// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire.
+/// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire
+/// (at most 8: the eBPF object has programs kvm_event_0..7).
 const KVM_OTHER_EVENTS: &[(&str, &str)] = &[
     ("kvm", "kvm_pio"),
     ("kvm", "kvm_mmio"),
@@ -299,20 +300,18 @@ impl Probes {
                     }
                 }
             }
-            let mut others = Vec::new();
-            for (cat, name) in KVM_OTHER_EVENTS {
-                match tracefs::read_format(&root, cat, name) {
-                    Ok(f) => {
-                        if let Some(id) = f.id {
-                            kvm_event_names.insert(id, format!("{cat}:{name}"));
-                        }
-                        others.push((*cat, *name));
+            for (slot, (cat, name)) in KVM_OTHER_EVENTS.iter().enumerate() {
+                if let Err(e) = tracefs::read_format(&root, cat, name) {
+                    features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() });
+                    continue;
+                }
+                let prog_name = format!("kvm_event_{slot}");
+                match attach_tp(&mut ebpf, &prog_name, &[(cat, name)], &mut features) {
+                    Ok(()) => {
+                        kvm_event_names.insert(slot as u32, format!("{cat}:{name}"));
                     }
                     Err(e) => features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() }),
                 }
-            }
-            if !others.is_empty() {
-                attach_tp(&mut ebpf, "kvm_event", &others, &mut features)?;
             }
         }
 

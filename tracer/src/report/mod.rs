@@ -9,7 +9,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{account::Attribution, host::Role, probe::Features};
+use crate::{
+    account::{Attribution, kvm::VmReport},
+    host::Role,
+    probe::Features,
+};
 
 pub const SCHEMA: &str = "vmmtrace/1";
 
@@ -29,6 +33,8 @@ pub struct Report {
     pub threads: Vec<ThreadReport>,
     /// On-CPU time summed by role.
     pub by_role_ns: BTreeMap<Role, u64>,
+    /// Every VM seen during the trace, with its vCPUs and VMM threads.
+    pub vms: Vec<VmReport>,
     /// Events the probes could not record (a map was full); the figures above miss them.
     pub dropped_events: u64,
     /// How many events each probe handled.
@@ -69,6 +75,10 @@ pub struct ThreadReport {
     pub pid: u32,
     pub comm: String,
     pub role: Role,
+    /// For vCPU threads: the vCPU index.
+    pub vcpu: Option<u32>,
+    /// For vCPU and VMM threads: the VM's name.
+    pub vm: Option<String>,
     /// Runtime as the kernel counts it (schedstat's sum_exec_runtime).
     pub on_cpu_ns: u64,
     /// Indexed by CPU id.
@@ -98,6 +108,8 @@ impl Report {
                     pid: t.meta.pid,
                     comm: t.meta.comm.clone(),
                     role: t.meta.role,
+                    vcpu: t.meta.vcpu_index,
+                    vm: t.meta.vm.clone(),
                     on_cpu_ns: t.on_cpu_ns,
                     per_cpu_ns: t.per_cpu_ns.clone(),
                     excluded_ns: t.excluded_ns,
@@ -107,6 +119,7 @@ impl Report {
                 })
                 .collect(),
             by_role_ns: a.by_role_ns.clone(),
+            vms: Vec::new(),
             dropped_events: 0,
             events: BTreeMap::new(),
         }
@@ -219,6 +232,37 @@ pub fn render_text(r: &Report, top: usize) -> String {
             t.involuntary_switches,
             t.migrations
         );
+    }
+    for vm in &r.vms {
+        let _ = writeln!(
+            s,
+            "  VM {} (pid {}): {} vCPUs, in KVM_RUN {:.1} ms, VMM userspace on vCPU threads {:.1} ms, VMM threads {:.1} ms",
+            vm.name,
+            vm.pid,
+            vm.vcpus.len(),
+            ms(vm.kvm_run_ns),
+            ms(vm.vmm_user_ns),
+            ms(vm.vmm_threads_ns)
+        );
+        for v in &vm.vcpus {
+            let split = match (v.guest_ns, v.exit_handling_ns) {
+                (Some(g), Some(e)) => format!("guest {:.1} ms, exit handling {:.1} ms", ms(g), ms(e)),
+                _ => "guest/exit split unavailable".into(),
+            };
+            let uexits: u64 = v.userspace_exits.values().sum();
+            let kexits: u64 = v.exits.values().map(|e| e.count).sum();
+            let _ = writeln!(
+                s,
+                "    vCPU {} (tid {}{}): on-CPU {:.1} ms = KVM_RUN {:.1} + VMM user {:.1}; {split}; exits: {kexits} in-kernel, {uexits} to userspace; migrations {}",
+                v.index.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
+                v.tid,
+                if v.pinned { ", pinned" } else { "" },
+                ms(v.on_cpu_ns),
+                ms(v.kvm_run_ns),
+                ms(v.vmm_user_ns),
+                v.migrations
+            );
+        }
     }
     let _ = writeln!(s, "  dropped events: {}", r.dropped_events);
     for u in &r.host.features.unavailable {

@@ -1,0 +1,110 @@
+//! KVM awareness against the micro-VM's own ground truth: a real KVM guest with two
+//! vCPUs and a known number of exits, traced by the real probes.
+
+mod common;
+
+use vmmtrace::{
+    host::Role,
+    probe::{ProbeOptions, Probes},
+    record::{Discovery, build_report},
+    report::Report,
+};
+
+fn traced_vm(cfg: &microvm::Config) -> (Report, microvm::GroundTruth) {
+    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach the probes (run the tests as root)");
+    let disc = Discovery::start();
+    probes.start().unwrap();
+    let vm = microvm::spawn(cfg).expect("start the micro-VM (needs /dev/kvm)");
+    let truth = vm.wait().expect("micro-VM run");
+    probes.stop().unwrap();
+    let raw = probes.read().unwrap();
+    let features = probes.features.clone();
+    drop(probes);
+    (build_report(raw, features, 0, disc), truth)
+}
+
+#[test]
+fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
+    let cfg = microvm::Config {
+        vcpus: 2,
+        workload: microvm::Workload::Bzip2,
+        work: 48,
+        exit_every: 2,
+        timer_hz: 250,
+        pin_vcpus: Some(vec![0, 1]),
+        ..Default::default()
+    };
+    let (report, truth) = traced_vm(&cfg);
+    assert_eq!(report.dropped_events, 0);
+    let vm = report
+        .vms
+        .iter()
+        .find(|v| v.vcpus.iter().any(|c| c.tid == truth.vcpus[0].tid))
+        .unwrap_or_else(|| panic!("no VM with vCPU tid {} in {:?}", truth.vcpus[0].tid, report.vms));
+    assert_eq!(vm.pid, truth.pid);
+    assert_eq!(vm.vcpus.len(), 2);
+    for t in &truth.vcpus {
+        let v = vm.vcpus.iter().find(|v| v.tid == t.tid).expect("vCPU in report");
+        // Exits to userspace: exactly what the VMM handled (every KVM_RUN return).
+        assert_eq!(t.exits.get("io").copied(), Some(cfg.work / cfg.exit_every + 1));
+        let io = v.userspace_exits.get("KVM_EXIT_IO").copied().unwrap_or(0);
+        assert_eq!(io, t.exits["io"], "vCPU {}: {:?}", t.index, v.userspace_exits);
+        assert_eq!(v.userspace_exits.values().sum::<u64>(), t.kvm_run_calls);
+        // Role and index.
+        assert_eq!(v.index, Some(t.index));
+        let th = report.thread(t.tid).expect("vCPU thread in report");
+        assert_eq!(th.role, Role::Vcpu);
+        assert_eq!(th.vcpu, Some(t.index));
+        assert_eq!(th.comm, format!("CPU {}/KVM", t.index));
+        // The split covers the thread's time, which matches the kernel's own count.
+        assert_eq!(v.kvm_run_ns + v.vmm_user_ns, v.on_cpu_ns);
+        let err = common::relative_error(v.kvm_run_ns + v.vmm_user_ns, t.sum_exec_runtime_ns);
+        eprintln!(
+            "vCPU {}: excluded {} switches {} kvm_run {} + vmm_user {} vs schedstat {} ({:.3}% off); events {:?}",
+            t.index,
+            th.excluded_ns,
+            th.switches,
+            v.kvm_run_ns,
+            v.vmm_user_ns,
+            t.sum_exec_runtime_ns,
+            err * 100.0,
+            v.kvm_events
+        );
+        assert!(err < 0.01, "vCPU {}: {:.3}% off", t.index, err * 100.0);
+        // Nearly all of a CPU-bound guest's time is inside KVM_RUN.
+        assert!(v.kvm_run_ns > 10 * v.vmm_user_ns, "{v:?}");
+    }
+    // The emulator thread (another thread of this process) is a VMM thread and did work.
+    let emu = vm.vmm_threads.iter().find(|t| t.tid == truth.emulator.tid).expect("emulator thread");
+    assert!(truth.emulator.work_items > 0);
+    assert!(emu.on_cpu_ns > 0, "{emu:?}");
+}
+
+#[test]
+fn on_a_host_without_kvm_exit_the_split_is_null_with_the_reason_and_pvm_events_are_counted() {
+    let fired = {
+        let cfg = microvm::Config { vcpus: 1, work: 4, exit_every: 1, timer_hz: 250, ..Default::default() };
+        traced_vm(&cfg)
+    };
+    let (report, truth) = fired;
+    let vm = report.vms.iter().find(|v| v.pid == truth.pid).expect("VM");
+    let v = &vm.vcpus[0];
+    if report.events.get("kvm_exit").copied().unwrap_or(0) > 0 {
+        // A VT-x/AMD-V host: the split is measured.
+        assert!(v.guest_ns.is_some() && v.exit_handling_ns.is_some());
+        assert!(!v.exits.is_empty());
+        return;
+    }
+    // This PVM host: no zeros pretending to be measurements.
+    assert_eq!(v.guest_ns, None);
+    assert_eq!(v.exit_handling_ns, None);
+    let why = v.split_unavailable.as_deref().expect("a reason");
+    assert!(why.contains("kvm_exit never fired"), "{why}");
+    let est = v.guest_estimate.as_ref().expect("an estimate section");
+    assert!(est.resolution_ns > 0);
+    assert!(est.guest_ns.is_some() || est.note.is_some(), "{est:?}");
+    // The in-kernel events that do fire are counted on the vCPU thread: port I/O for
+    // every exit to userspace, the guest timer's interrupts.
+    assert_eq!(v.kvm_events.get("kvm:kvm_pio").copied(), Some(truth.vcpus[0].exits["io"]));
+    assert!(v.kvm_events.get("kvm:kvm_apic_accept_irq").copied().unwrap_or(0) > 0, "{:?}", v.kvm_events);
+}
