@@ -21,8 +21,6 @@ pub mod kvm;
 pub mod globals {
     /// u32: byte offset of `pid` in `struct task_struct` (from the kernel's BTF).
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
-    /// u32: byte offset of `se.sum_exec_runtime` in `struct task_struct` (0 = unknown).
-    pub const TASK_SUM_EXEC_OFFSET: &str = "TASK_SUM_EXEC_OFFSET";
     /// [u32; N]: byte offsets of the fields of classic tracepoint records that the
     /// probes read, indexed by the `OFF_*` constants (from tracefs `format` files).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
@@ -90,10 +88,6 @@ pub struct CpuState {
     pub _pad: u32,
     /// Context switches seen on this CPU.
     pub switches: u64,
-    /// When the current thread was switched in, and its `se.sum_exec_runtime` then
-    /// (tp_btf only; 0 = unknown).
-    pub switch_in_ts: u64,
-    pub curr_sum_exec: u64,
 }
 
 /// `curr_tid` before the first switch on a CPU.
@@ -134,23 +128,6 @@ impl CpuState {
     }
 }
 
-/// Time the kernel did not count as the thread's runtime although the thread was on
-/// the CPU (from switch-in to switch-out): steal time (a hypervisor below this kernel
-/// ran something else on this vCPU, with CONFIG_PARAVIRT_TIME_ACCOUNTING), interrupt
-/// time with CONFIG_IRQ_TIME_ACCOUNTING, and whatever else the kernel's task clock
-/// leaves out. `interval_ns` is the wall time from switch-in to switch-out and
-/// the growth of the task's `se.sum_exec_runtime` over it (a new thread starts at 0).
-/// Only whole intervals inside the window are measured, and only when the runtime
-/// can be read (`known`); 0 otherwise.
-#[inline(always)]
-pub fn excluded_ns(known: bool, switch_in_ts: u64, now: u64, w: &Window, sum_exec_in: u64, sum_exec_out: u64) -> u64 {
-    if !known || w.start_ns == 0 || switch_in_ts < w.start_ns || (w.stop_ns != 0 && now > w.stop_ns) {
-        return 0;
-    }
-    let interval = now.saturating_sub(switch_in_ts);
-    interval.saturating_sub(sum_exec_out.saturating_sub(sum_exec_in))
-}
-
 /// Per-thread, per-CPU counters (value of the `THREAD_STATS` per-CPU hash, keyed by
 /// tid; userspace reads one value per CPU).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -168,9 +145,6 @@ pub struct ThreadCpuStats {
     pub involuntary_switches: u64,
     /// Times moved to another CPU (counted on the CPU that moved it).
     pub migrations: u64,
-    /// Of `on_cpu_ns`, time the kernel did not count as this thread's runtime (see
-    /// [`excluded_ns`]); measured with tp_btf only.
-    pub excluded_ns: u64,
 }
 
 impl ThreadCpuStats {
@@ -323,18 +297,6 @@ mod tests {
             total += if i % 2 == 0 { c.advance(*t, &w) } else { c.switch(*t, &w, i as u32) };
         }
         assert_eq!(total, 4_000 - 100);
-    }
-
-    #[test]
-    fn excluded_time_is_measured_on_whole_intervals_inside_the_window() {
-        let w = Window { start_ns: 1_000, stop_ns: 0 };
-        // 1000 ns on the CPU, of which the kernel counted 900.
-        assert_eq!(excluded_ns(true, 2_000, 3_000, &w, 5_000, 5_900), 100);
-        assert_eq!(excluded_ns(true, 500, 3_000, &w, 5_000, 5_900), 0); // switched in before the start
-        assert_eq!(excluded_ns(false, 2_000, 3_000, &w, 5_000, 5_900), 0); // runtime unreadable
-        assert_eq!(excluded_ns(true, 2_000, 3_000, &w, 0, 900), 100); // a new thread starts at 0
-        assert_eq!(excluded_ns(true, 2_000, 3_000, &Window { start_ns: 1_000, stop_ns: 2_500 }, 5_000, 5_900), 0);
-        assert_eq!(excluded_ns(true, 2_000, 3_000, &w, 5_000, 7_000), 0); // never negative
     }
 
     #[test]

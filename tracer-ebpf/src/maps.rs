@@ -17,8 +17,6 @@ use tracer_common::{
 #[unsafe(no_mangle)]
 static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static TASK_SUM_EXEC_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 
 /// The trace window; userspace writes it after attaching and at the end.
@@ -37,12 +35,6 @@ pub fn window() -> Window {
 pub fn task_pid_offset() -> usize {
     // SAFETY: reading a global that userspace wrote into .rodata before loading.
     unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) as usize }
-}
-
-#[inline(always)]
-pub fn task_sum_exec_offset() -> usize {
-    // SAFETY: reading a global that userspace wrote into .rodata before loading.
-    unsafe { core::ptr::read_volatile(&TASK_SUM_EXEC_OFFSET) as usize }
 }
 
 #[inline(always)]

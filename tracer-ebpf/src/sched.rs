@@ -6,44 +6,24 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    ThreadCpuStats, counter, excluded_ns, is_involuntary, is_involuntary_classic, tp_off,
+    ThreadCpuStats, counter, is_involuntary, is_involuntary_classic, tp_off,
 };
 
 use crate::maps::{
     CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now,
-    remember_current, task_sum_exec_offset,
+    remember_current,
     task_pid_offset, tp_offset, window,
 };
 
-/// `se.sum_exec_runtime` of a task (0 when unknown).
-#[inline(always)]
-fn sum_exec(task: *const u8) -> u64 {
-    let off = task_sum_exec_offset();
-    if off == 0 || task.is_null() {
-        return 0;
-    }
-    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
-    unsafe { bpf_probe_read_kernel(task.add(off) as *const u64) }.unwrap_or(0)
-}
-
 /// The common part of both sched_switch programs. `sched_switch` fires in the context
-/// of `prev`, so prev is the current task. `prev_task`/`next_task` are null for the
-/// classic tracepoint.
+/// of `prev`, so prev is the current task.
 #[inline(always)]
-fn on_switch(next_tid: u32, involuntary: bool, prev_task: *const u8, next_task: *const u8) {
+fn on_switch(next_tid: u32, involuntary: bool) {
     bump(counter::SCHED_SWITCH);
     let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return };
     let prev = current_tid();
-    let t = now();
-    let w = window();
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
-    let (d, excluded) = unsafe {
-        let known = !prev_task.is_null() && task_sum_exec_offset() != 0;
-        let excluded = excluded_ns(known, (*cpu).switch_in_ts, t, &w, (*cpu).curr_sum_exec, sum_exec(prev_task));
-        (*cpu).switch_in_ts = t;
-        (*cpu).curr_sum_exec = sum_exec(next_task);
-        ((*cpu).switch(t, &w, next_tid), excluded)
-    };
+    let d = unsafe { (*cpu).switch(now(), &window(), next_tid) };
     if let Some(s) = charge_current(prev, mode_of(prev), d) {
         // SAFETY: per-CPU value returned by the map for this CPU.
         unsafe {
@@ -53,7 +33,6 @@ fn on_switch(next_tid: u32, involuntary: bool, prev_task: *const u8, next_task: 
                 remember_current(prev);
             }
             (*s).switches += 1;
-            (*s).excluded_ns += excluded;
             if involuntary {
                 (*s).involuntary_switches += 1;
             }
@@ -73,8 +52,7 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
     let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }
         .unwrap_or(-1) as u32;
-    let prev: *const u8 = ctx.arg(1);
-    on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff), prev, next);
+    on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff));
     0
 }
 
@@ -84,7 +62,7 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets read from this kernel's format file; read_at checks bounds.
     let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
     let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
-    on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64), core::ptr::null(), core::ptr::null());
+    on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64));
     0
 }
 

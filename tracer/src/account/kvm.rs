@@ -94,16 +94,6 @@ pub struct VmReport {
     pub vmm_user_ns: u64,
 }
 
-/// Scales a wall-clock part of a thread's time to its runtime (the kernel's count),
-/// so that parts add up to `on_cpu_ns`.
-fn scale(part_wall: u64, t: &ThreadTime) -> u64 {
-    let wall = t.on_cpu_ns + t.excluded_ns;
-    if wall == 0 {
-        return 0;
-    }
-    ((part_wall as u128 * t.on_cpu_ns as u128) / wall as u128) as u64
-}
-
 /// Inputs besides the raw counters.
 pub struct KvmInputs<'a> {
     pub vms: &'a [Vm],
@@ -127,7 +117,7 @@ pub fn vms(raw: &RawCounters, threads: &[ThreadTime], inp: &KvmInputs) -> Vec<Vm
             let id = ident(tid);
             let t = by_tid.get(&tid).copied();
             let (on_cpu, kvm_run_wall, guest_wall) =
-                t.map(|t| (t.on_cpu_ns, scale(t.kvm_run_ns, t), scale(t.guest_ns, t))).unwrap_or((0, 0, 0));
+                t.map(|t| (t.on_cpu_ns, t.kvm_run_ns, t.guest_ns)).unwrap_or((0, 0, 0));
             let mut exits = BTreeMap::new();
             let mut any_exit = false;
             for (k, s) in raw.exits.iter().filter(|(k, _)| k.tid == tid) {

@@ -24,13 +24,10 @@ pub struct ThreadMeta {
 pub struct ThreadTime {
     pub tid: u32,
     pub meta: ThreadMeta,
-    /// Time on a CPU that the kernel counts as this thread's runtime.
+    /// Time on a CPU, from switch-in to switch-out, clipped to the window.
     pub on_cpu_ns: u64,
     /// Indexed by CPU id.
     pub per_cpu_ns: Vec<u64>,
-    /// Time the thread held a CPU that the kernel did not count as its runtime (see
-    /// `tracer_common::excluded_ns`); not in `on_cpu_ns`.
-    pub excluded_ns: u64,
     pub kvm_run_ns: u64,
     pub guest_ns: u64,
     pub switches: u64,
@@ -43,9 +40,6 @@ pub struct CpuTime {
     pub cpu: u32,
     pub busy_ns: u64,
     pub idle_ns: u64,
-    /// Held by threads on this CPU but not counted as their runtime by the kernel
-    /// (busy + idle + excluded = wall).
-    pub excluded_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,15 +76,6 @@ pub fn close_open_intervals(raw: &mut RawCounters) {
     }
 }
 
-fn excluded(s: &ThreadCpuStats) -> u64 {
-    s.excluded_ns.min(s.on_cpu_ns)
-}
-
-/// What the kernel counts as runtime: time on the CPU less excluded time.
-fn runtime(s: &ThreadCpuStats) -> u64 {
-    s.on_cpu_ns - excluded(s)
-}
-
 /// Builds the attribution from closed raw counters; `meta` describes each tid.
 pub fn attribute(raw: &RawCounters, meta: impl Fn(u32) -> ThreadMeta) -> Attribution {
     let w = raw.window;
@@ -101,10 +86,14 @@ pub fn attribute(raw: &RawCounters, meta: impl Fn(u32) -> ThreadMeta) -> Attribu
         .iter()
         .map(|&c| {
             let idle_ns = idle.and_then(|v| v.get(c as usize)).map(|s| s.on_cpu_ns).unwrap_or(0);
-            let on_cpu = || raw.threads.iter().filter(|(tid, _)| **tid != 0).filter_map(|(_, v)| v.get(c as usize));
-            let excluded_ns = on_cpu().map(excluded).sum();
-            let busy_ns = on_cpu().map(runtime).sum();
-            CpuTime { cpu: c, busy_ns, idle_ns, excluded_ns }
+            let busy_ns = raw
+                .threads
+                .iter()
+                .filter(|(tid, _)| **tid != 0)
+                .filter_map(|(_, v)| v.get(c as usize))
+                .map(|s| s.on_cpu_ns)
+                .sum();
+            CpuTime { cpu: c, busy_ns, idle_ns }
         })
         .collect();
     let mut threads: Vec<ThreadTime> = raw
@@ -116,9 +105,8 @@ pub fn attribute(raw: &RawCounters, meta: impl Fn(u32) -> ThreadMeta) -> Attribu
             ThreadTime {
                 tid,
                 meta: meta(tid),
-                on_cpu_ns: sum(runtime),
-                per_cpu_ns: v.iter().map(runtime).collect(),
-                excluded_ns: sum(excluded),
+                on_cpu_ns: sum(|s| s.on_cpu_ns),
+                per_cpu_ns: v.iter().map(|s| s.on_cpu_ns).collect(),
                 kvm_run_ns: sum(|s| s.kvm_run_ns),
                 guest_ns: sum(|s| s.guest_ns),
                 switches: sum(|s| s.switches),
@@ -197,7 +185,7 @@ mod tests {
         let a = attribute(&r, meta);
         assert_eq!(a.wall_ns, 10_000);
         for c in &a.cpus {
-            assert_eq!(c.busy_ns + c.idle_ns + c.excluded_ns, a.wall_ns, "cpu {}", c.cpu);
+            assert_eq!(c.busy_ns + c.idle_ns, a.wall_ns, "cpu {}", c.cpu);
         }
     }
 
@@ -211,18 +199,6 @@ mod tests {
         assert_eq!(a.by_role_ns[&Role::Workload], 6_000);
         assert_eq!(a.by_role_ns[&Role::Other], 9_000);
         assert!(!a.threads.iter().any(|t| t.tid == 0));
-    }
-
-    #[test]
-    fn excluded_time_moves_from_busy_to_excluded() {
-        let mut r = raw();
-        r.threads.get_mut(&7).unwrap()[0].excluded_ns = 250;
-        close_open_intervals(&mut r);
-        let a = attribute(&r, meta);
-        let t7 = a.threads.iter().find(|t| t.tid == 7).unwrap();
-        assert_eq!((t7.on_cpu_ns, t7.excluded_ns, t7.per_cpu_ns[0]), (5_750, 250, 5_750));
-        assert_eq!(a.cpus[0].excluded_ns, 250);
-        assert_eq!(a.cpus[0].busy_ns + a.cpus[0].idle_ns + a.cpus[0].excluded_ns, a.wall_ns);
     }
 
     #[test]

@@ -224,7 +224,6 @@ impl Probes {
 
         // tp_btf needs the kernel's BTF, the 5.18+ prototype, and task_struct.pid.
         let mut pid_offset = 0u32;
-        let mut sum_exec_offset = 0u32;
         let mut use_btf = !opts.classic_sched_switch;
         if use_btf {
             let why = match btf::Btf::from_sys_fs() {
@@ -233,12 +232,6 @@ impl Probes {
                 Ok(Ok(b)) => match (b.typedef_proto_params("btf_trace_sched_switch"), b.member_offset("task_struct", "pid")) {
                     (Ok(5), Ok(off)) => {
                         pid_offset = off;
-                        // Optional: measures time the kernel does not count as runtime.
-                        if let (Ok(se), Ok(sum)) =
-                            (b.member_offset("task_struct", "se"), b.member_offset("sched_entity", "sum_exec_runtime"))
-                        {
-                            sum_exec_offset = se + sum;
-                        }
                         None
                     }
                     (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
@@ -259,7 +252,6 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
             .override_global(globals::TP_OFFSETS, &offsets, true)
-            .override_global(globals::TASK_SUM_EXEC_OFFSET, &sum_exec_offset, true)
             .map_max_entries("THREAD_STATS", opts.max_threads)
             .map_max_entries("THREAD_INFO", opts.max_threads * 2)
             .load(EBPF_OBJ)

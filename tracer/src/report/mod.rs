@@ -64,9 +64,6 @@ pub struct CpuReport {
     pub cpu: u32,
     pub busy_ns: u64,
     pub idle_ns: u64,
-    /// Time threads held this CPU that the kernel did not count as their runtime
-    /// (busy + idle + excluded = wall; see docs/schema.md; 0 without tp_btf).
-    pub excluded_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -79,13 +76,10 @@ pub struct ThreadReport {
     pub vcpu: Option<u32>,
     /// For vCPU and VMM threads: the VM's name.
     pub vm: Option<String>,
-    /// Runtime as the kernel counts it (schedstat's sum_exec_runtime).
+    /// Time on a CPU, from switch-in to switch-out (sum of per_cpu_ns).
     pub on_cpu_ns: u64,
     /// Indexed by CPU id.
     pub per_cpu_ns: Vec<u64>,
-    /// Time on a CPU that the kernel did not count as this thread's runtime (not in
-    /// on_cpu_ns): steal, or IRQ time with CONFIG_IRQ_TIME_ACCOUNTING.
-    pub excluded_ns: u64,
     pub switches: u64,
     pub involuntary_switches: u64,
     pub migrations: u64,
@@ -99,7 +93,7 @@ impl Report {
             started_unix_s,
             host,
             command: None,
-            cpus: a.cpus.iter().map(|c| CpuReport { cpu: c.cpu, busy_ns: c.busy_ns, idle_ns: c.idle_ns, excluded_ns: c.excluded_ns }).collect(),
+            cpus: a.cpus.iter().map(|c| CpuReport { cpu: c.cpu, busy_ns: c.busy_ns, idle_ns: c.idle_ns }).collect(),
             threads: a
                 .threads
                 .iter()
@@ -112,7 +106,6 @@ impl Report {
                     vm: t.meta.vm.clone(),
                     on_cpu_ns: t.on_cpu_ns,
                     per_cpu_ns: t.per_cpu_ns.clone(),
-                    excluded_ns: t.excluded_ns,
                     switches: t.switches,
                     involuntary_switches: t.involuntary_switches,
                     migrations: t.migrations,
@@ -206,11 +199,10 @@ pub fn render_text(r: &Report, top: usize) -> String {
     for c in &r.cpus {
         let _ = writeln!(
             s,
-            "  cpu {:>3}: busy {:>6.1}%  idle {:>6.1}%  not-runtime {:>5.2}%",
+            "  cpu {:>3}: busy {:>6.1}%  idle {:>6.1}%",
             c.cpu,
             100.0 * c.busy_ns as f64 / r.wall_ns.max(1) as f64,
-            100.0 * c.idle_ns as f64 / r.wall_ns.max(1) as f64,
-            100.0 * c.excluded_ns as f64 / r.wall_ns.max(1) as f64
+            100.0 * c.idle_ns as f64 / r.wall_ns.max(1) as f64
         );
     }
     let _ = writeln!(s, "  by role (share of all CPU time):");
