@@ -99,6 +99,87 @@ pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
     Ok(rows)
 }
 
+/// One micro-VM run (exits at a high rate), with or without the probes.
+#[derive(Debug, Clone)]
+pub struct KvmBenchRow {
+    pub probes: bool,
+    pub elapsed_ns: u64,
+    pub exits: u64,
+    pub programs: Vec<(String, u64, f64)>,
+}
+
+/// The KVM probes' cost: a 2-vCPU micro-VM doing an exit to userspace every small unit
+/// of work, plus a guest timer, run without and with the probes, alternately.
+pub fn run_kvm(reps: usize) -> anyhow::Result<Vec<KvmBenchRow>> {
+    let _stats = BpfStats::enable();
+    let cfg = microvm::Config {
+        vcpus: 2,
+        workload: microvm::Workload::Loop,
+        work: 20_000,
+        exit_every: 1,
+        timer_hz: 1000,
+        loop_unit_iters: 2_000,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for _ in 0..reps {
+        for with in [false, true] {
+            let probes = if with {
+                let mut p = Probes::attach(&ProbeOptions::default())?;
+                p.start()?;
+                Some(p)
+            } else {
+                None
+            };
+            let truth = microvm::run(&cfg)?;
+            let exits = truth.vcpus.iter().map(|v| v.kvm_run_calls).sum();
+            let elapsed_ns = truth.vcpus.iter().map(|v| v.elapsed_ns).max().unwrap_or(0);
+            let programs = probes
+                .as_ref()
+                .map(|p| {
+                    p.program_stats()
+                        .into_iter()
+                        .filter(|(_, n, _)| *n > 0)
+                        .map(|(name, n, t)| (name, n, t as f64 / n as f64))
+                        .collect()
+                })
+                .unwrap_or_default();
+            rows.push(KvmBenchRow { probes: with, elapsed_ns, exits, programs });
+        }
+    }
+    Ok(rows)
+}
+
+pub fn render_kvm(rows: &[KvmBenchRow]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "\nmicro-VM: 2 vCPUs, an exit to userspace per unit of work, 1000 Hz guest timer");
+    let _ = writeln!(s, "{:<8} {:>10} {:>9} {:>10}  programs (events, avg ns/event)", "probes", "ms", "exits/s", "vs none");
+    let mut base = None;
+    for r in rows {
+        if !r.probes {
+            base = Some(r.elapsed_ns as f64);
+        }
+        let ratio = base.map(|b| r.elapsed_ns as f64 / b).unwrap_or(f64::NAN);
+        let progs: Vec<String> = r
+            .programs
+            .iter()
+            .filter(|(n, _, _)| !n.starts_with("sched_"))
+            .map(|(n, c, a)| format!("{n}: {c} ev, {a:.0} ns"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<8} {:>10.1} {:>9.0} {:>9.3}x  {}",
+            if r.probes { "all" } else { "none" },
+            r.elapsed_ns as f64 / 1e6,
+            r.exits as f64 / (r.elapsed_ns as f64 / 1e9),
+            ratio,
+            progs.join("; ")
+        );
+    }
+    s
+}
+
 pub fn render(rows: &[BenchRow]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();

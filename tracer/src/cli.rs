@@ -72,9 +72,12 @@ pub struct BenchArgs {
     /// Pipe round trips per measurement (each is two context switches).
     #[arg(long, default_value_t = 100_000)]
     pub rounds: u64,
-    /// Repetitions of the three modes, interleaved.
+    /// Repetitions of each mode, interleaved.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Skip the KVM part (a micro-VM with and without the probes).
+    #[arg(long)]
+    pub no_kvm: bool,
 }
 
 fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {

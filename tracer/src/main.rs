@@ -72,7 +72,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     vmmtrace::probe::check_privileges()?;
     eprintln!("vmmtrace bench: {} round trips x 3 modes x {} repetitions...", a.rounds, a.reps);
-    let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(a.rounds, a.reps)).await??;
+    let (rounds, reps) = (a.rounds, a.reps);
+    let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(rounds, reps)).await??;
     print!("{}", vmmtrace::bench::render(&rows));
+    if !a.no_kvm {
+        match tokio::task::spawn_blocking(move || vmmtrace::bench::run_kvm(reps)).await? {
+            Ok(rows) => print!("{}", vmmtrace::bench::render_kvm(&rows)),
+            Err(e) => eprintln!("vmmtrace bench: KVM part skipped: {e:#}"),
+        }
+    }
     Ok(0)
 }
