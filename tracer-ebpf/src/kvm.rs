@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     counter,
-    kvm::{ExitStats, TidKey, basic_exit_reason},
+    kvm::{ExitStats, TidKey, VcpuState, basic_exit_reason},
     tp_off,
 };
 
@@ -40,11 +40,28 @@ fn count(map: &aya_ebpf::maps::HashMap<TidKey, u64>, key: &TidKey) {
     }
 }
 
+/// The KVM state of the current thread, which these events prove is inside KVM_RUN:
+/// a thread that entered KVM_RUN before the trace started gets its entry here, and
+/// the time until now is counted as inside KVM_RUN.
+#[inline(always)]
+fn vcpu_state_in_run(tid: u32) -> Option<*mut VcpuState> {
+    if let Some(v) = VCPU_STATE.get_ptr_mut(&tid) {
+        return Some(v);
+    }
+    let mut v = VcpuState::default();
+    v.on_run_enter();
+    if VCPU_STATE.insert(&tid, &v, 0).is_err() {
+        bump(counter::DROPPED_KVM);
+        return None;
+    }
+    VCPU_STATE.get_ptr_mut(&tid)
+}
+
 #[tracepoint(category = "kvm", name = "kvm_entry")]
 pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     bump(counter::KVM_ENTRY);
     let tid = current_tid();
-    let Some(v) = VCPU_STATE.get_ptr_mut(&tid) else { return 0 };
+    let Some(v) = vcpu_state_in_run(tid) else { return 0 };
     let t = now();
     // SAFETY: only this thread updates its own entry.
     checkpoint_current(tid, unsafe { (*v).mode() });
@@ -62,7 +79,7 @@ pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
 pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     bump(counter::KVM_EXIT);
     let tid = current_tid();
-    let Some(v) = VCPU_STATE.get_ptr_mut(&tid) else { return 0 };
+    let Some(v) = vcpu_state_in_run(tid) else { return 0 };
     // SAFETY: offsets from the format file.
     let reason: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_REASON)) }.unwrap_or(u32::MAX);
     let isa: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_ISA)) }.unwrap_or(0);
@@ -84,7 +101,11 @@ pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
     bump(counter::KVM_USERSPACE_EXIT);
     // SAFETY: offset from the format file.
     let reason: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_USERSPACE_EXIT_REASON)) }.unwrap_or(u32::MAX);
-    count(&USERSPACE_EXITS, &TidKey { tid: current_tid(), code: reason, isa: 0, _pad: 0 });
+    let tid = current_tid();
+    // Fires inside KVM_RUN, just before it returns: marks a vCPU thread that entered
+    // KVM_RUN before the trace started.
+    let _ = vcpu_state_in_run(tid);
+    count(&USERSPACE_EXITS, &TidKey { tid, code: reason, isa: 0, _pad: 0 });
     0
 }
 

@@ -35,6 +35,11 @@ impl Registry {
         for (tid, t) in &s.threads {
             self.threads.insert(*tid, t.clone());
         }
+        // Keep each VM's vCPUs ordered by index, whichever snapshot found them.
+        let threads = &self.threads;
+        for vm in self.vms.values_mut() {
+            vm.vcpus.sort_by_key(|t| (threads.get(t).and_then(|i| i.vcpu_index).unwrap_or(u32::MAX), *t));
+        }
         self.last = s;
     }
 

@@ -186,6 +186,12 @@ impl Probes {
             offsets[tp_off::RENAME_NEWCOMM] = r.offset("task_rename", "newcomm")?;
         }
         let mut kvm_formats = HashMap::new();
+        if !opts.kvm {
+            features.unavailable.push(Unavailable {
+                probe: "syscalls:sys_enter_ioctl, kvm:*".into(),
+                reason: "not requested (--no-kvm)".into(),
+            });
+        }
         if opts.kvm {
             for (cat, name, fields) in [
                 ("syscalls", "sys_enter_ioctl", &[("cmd", tp_off::IOCTL_CMD)][..]),
