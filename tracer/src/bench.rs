@@ -165,7 +165,16 @@ pub fn render_kvm(rows: &[KvmBenchRow]) -> String {
             .programs
             .iter()
             .filter(|(n, _, _)| !n.starts_with("sched_"))
-            .map(|(n, c, a)| format!("{n}: {c} ev, {a:.0} ns"))
+            .map(|(n, c, a)| {
+                // kvm_event_<slot> -> the tracepoint attached to that slot
+                let name = n
+                    .strip_prefix("kvm_event_")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| crate::probe::KVM_OTHER_EVENTS.get(i))
+                    .map(|(c, t)| format!("{c}:{t}"))
+                    .unwrap_or_else(|| n.clone());
+                format!("{name}: {c} ev, {a:.0} ns")
+            })
             .collect();
         let _ = writeln!(
             s,

@@ -151,7 +151,7 @@ pub struct Probes {
 
 /// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire
 /// (at most 8: the eBPF object has programs kvm_event_0..7).
-const KVM_OTHER_EVENTS: &[(&str, &str)] = &[
+pub const KVM_OTHER_EVENTS: &[(&str, &str)] = &[
     ("kvm", "kvm_pio"),
     ("kvm", "kvm_mmio"),
     ("kvm", "kvm_msr"),
