@@ -17,6 +17,15 @@ pub struct BenchRow {
     pub programs: Vec<(String, u64, f64)>,
 }
 
+/// (name, events, average ns per event) of each program that ran.
+fn programs_that_ran(p: &Probes) -> Vec<(String, u64, f64)> {
+    p.program_stats()
+        .into_iter()
+        .filter(|(_, n, _)| *n > 0)
+        .map(|(name, n, t)| (name, n, t as f64 / n as f64))
+        .collect()
+}
+
 /// Runs `rounds` pipe round trips between two threads pinned to `cpu`.
 pub fn ping_pong(rounds: u64, cpu: u32) -> f64 {
     let (mut ping_r, mut ping_w) = std::io::pipe().expect("pipe");
@@ -83,16 +92,7 @@ pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
                 }
             };
             let ns = ping_pong(rounds, cpu);
-            let programs = probes
-                .as_ref()
-                .map(|p| {
-                    p.program_stats()
-                        .into_iter()
-                        .filter(|(_, n, _)| *n > 0)
-                        .map(|(name, n, t)| (name, n, t as f64 / n as f64))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let programs = probes.as_ref().map(programs_that_ran).unwrap_or_default();
             rows.push(BenchRow { mode, ns_per_round_trip: ns, programs });
         }
     }
@@ -134,16 +134,7 @@ pub fn run_kvm(reps: usize) -> anyhow::Result<Vec<KvmBenchRow>> {
             let truth = microvm::run(&cfg)?;
             let exits = truth.vcpus.iter().map(|v| v.kvm_run_calls).sum();
             let elapsed_ns = truth.vcpus.iter().map(|v| v.elapsed_ns).max().unwrap_or(0);
-            let programs = probes
-                .as_ref()
-                .map(|p| {
-                    p.program_stats()
-                        .into_iter()
-                        .filter(|(_, n, _)| *n > 0)
-                        .map(|(name, n, t)| (name, n, t as f64 / n as f64))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let programs = probes.as_ref().map(programs_that_ran).unwrap_or_default();
             rows.push(KvmBenchRow { probes: with, elapsed_ns, exits, programs });
         }
     }
