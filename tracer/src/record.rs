@@ -195,7 +195,7 @@ pub fn build_report(mut raw: RawCounters, features: probe::Features, started_uni
     let entry_exit_unavailable = features
         .unavailable
         .iter()
-        .find(|u| u.probe.ends_with("kvm_exit") || u.probe.ends_with("kvm_entry"))
+        .find(|u| u.probe.ends_with("kvm_exit") || u.probe.ends_with("kvm_entry") || u.probe.contains("kvm:*"))
         .map(|u| format!("{} is not attached: {}", u.probe, u.reason));
     let gtime = disc.gtime_ns();
     let vm_list: Vec<_> = disc.registry.vms.values().cloned().collect();
