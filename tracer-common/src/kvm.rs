@@ -8,6 +8,22 @@ use crate::Mode;
 /// `ioctl` request number of `KVM_RUN` (`_IO(KVMIO, 0x80)`).
 pub const KVM_RUN: u64 = 0xAE80;
 
+/// `code` of a `GUEST_SAMPLES` key: a sample inside KVM_RUN in user mode (guest code
+/// running natively) ...
+pub const SAMPLE_GUEST: u32 = 0;
+/// ... or in kernel mode (the host kernel's KVM code, or emulation).
+pub const SAMPLE_HOST_KVM: u32 = 1;
+
+/// How many kernel functions the guest sampler recognises as taking host interrupts
+/// that arrived while the guest ran.
+pub const GUEST_IRQ_RANGES: usize = 4;
+
+/// Those functions, by name (the ones this kernel has are looked up in /proc/kallsyms).
+/// PVM takes such interrupts in pvm_do_event_irqoff, VMX in vmx_do_interrupt_irqoff
+/// and vmx_do_nmi_irqoff (measured on PVM only; VT-x and AMD-V hosts have
+/// kvm_entry/kvm_exit and do not need the estimate).
+pub const GUEST_IRQ_FUNCTIONS: [&str; 3] = ["pvm_do_event_irqoff", "vmx_do_interrupt_irqoff", "vmx_do_nmi_irqoff"];
+
 /// Log2 buckets of the exit latency histogram: bucket `b` holds latencies in
 /// `[2^(b-1), 2^b)` ns (bucket 0 holds 0 ns); the last bucket is open-ended.
 pub const HIST_BUCKETS: usize = 32;

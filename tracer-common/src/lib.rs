@@ -21,6 +21,9 @@ pub mod kvm;
 pub mod globals {
     /// u32: byte offset of `pid` in `struct task_struct` (from the kernel's BTF).
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// [u64; 2 * kvm::GUEST_IRQ_RANGES]: [start, end) of the kernel functions in
+    /// `kvm::GUEST_IRQ_FUNCTIONS` (from /proc/kallsyms; 0 = absent).
+    pub const GUEST_IRQ_TEXT: &str = "GUEST_IRQ_TEXT";
     /// [u32; N]: byte offsets of the fields of classic tracepoint records that the
     /// probes read, indexed by the `OFF_*` constants (from tracefs `format` files).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";

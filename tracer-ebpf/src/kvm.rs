@@ -2,15 +2,18 @@
 //! time (they change across kernels). kvm_entry/kvm_exit fire on VT-x and AMD-V hosts;
 //! on PVM only the other events do, and are counted per thread.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{perf_event, tracepoint},
+    programs::{PerfEventContext, TracePointContext},
+};
 use tracer_common::{
     counter,
-    kvm::{ExitStats, TidKey, VcpuState, basic_exit_reason},
+    kvm::{ExitStats, SAMPLE_GUEST, SAMPLE_HOST_KVM, TidKey, VcpuState, basic_exit_reason},
     tp_off,
 };
 
 use crate::maps::{
-    KVM_EVENTS, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
+    GUEST_SAMPLES, KVM_EVENTS, guest_irq_range, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
     now, tp_offset,
 };
 
@@ -135,3 +138,38 @@ kvm_event_slots!(
     kvm_event_0 = 0, kvm_event_1 = 1, kvm_event_2 = 2, kvm_event_3 = 3,
     kvm_event_4 = 4, kvm_event_5 = 5, kvm_event_6 = 6, kvm_event_7 = 7
 );
+
+/// Sampled guest time, for KVM backends where kvm_entry/kvm_exit never fire: on every
+/// tick of a per-CPU cpu-clock event, a thread inside KVM_RUN is either running guest
+/// code or the host kernel's KVM code. The sample was taken while the guest ran when
+/// the interrupted context is user mode (inside an ioctl, only guest code runs there)
+/// or the kernel function that takes a host interrupt which arrived during guest
+/// execution (PVM: pvm_do_event_irqoff; VMX: vmx_do_interrupt_irqoff), whose address
+/// ranges userspace finds in /proc/kallsyms.
+#[inline(always)]
+fn in_guest_irq_handoff(rip: u64) -> bool {
+    let mut i = 0;
+    while i < tracer_common::kvm::GUEST_IRQ_RANGES {
+        let (start, end) = guest_irq_range(i);
+        if start != 0 && rip >= start && rip < end {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[perf_event]
+pub fn guest_sample(ctx: PerfEventContext) -> u32 {
+    let tid = current_tid();
+    // SAFETY: the value is read by copy.
+    let Some(v) = (unsafe { VCPU_STATE.get(&tid) }) else { return 0 };
+    if v.mode() == tracer_common::Mode::Outside {
+        return 0;
+    }
+    // SAFETY: the verifier allows reading the sampled registers from the context.
+    let (cs, rip) = unsafe { ((*ctx.ctx).regs.cs, (*ctx.ctx).regs.rip) };
+    let code = if cs & 3 == 3 || in_guest_irq_handoff(rip) { SAMPLE_GUEST } else { SAMPLE_HOST_KVM };
+    count(&GUEST_SAMPLES, &TidKey { tid, code, isa: 0, _pad: 0 });
+    0
+}

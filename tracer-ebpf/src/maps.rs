@@ -17,6 +17,8 @@ use tracer_common::{
 #[unsafe(no_mangle)]
 static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
+static GUEST_IRQ_TEXT: [u64; 2 * tracer_common::kvm::GUEST_IRQ_RANGES] = [0; 2 * tracer_common::kvm::GUEST_IRQ_RANGES];
+#[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 
 /// The trace window; userspace writes it after attaching and at the end.
@@ -35,6 +37,20 @@ pub fn window() -> Window {
 pub fn task_pid_offset() -> usize {
     // SAFETY: reading a global that userspace wrote into .rodata before loading.
     unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) as usize }
+}
+
+/// [start, end) of the i-th kernel function that takes host interrupts arriving
+/// during guest execution (0, 0 = none).
+#[inline(always)]
+pub fn guest_irq_range(i: usize) -> (u64, u64) {
+    // SAFETY: reading a global that userspace wrote into .rodata before loading;
+    // i < GUEST_IRQ_RANGES at the only call site.
+    unsafe {
+        (
+            core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i]),
+            core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i + 1]),
+        )
+    }
 }
 
 #[inline(always)]
@@ -74,6 +90,10 @@ pub static USERSPACE_EXITS: HashMap<TidKey, u64> = HashMap::with_max_entries(819
 /// (tid, tracepoint id) -> count, for the other in-kernel KVM events.
 #[map]
 pub static KVM_EVENTS: HashMap<TidKey, u64> = HashMap::with_max_entries(16384, 0);
+
+/// (tid, SAMPLE_GUEST or SAMPLE_HOST_KVM) -> cpu-clock samples taken inside KVM_RUN.
+#[map]
+pub static GUEST_SAMPLES: HashMap<TidKey, u64> = HashMap::with_max_entries(8192, 0);
 
 /// Event and drop counters, indexed by `tracer_common::counter`.
 #[map]

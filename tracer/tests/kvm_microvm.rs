@@ -106,8 +106,43 @@ fn on_a_host_without_kvm_exit_the_split_is_null_with_the_reason_and_pvm_events_a
     let est = v.guest_estimate.as_ref().expect("an estimate section");
     assert!(est.resolution_ns > 0);
     assert!(est.guest_ns.is_some() || est.note.is_some(), "{est:?}");
+    assert!(est.guest_ns.unwrap_or(0) <= v.kvm_run_ns);
     // The in-kernel events that do fire are counted on the vCPU thread: port I/O for
     // every exit to userspace, the guest timer's interrupts.
     assert_eq!(v.kvm_events.get("kvm:kvm_pio").copied(), Some(truth.vcpus[0].exits["io"]));
     assert!(v.kvm_events.get("kvm:kvm_apic_accept_irq").copied().unwrap_or(0) > 0, "{:?}", v.kvm_events);
+}
+
+/// The sampled guest-time estimate tells a CPU-bound guest from one that spends its
+/// time in exits (only where kvm_exit does not fire: elsewhere it is not needed).
+#[test]
+fn sampled_guest_time_separates_guest_work_from_exit_handling() {
+    let share = |cfg: &microvm::Config| {
+        let (report, truth) = traced_vm(cfg);
+        if report.events.get("kvm_exit").copied().unwrap_or(0) > 0 {
+            return None;
+        }
+        let vm = report.vms.iter().find(|v| v.pid == truth.pid).expect("VM");
+        let v = vm.vcpus.iter().find(|v| v.tid == truth.vcpus[0].tid).expect("vCPU");
+        let est = v.guest_estimate.as_ref().expect("estimate");
+        let g = est.guest_ns.unwrap_or_else(|| panic!("no estimate: {est:?}"));
+        eprintln!("{:?}: guest {g} of kvm_run {} ({} + {} samples)", cfg.workload, v.kvm_run_ns, v.samples_guest, v.samples_host_kvm);
+        assert!(v.samples_guest + v.samples_host_kvm >= 50, "too few samples: {v:?}");
+        Some(g as f64 / v.kvm_run_ns as f64)
+    };
+    // bzip2 with an exit per 256 KiB unit: nearly all guest.
+    let cpu_bound = microvm::Config { vcpus: 1, work: 12, exit_every: 1, timer_hz: 100, ..Default::default() };
+    // A tiny unit of work between exits: mostly exit handling (about 35 us each here).
+    let exit_bound = microvm::Config {
+        vcpus: 1,
+        workload: microvm::Workload::Loop,
+        work: 6_000,
+        exit_every: 1,
+        loop_unit_iters: 50,
+        timer_hz: 1000,
+        ..Default::default()
+    };
+    let (Some(a), Some(b)) = (share(&cpu_bound), share(&exit_bound)) else { return };
+    assert!(a > 0.8, "CPU-bound guest share {a:.3}");
+    assert!(b < 0.5, "exit-bound guest share {b:.3}");
 }

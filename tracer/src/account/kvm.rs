@@ -57,6 +57,10 @@ pub struct VcpuReport {
     /// Why guest_ns/exit_handling_ns are null.
     pub split_unavailable: Option<String>,
     pub guest_estimate: Option<GuestEstimate>,
+    /// cpu-clock samples taken while this thread was inside KVM_RUN: in user mode
+    /// (guest code running natively) and in kernel mode (host KVM code).
+    pub samples_guest: u64,
+    pub samples_host_kvm: u64,
     /// kvm:kvm_userspace_exit by reason (KVM_EXIT_*).
     pub userspace_exits: BTreeMap<String, u64>,
     /// kvm:kvm_exit by reason name (VMX or SVM table by `isa`).
@@ -154,8 +158,28 @@ pub fn vms(raw: &RawCounters, threads: &[ThreadTime], inp: &KvmInputs) -> Vec<Vm
                 None => (Some(guest_wall), Some(kvm_run_wall.saturating_sub(guest_wall))),
                 Some(_) => (None, None),
             };
+            let sample = |code: u32| {
+                raw.guest_samples.iter().filter(|(k, _)| k.tid == tid && k.code == code).map(|(_, n)| *n).sum::<u64>()
+            };
+            let (samples_guest, samples_host_kvm) =
+                (sample(tracer_common::kvm::SAMPLE_GUEST), sample(tracer_common::kvm::SAMPLE_HOST_KVM));
+            let period = raw.guest_sample_period_ns;
             let guest_estimate = split_unavailable.as_ref().map(|_| {
                 let g = inp.gtime_ns.get(&tid).copied();
+                if period > 0 && samples_guest + samples_host_kvm > 0 {
+                    // Scale the samples' guest share to the measured KVM_RUN time.
+                    let share = samples_guest as f64 / (samples_guest + samples_host_kvm) as f64;
+                    return GuestEstimate {
+                        guest_ns: Some((kvm_run_wall as f64 * share) as u64),
+                        resolution_ns: period,
+                        source: format!(
+                            "sampled: cpu-clock every {period} ns on every CPU; {samples_guest} of {} samples inside KVM_RUN \
+found the thread in user mode (guest code); the share is applied to kvm_run_ns",
+                            samples_guest + samples_host_kvm
+                        ),
+                        note: None,
+                    };
+                }
                 match g {
                     Some(ns) if ns > 0 => GuestEstimate {
                         guest_ns: Some(ns.min(kvm_run_wall)),
@@ -201,6 +225,8 @@ this KVM backend does not account guest time (PVM); the upper bound is kvm_run_n
                 exit_handling_ns,
                 split_unavailable,
                 guest_estimate,
+                samples_guest,
+                samples_host_kvm,
                 userspace_exits,
                 exits,
                 kvm_events,

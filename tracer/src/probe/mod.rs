@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
 };
 use serde::{Deserialize, Serialize};
 use tracer_common::{
@@ -61,11 +64,14 @@ pub struct ProbeOptions {
     pub kvm: bool,
     /// Capacity of the per-thread map.
     pub max_threads: u32,
+    /// Period (ns) of the per-CPU cpu-clock samples that estimate guest time where
+    /// kvm_entry/kvm_exit never fire; 0 = no sampling.
+    pub guest_sample_period_ns: u64,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { classic_sched_switch: false, kvm: true, max_threads: 16384 }
+        ProbeOptions { classic_sched_switch: false, kvm: true, max_threads: 16384, guest_sample_period_ns: 1_000_000 }
     }
 }
 
@@ -90,12 +96,48 @@ pub struct RawCounters {
     pub kvm_events: Vec<(TidKey, u64)>,
     /// Slot -> tracepoint name, for `kvm_events`.
     pub kvm_event_names: HashMap<u32, String>,
+    /// (tid, SAMPLE_GUEST/SAMPLE_HOST_KVM) -> cpu-clock samples inside KVM_RUN.
+    pub guest_samples: Vec<(TidKey, u64)>,
+    /// Period of those samples (ns); 0 = not sampled.
+    pub guest_sample_period_ns: u64,
 }
 
 impl RawCounters {
     pub fn dropped_events(&self) -> u64 {
         self.counters.iter().take(counter::DROPPED_COUNT as usize).sum()
     }
+}
+
+/// [start, end) of each named function in a /proc/kallsyms text (end = the next
+/// symbol's address); (0, 0) for a name that is absent or whose address is hidden
+/// (kptr_restrict).
+pub fn symbol_ranges(kallsyms: &str, names: &[&str]) -> Vec<(u64, u64)> {
+    let mut addrs: Vec<u64> = Vec::new();
+    let mut found: HashMap<&str, u64> = HashMap::new();
+    for line in kallsyms.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(a), Some(_kind), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
+        let Ok(a) = u64::from_str_radix(a, 16) else { continue };
+        if a == 0 {
+            continue;
+        }
+        addrs.push(a);
+        if let Some(n) = names.iter().find(|n| **n == name) {
+            found.entry(n).or_insert(a);
+        }
+    }
+    addrs.sort_unstable();
+    addrs.dedup();
+    names
+        .iter()
+        .map(|n| match found.get(n) {
+            Some(&start) => {
+                let i = addrs.partition_point(|&x| x <= start);
+                (start, addrs.get(i).copied().unwrap_or(start + 1))
+            }
+            None => (0, 0),
+        })
+        .collect()
 }
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns`.
@@ -127,6 +169,27 @@ pub fn check_privileges() -> Result<(), ProbeError> {
     ))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbol_ranges_end_at_the_next_symbol() {
+        let text = "ffffffff821f1ab0 T pvm_do_event_irqoff\nffffffff821f1aa0 T __pfx_pvm_do_event_irqoff\n\
+ffffffff821f1ae0 T __pvm_enter_tramp\n0000000000000000 T hidden\nffffffff81000000 t other [kvm]\n";
+        let r = symbol_ranges(text, &["pvm_do_event_irqoff", "vmx_do_interrupt_irqoff", "hidden"]);
+        assert_eq!(r, vec![(0xffffffff821f1ab0, 0xffffffff821f1ae0), (0, 0), (0, 0)]);
+    }
+
+    #[test]
+    fn this_kernel_has_a_guest_irq_handoff() {
+        // PVM here (pvm_do_event_irqoff), VMX elsewhere: at least one must resolve.
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let r = symbol_ranges(&text, &tracer_common::kvm::GUEST_IRQ_FUNCTIONS);
+        assert!(r.iter().any(|(s, e)| *s != 0 && e > s), "{r:x?}");
+    }
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -147,6 +210,7 @@ pub struct Probes {
     kvm_event_names: HashMap<u32, String>,
     nr_cpus: usize,
     online_cpus: Vec<u32>,
+    guest_sample_period_ns: u64,
 }
 
 /// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire
@@ -252,12 +316,22 @@ impl Probes {
             features.unavailable.push(Unavailable { probe: "tp_btf:sched_switch".into(), reason: "not requested (--classic-sched-switch)".into() });
         }
 
+        // Where host interrupts that arrived during guest execution are taken (for the
+        // guest-time sampler).
+        let mut guest_irq = [0u64; 2 * tracer_common::kvm::GUEST_IRQ_RANGES];
+        if let Ok(text) = std::fs::read_to_string("/proc/kallsyms") {
+            for (i, (s, e)) in symbol_ranges(&text, &tracer_common::kvm::GUEST_IRQ_FUNCTIONS).into_iter().enumerate() {
+                guest_irq[2 * i] = s;
+                guest_irq[2 * i + 1] = e;
+            }
+        }
         raise_memlock_limit();
         let nr_cpus = aya::util::nr_cpus().map_err(|(w, e)| ProbeError::Cpus(format!("{w}: {e}")))?;
         let online_cpus = aya::util::online_cpus().map_err(|(w, e)| ProbeError::Cpus(format!("{w}: {e}")))?;
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
             .override_global(globals::TP_OFFSETS, &offsets, true)
+            .override_global(globals::GUEST_IRQ_TEXT, &guest_irq, true)
             .map_max_entries("THREAD_STATS", opts.max_threads)
             .map_max_entries("THREAD_INFO", opts.max_threads * 2)
             .load(EBPF_OBJ)
@@ -283,6 +357,7 @@ impl Probes {
         }
 
         let mut kvm_event_names = HashMap::new();
+        let mut guest_sample_period_ns = 0;
         if opts.kvm {
             for (prog_name, name) in [
                 ("sys_enter_ioctl", "sys_enter_ioctl"),
@@ -296,6 +371,28 @@ impl Probes {
                     if let Err(e) = attach_tp(&mut ebpf, prog_name, &[(cat, name)], &mut features) {
                         features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() });
                     }
+                }
+            }
+            if opts.guest_sample_period_ns > 0 {
+                let r = (|| -> Result<(), aya::programs::ProgramError> {
+                    let p: &mut PerfEvent = ebpf.program_mut("guest_sample").ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
+                    p.load()?;
+                    for &cpu in &online_cpus {
+                        p.attach(
+                            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                            PerfEventScope::AllProcessesOneCpu { cpu },
+                            SamplePolicy::Period(opts.guest_sample_period_ns),
+                            false,
+                        )?;
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => {
+                        features.attached.push(format!("perf_event:cpu-clock every {} ns (guest sampling)", opts.guest_sample_period_ns));
+                        guest_sample_period_ns = opts.guest_sample_period_ns;
+                    }
+                    Err(e) => features.unavailable.push(Unavailable { probe: "perf_event:cpu-clock (guest sampling)".into(), reason: chain(&e) }),
                 }
             }
             for (slot, (cat, name)) in KVM_OTHER_EVENTS.iter().enumerate() {
@@ -315,7 +412,7 @@ impl Probes {
 
         let config: Array<MapData, Window> = Array::try_from(ebpf.take_map("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?)
             .map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
-        Ok(Probes { ebpf, config, window: Window::default(), features, kvm_event_names, nr_cpus, online_cpus })
+        Ok(Probes { ebpf, config, window: Window::default(), features, kvm_event_names, nr_cpus, online_cpus, guest_sample_period_ns })
     }
 
     /// Starts charging time: the trace window opens now.
@@ -367,6 +464,7 @@ impl Probes {
             nr_cpus: self.nr_cpus,
             online_cpus: self.online_cpus.clone(),
             kvm_event_names: self.kvm_event_names.clone(),
+            guest_sample_period_ns: self.guest_sample_period_ns,
             ..Default::default()
         };
 
@@ -400,7 +498,11 @@ impl Probes {
         for item in exits.iter() {
             raw.exits.push(item.map_err(err("VCPU_EXITS"))?);
         }
-        for (name, dst) in [("USERSPACE_EXITS", &mut raw.userspace_exits), ("KVM_EVENTS", &mut raw.kvm_events)] {
+        for (name, dst) in [
+            ("USERSPACE_EXITS", &mut raw.userspace_exits),
+            ("KVM_EVENTS", &mut raw.kvm_events),
+            ("GUEST_SAMPLES", &mut raw.guest_samples),
+        ] {
             let m: BpfHashMap<_, TidKey, u64> = BpfHashMap::try_from(map(name)?).map_err(err("KVM maps"))?;
             for item in m.iter() {
                 dst.push(item.map_err(err("KVM maps"))?);
