@@ -93,6 +93,17 @@ fn gtime_ticks(pid: u32, tid: u32) -> Option<u64> {
     after.split_whitespace().nth(43 - 3)?.parse().ok()
 }
 
+/// Whether a /proc/<pid>/task/<tid>/syscall line shows a thread inside KVM_RUN
+/// (or running, for a vCPU thread).
+pub fn in_kvm_run(syscall_line: &str) -> bool {
+    let mut it = syscall_line.split_whitespace();
+    match (it.next(), it.next(), it.next()) {
+        (Some("running"), _, _) => true,
+        (Some("16"), Some(_fd), Some(cmd)) => u64::from_str_radix(cmd.trim_start_matches("0x"), 16) == Ok(0xae80),
+        _ => false,
+    }
+}
+
 fn tick_ns() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -122,6 +133,23 @@ impl Discovery {
             }
         }
         d
+    }
+
+    /// vCPU threads that are inside ioctl(KVM_RUN) now: /proc/<pid>/task/<tid>/syscall
+    /// shows ioctl (16 on x86_64) with KVM_RUN (0xae80) while the thread waits in
+    /// the kernel, or "running" while it runs (a vCPU thread runs inside KVM_RUN nearly
+    /// all the time).
+    pub fn vcpus_in_kvm_run(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for vm in self.registry.vms.values() {
+            for &tid in &vm.vcpus {
+                let Ok(s) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", vm.pid)) else { continue };
+                if in_kvm_run(&s) {
+                    out.push(tid);
+                }
+            }
+        }
+        out
     }
 
     /// Takes a snapshot, with what the probes know so far.
@@ -282,6 +310,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
 
     let mut probes = Probes::attach(&opts.probe)?;
     let mut disc = Discovery::start();
+    if opts.probe.kvm {
+        probes.mark_in_kvm_run(&disc.vcpus_in_kvm_run())?;
+    }
     let started_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -146,3 +146,42 @@ fn sampled_guest_time_separates_guest_work_from_exit_handling() {
     assert!(a > 0.8, "CPU-bound guest share {a:.3}");
     assert!(b < 0.5, "exit-bound guest share {b:.3}");
 }
+
+/// A guest that entered KVM_RUN before tracing started, and stays there (no exits
+/// until it is done), is counted as inside KVM_RUN: discovery at the start sees it in
+/// ioctl(KVM_RUN) and marks it.
+#[test]
+fn a_vcpu_already_inside_kvm_run_when_tracing_starts_counts_as_kvm_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = microvm::Config {
+        vcpus: 1,
+        workload: microvm::Workload::Loop,
+        work: 60,
+        exit_every: 0,
+        timer_hz: 0,
+        loop_unit_iters: 20_000_000,
+        ..Default::default()
+    };
+    let vm = microvm::spawn(&cfg).expect("start the micro-VM");
+    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach");
+    let disc = Discovery::start();
+    let tid = vm.vcpu_tids()[0];
+    let marked = disc.vcpus_in_kvm_run();
+    probes.mark_in_kvm_run(&marked).unwrap();
+    let start = probes.start().unwrap();
+    let truth = vm.wait().expect("micro-VM run");
+    assert!(
+        truth.vcpus[0].end_monotonic_ns > start + 100_000_000,
+        "the guest finished before tracing had run 100 ms: make its work longer"
+    );
+    assert!(marked.contains(&tid), "vCPU {tid} not seen inside KVM_RUN: {marked:?}");
+    probes.stop().unwrap();
+    let raw = probes.read().unwrap();
+    let features = probes.features.clone();
+    drop(probes);
+    let report = build_report(raw, features, 0, disc);
+    let v = report.vms.iter().flat_map(|vm| vm.vcpus.iter()).find(|v| v.tid == tid).expect("vCPU in report");
+    eprintln!("kvm_run {} vmm_user {} on_cpu {}", v.kvm_run_ns, v.vmm_user_ns, v.on_cpu_ns);
+    assert!(v.on_cpu_ns > 50_000_000);
+    assert!(v.kvm_run_ns as f64 > 0.95 * v.on_cpu_ns as f64, "{v:?}");
+}

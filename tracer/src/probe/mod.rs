@@ -174,6 +174,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn syscall_lines() {
+        use crate::record::in_kvm_run;
+        assert!(in_kvm_run("16 0x5 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(in_kvm_run("running"));
+        assert!(!in_kvm_run("16 0x5 0xae9a 0x0 0x0 0x0 0x0 0x7ffd 0x7f12")); // another ioctl
+        assert!(!in_kvm_run("202 0x55576e1cf3b8 0x89 0xffffffff 0x7ff")); // futex
+        assert!(!in_kvm_run("-1 0x7ffd 0x7f12"));
+        assert!(!in_kvm_run(""));
+    }
+
+    #[test]
     fn symbol_ranges_end_at_the_next_symbol() {
         let text = "ffffffff821f1ab0 T pvm_do_event_irqoff\nffffffff821f1aa0 T __pfx_pvm_do_event_irqoff\n\
 ffffffff821f1ae0 T __pvm_enter_tramp\n0000000000000000 T hidden\nffffffff81000000 t other [kvm]\n";
@@ -441,6 +452,22 @@ impl Probes {
         let mut m: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(self.ebpf.map_mut("WATCH").ok_or(ProbeError::Map("WATCH", "missing".into()))?)
             .map_err(|e| ProbeError::Map("WATCH", chain(&e)))?;
         m.insert(tid, 1, 0).map_err(|e| ProbeError::Map("WATCH", chain(&e)))
+    }
+
+    /// Marks threads that are inside ioctl(KVM_RUN) right now (they entered it before
+    /// the probes were attached), so that their time counts as inside KVM_RUN until
+    /// they return. Threads already known to the probes are left alone.
+    pub fn mark_in_kvm_run(&mut self, tids: &[u32]) -> Result<(), ProbeError> {
+        let mut m: BpfHashMap<_, u32, VcpuState> =
+            BpfHashMap::try_from(self.ebpf.map_mut("VCPU_STATE").ok_or(ProbeError::Map("VCPU_STATE", "missing".into()))?)
+                .map_err(|e| ProbeError::Map("VCPU_STATE", chain(&e)))?;
+        for &tid in tids {
+            let mut v = VcpuState::default();
+            v.on_run_enter();
+            // BPF_NOEXIST: a thread the probes already saw keeps its state.
+            let _ = m.insert(tid, v, 1);
+        }
+        Ok(())
     }
 
     /// A hook for `Command::pre_exec` that makes the child mark itself as workload
