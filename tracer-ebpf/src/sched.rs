@@ -1,5 +1,6 @@
 //! Scheduler tracepoints: on-CPU time, switches, migrations, workload tracking.
 
+use aya_log_ebpf::info;
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, tracepoint},
@@ -16,11 +17,14 @@ use crate::maps::{
 };
 
 /// The common part of both sched_switch programs. `sched_switch` fires in the context
-/// of `prev`, so prev is the current task.
+/// of `prev`, so prev is the current task. Returns true for the first switch seen on
+/// this CPU.
 #[inline(always)]
-fn on_switch(next_tid: u32, involuntary: bool) {
+fn on_switch(next_tid: u32, involuntary: bool) -> bool {
     bump(counter::SCHED_SWITCH);
-    let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return };
+    let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return false };
+    // SAFETY: per-CPU slot, this CPU only.
+    let first = unsafe { (*cpu).switches == 0 };
     let prev = current_tid();
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
     let d = unsafe { (*cpu).switch(now(), &window(), next_tid) };
@@ -38,6 +42,15 @@ fn on_switch(next_tid: u32, involuntary: bool) {
             }
         }
     }
+    first
+}
+
+/// Load-time diagnostics (aya-log): once per CPU, that the probe fires there.
+#[inline(always)]
+fn log_first<C: aya_ebpf::EbpfContext>(ctx: &C, kind: &str) {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    info!(ctx, "sched_switch ({}) fires on cpu {}", kind, cpu);
 }
 
 /// tp_btf: args are (bool preempt, task_struct *prev, task_struct *next,
@@ -52,7 +65,9 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
     let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }
         .unwrap_or(-1) as u32;
-    on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff));
+    if on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff)) {
+        log_first(&ctx, "tp_btf");
+    }
     0
 }
 
@@ -62,7 +77,9 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets read from this kernel's format file; read_at checks bounds.
     let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
     let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
-    on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64));
+    if on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64)) {
+        log_first(&ctx, "tracepoint");
+    }
     0
 }
 

@@ -222,6 +222,8 @@ pub struct Probes {
     nr_cpus: usize,
     online_cpus: Vec<u32>,
     guest_sample_period_ns: u64,
+    /// The programs' load-time diagnostics (aya-log), forwarded to `log` at info.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire
@@ -348,6 +350,13 @@ impl Probes {
             .load(EBPF_OBJ)
             .map_err(|e| ProbeError::Load(chain(&e)))?;
 
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::debug!("eBPF logger unavailable: {e}");
+                None
+            }
+        };
         let kernel_btf = if use_btf { Some(aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(chain(&e)))?) } else { None };
         let btf_err = |e: &dyn std::error::Error| ProbeError::Attach { probe: "tp_btf:sched_switch".into(), reason: chain(e) };
         if let Some(kb) = &kernel_btf {
@@ -423,7 +432,7 @@ impl Probes {
 
         let config: Array<MapData, Window> = Array::try_from(ebpf.take_map("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?)
             .map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
-        Ok(Probes { ebpf, config, window: Window::default(), features, kvm_event_names, nr_cpus, online_cpus, guest_sample_period_ns })
+        Ok(Probes { ebpf, config, window: Window::default(), features, kvm_event_names, nr_cpus, online_cpus, guest_sample_period_ns, logger })
     }
 
     /// Starts charging time: the trace window opens now.
@@ -440,7 +449,16 @@ impl Probes {
         self.window.stop_ns = monotonic_ns();
         self.config.set(0, self.window, 0).map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
         kick_cpus(&self.online_cpus);
+        self.flush_log();
         Ok(self.window.stop_ns)
+    }
+
+    /// Forwards what the programs logged (once per CPU when they first fire) to the
+    /// `log` crate: shown with RUST_LOG=info.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
     }
 
     pub fn window(&self) -> Window {
