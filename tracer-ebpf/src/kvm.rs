@@ -13,7 +13,7 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    GUEST_SAMPLES, KVM_EVENTS, guest_irq_range, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
+    GUEST_SAMPLES, KVM_EVENTS, guest_irq_range, window, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
     now, tp_offset,
 };
 
@@ -161,6 +161,11 @@ fn in_guest_irq_handoff(rip: u64) -> bool {
 
 #[perf_event]
 pub fn guest_sample(ctx: PerfEventContext) -> u32 {
+    // Only samples inside the trace window count.
+    let w = window();
+    if w.start_ns == 0 || (w.stop_ns != 0 && now() > w.stop_ns) {
+        return 0;
+    }
     let tid = current_tid();
     // SAFETY: the value is read by copy.
     let Some(v) = (unsafe { VCPU_STATE.get(&tid) }) else { return 0 };

@@ -174,7 +174,8 @@ pub fn vms(raw: &RawCounters, threads: &[ThreadTime], inp: &KvmInputs) -> Vec<Vm
                         resolution_ns: period,
                         source: format!(
                             "sampled: cpu-clock every {period} ns on every CPU; {samples_guest} of {} samples inside KVM_RUN \
-found the thread in user mode (guest code); the share is applied to kvm_run_ns",
+found the thread running guest code (user mode, or the kernel function that takes host interrupts \
+arriving during guest execution); the share is applied to kvm_run_ns",
                             samples_guest + samples_host_kvm
                         ),
                         note: None,
