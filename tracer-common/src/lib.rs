@@ -180,15 +180,12 @@ impl ThreadCpuStats {
 pub struct ThreadInfo {
     /// Process id (thread group id).
     pub tgid: u32,
-    /// `THREAD_FLAG_*`.
+    /// Reserved (0).
     pub flags: u32,
     /// `comm` when first seen, NUL-padded.
     pub comm: [u8; 16],
 }
 
-/// The thread is a kernel thread (no user address space is known here, so this is
-/// decided in userspace; reserved).
-pub const THREAD_FLAG_KTHREAD: u32 = 1;
 
 /// `prev_state` of a task that is still runnable when switched out (tp_btf argument).
 pub const TASK_RUNNING: u64 = 0;

@@ -465,13 +465,6 @@ impl Probes {
         self.window
     }
 
-    /// Marks `tid` (and, through fork tracking, all it creates) as workload.
-    pub fn watch(&mut self, tid: u32) -> Result<(), ProbeError> {
-        let mut m: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(self.ebpf.map_mut("WATCH").ok_or(ProbeError::Map("WATCH", "missing".into()))?)
-            .map_err(|e| ProbeError::Map("WATCH", chain(&e)))?;
-        m.insert(tid, 1, 0).map_err(|e| ProbeError::Map("WATCH", chain(&e)))
-    }
-
     /// Marks threads that are inside ioctl(KVM_RUN) right now (they entered it before
     /// the probes were attached), so that their time counts as inside KVM_RUN until
     /// they return. Threads already known to the probes are left alone.
