@@ -226,6 +226,16 @@ pub struct Probes {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
+/// The KVM tracepoints with programs of their own (the program is named as the
+/// tracepoint), and the record fields each program reads: (field, `tp_off` index).
+const KVM_TRACEPOINTS: &[(&str, &str, &[(&str, usize)])] = &[
+    ("syscalls", "sys_enter_ioctl", &[("cmd", tp_off::IOCTL_CMD)]),
+    ("syscalls", "sys_exit_ioctl", &[]),
+    ("kvm", "kvm_exit", &[("exit_reason", tp_off::KVM_EXIT_REASON), ("isa", tp_off::KVM_EXIT_ISA)]),
+    ("kvm", "kvm_entry", &[]),
+    ("kvm", "kvm_userspace_exit", &[("reason", tp_off::KVM_USERSPACE_EXIT_REASON)]),
+];
+
 /// The in-kernel KVM events counted per thread where kvm_entry/kvm_exit don't fire
 /// (at most 8: the eBPF object has programs kvm_event_0..7).
 pub const KVM_OTHER_EVENTS: &[(&str, &str)] = &[
@@ -262,7 +272,8 @@ impl Probes {
             offsets[tp_off::RENAME_PID] = r.offset("task_rename", "pid")?;
             offsets[tp_off::RENAME_NEWCOMM] = r.offset("task_rename", "newcomm")?;
         }
-        let mut kvm_formats = HashMap::new();
+        // KVM tracepoints whose layout is known: attached after the object is loaded.
+        let mut kvm_usable: Vec<(&str, &str)> = Vec::new();
         if !opts.kvm {
             features.unavailable.push(Unavailable {
                 probe: "syscalls:sys_enter_ioctl, kvm:*".into(),
@@ -270,13 +281,7 @@ impl Probes {
             });
         }
         if opts.kvm {
-            for (cat, name, fields) in [
-                ("syscalls", "sys_enter_ioctl", &[("cmd", tp_off::IOCTL_CMD)][..]),
-                ("syscalls", "sys_exit_ioctl", &[][..]),
-                ("kvm", "kvm_exit", &[("exit_reason", tp_off::KVM_EXIT_REASON), ("isa", tp_off::KVM_EXIT_ISA)][..]),
-                ("kvm", "kvm_entry", &[][..]),
-                ("kvm", "kvm_userspace_exit", &[("reason", tp_off::KVM_USERSPACE_EXIT_REASON)][..]),
-            ] {
+            for &(cat, name, fields) in KVM_TRACEPOINTS {
                 match tracefs::read_format(&root, cat, name) {
                     Ok(f) => {
                         let mut ok = true;
@@ -290,7 +295,7 @@ impl Probes {
                             }
                         }
                         if ok {
-                            kvm_formats.insert(name, f);
+                            kvm_usable.push((cat, name));
                         }
                     }
                     Err(e) => features.unavailable.push(Unavailable {
@@ -379,18 +384,9 @@ impl Probes {
         let mut kvm_event_names = HashMap::new();
         let mut guest_sample_period_ns = 0;
         if opts.kvm {
-            for (prog_name, name) in [
-                ("sys_enter_ioctl", "sys_enter_ioctl"),
-                ("sys_exit_ioctl", "sys_exit_ioctl"),
-                ("kvm_entry", "kvm_entry"),
-                ("kvm_exit", "kvm_exit"),
-                ("kvm_userspace_exit", "kvm_userspace_exit"),
-            ] {
-                if kvm_formats.contains_key(name) {
-                    let cat = if name.starts_with("sys_") { "syscalls" } else { "kvm" };
-                    if let Err(e) = attach_tp(&mut ebpf, prog_name, &[(cat, name)], &mut features) {
-                        features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() });
-                    }
+            for &(cat, name) in &kvm_usable {
+                if let Err(e) = attach_tp(&mut ebpf, name, &[(cat, name)], &mut features) {
+                    features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() });
                 }
             }
             if opts.guest_sample_period_ns > 0 {
