@@ -48,7 +48,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 command: a.command,
                 live_interval: (a.interval > Duration::ZERO).then_some(a.interval),
                 probe: ProbeOptions { classic_sched_switch: a.classic_sched_switch, kvm: !a.no_kvm, ..Default::default() },
-                top: a.top,
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));

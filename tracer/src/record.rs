@@ -28,7 +28,6 @@ pub struct RecordOptions {
     /// Live summary interval; None = no live summary.
     pub live_interval: Option<Duration>,
     pub probe: ProbeOptions,
-    pub top: usize,
 }
 
 #[derive(Debug)]
@@ -88,9 +87,7 @@ fn read_trim(path: &str) -> Option<String> {
 /// Guest time of a thread as the kernel accounts it (field 43 of stat), in ticks.
 fn gtime_ticks(pid: u32, tid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    // After comm, field 3 is the first: guest_time is field 43.
-    after.split_whitespace().nth(43 - 3)?.parse().ok()
+    crate::host::parse_stat(&stat).ok()?.guest_time_ticks
 }
 
 /// Whether a /proc/<pid>/task/<tid>/syscall line shows a thread inside KVM_RUN
@@ -125,14 +122,21 @@ impl Discovery {
         if let Ok(s) = HostSnapshot::discover(&HashSet::new(), &HashSet::new()) {
             d.registry.merge(s);
         }
-        for vm in d.registry.vms.values() {
+        d.gtime_start = d.vcpu_gtimes();
+        d
+    }
+
+    /// Guest time (ticks) of every known vCPU thread still alive.
+    fn vcpu_gtimes(&self) -> HashMap<u32, u64> {
+        let mut out = HashMap::new();
+        for vm in self.registry.vms.values() {
             for &tid in &vm.vcpus {
                 if let Some(g) = gtime_ticks(vm.pid, tid) {
-                    d.gtime_start.insert(tid, g);
+                    out.insert(tid, g);
                 }
             }
         }
-        d
+        out
     }
 
     /// vCPU threads that are inside ioctl(KVM_RUN) now: /proc/<pid>/task/<tid>/syscall
@@ -158,13 +162,9 @@ impl Discovery {
         if let Ok(s) = HostSnapshot::discover(&kvm, &raw.workload) {
             self.registry.merge(s);
         }
-        for vm in self.registry.vms.values() {
-            for &tid in &vm.vcpus {
-                if let Some(g) = gtime_ticks(vm.pid, tid) {
-                    self.gtime_last.insert(tid, g);
-                }
-            }
-        }
+        // Threads that exited keep their last reading.
+        let now = self.vcpu_gtimes();
+        self.gtime_last.extend(now);
     }
 
     /// Guest time (ns) each vCPU thread accumulated in the window, where known.

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 pub use names::VmmKind;
-pub use parse::{CpuListError, PF_KTHREAD, format_cpu_list, parse_cpu_list};
+pub use parse::{CpuListError, PF_KTHREAD, Stat, format_cpu_list, parse_cpu_list, parse_stat};
 pub use procfs::HostPaths;
 
 use names::{VmKernelThread, is_host_kernel_comm, vcpu_index_from_name, vm_name_from_cmdline};

@@ -107,6 +107,8 @@ pub struct Stat {
     pub ppid: u32,
     /// Field 9, the kernel's `task->flags` (`PF_*`).
     pub flags: u32,
+    /// Field 43, guest time in clock ticks (None on kernels that do not print it).
+    pub guest_time_ticks: Option<u64>,
 }
 
 impl Stat {
@@ -144,12 +146,15 @@ pub fn parse_stat(text: &str) -> Result<Stat, String> {
     let flags = rest[6]
         .parse::<u32>()
         .map_err(|e| format!("bad flags field {:?}: {e}", rest[6]))?;
+    // Field 43 is the 41st after the comm.
+    let guest_time_ticks = rest.get(40).and_then(|v| v.parse().ok());
     Ok(Stat {
         tid,
         comm,
         state,
         ppid,
         flags,
+        guest_time_ticks,
     })
 }
 
@@ -271,6 +276,16 @@ mod tests {
         assert_eq!(stat.ppid, 1);
         assert_eq!(stat.flags, 4194560);
         assert!(!stat.is_kernel_thread());
+    }
+
+    #[test]
+    fn stat_guest_time_is_field_43() {
+        // Fields 4..=42 are 0, field 43 (guest_time) is 777, then one more field.
+        let line = format!("4244 (CPU 0/KVM) S {} 777 0", vec!["0"; 39].join(" "));
+        assert_eq!(parse_stat(&line).unwrap().guest_time_ticks, Some(777));
+        // Short lines (old kernels, fixtures) have none.
+        let short = parse_stat("4244 (CPU 0/KVM) S 1 4242 4242 0 -1 4194368 0 0 0 0 0 0").unwrap();
+        assert_eq!(short.guest_time_ticks, None);
     }
 
     #[test]
