@@ -13,33 +13,21 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    GUEST_SAMPLES, KVM_EVENTS, guest_irq_range, window, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
-    now, tp_offset,
+    GUEST_SAMPLES, KVM_EVENTS, USERSPACE_EXITS, VCPU_EXITS, VCPU_STATE, bump, checkpoint_current, current_tid,
+    get_or_insert, guest_irq_range, now, tp_offset, window,
 };
 
 #[inline(always)]
 fn exit_stats(key: &TidKey) -> Option<*mut ExitStats> {
-    if let Some(p) = VCPU_EXITS.get_ptr_mut(key) {
-        return Some(p);
-    }
-    if VCPU_EXITS.insert(key, &ExitStats::default(), 0).is_err() {
-        bump(counter::DROPPED_KVM);
-        return None;
-    }
-    VCPU_EXITS.get_ptr_mut(key)
+    get_or_insert(&VCPU_EXITS, key, &ExitStats::default(), counter::DROPPED_KVM)
 }
 
 #[inline(always)]
 fn count(map: &aya_ebpf::maps::HashMap<TidKey, u64>, key: &TidKey) {
-    match map.get_ptr_mut(key) {
+    if let Some(p) = get_or_insert(map, key, &0, counter::DROPPED_KVM) {
         // SAFETY: entries keyed by the current tid are only updated by that thread
         // (or, for KVM_EVENTS, races cost at most a count).
-        Some(p) => unsafe { *p += 1 },
-        None => {
-            if map.insert(key, &1, 0).is_err() {
-                bump(counter::DROPPED_KVM);
-            }
-        }
+        unsafe { *p += 1 };
     }
 }
 
@@ -48,16 +36,9 @@ fn count(map: &aya_ebpf::maps::HashMap<TidKey, u64>, key: &TidKey) {
 /// the time until now is counted as inside KVM_RUN.
 #[inline(always)]
 fn vcpu_state_in_run(tid: u32) -> Option<*mut VcpuState> {
-    if let Some(v) = VCPU_STATE.get_ptr_mut(&tid) {
-        return Some(v);
-    }
     let mut v = VcpuState::default();
     v.on_run_enter();
-    if VCPU_STATE.insert(&tid, &v, 0).is_err() {
-        bump(counter::DROPPED_KVM);
-        return None;
-    }
-    VCPU_STATE.get_ptr_mut(&tid)
+    get_or_insert(&VCPU_STATE, &tid, &v, counter::DROPPED_KVM)
 }
 
 #[tracepoint(category = "kvm", name = "kvm_entry")]

@@ -116,6 +116,20 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// The value of `key`, inserting `init` first if absent; a full map counts as a drop
+/// in `drop_counter` and gives None.
+#[inline(always)]
+pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, drop_counter: u32) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    if map.insert(key, init, 0).is_err() {
+        bump(drop_counter);
+        return None;
+    }
+    map.get_ptr_mut(key)
+}
+
 /// The current task's KVM mode.
 #[inline(always)]
 pub fn mode_of(tid: u32) -> Mode {

@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{Mode, counter, kvm::{KVM_RUN, VcpuState}, tp_off};
 
-use crate::maps::{VCPU_STATE, bump, checkpoint_current, current_tid, tp_offset};
+use crate::maps::{VCPU_STATE, bump, checkpoint_current, current_tid, get_or_insert, tp_offset};
 
 #[tracepoint(category = "syscalls", name = "sys_enter_ioctl")]
 pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
@@ -16,20 +16,14 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
     }
     bump(counter::KVM_RUN_ENTER);
     let tid = current_tid();
-    match VCPU_STATE.get_ptr_mut(&tid) {
+    // A new entry starts Outside, the mode the thread was in until now.
+    match get_or_insert(&VCPU_STATE, &tid, &VcpuState::default(), counter::DROPPED_KVM) {
         Some(v) => {
             // SAFETY: only this thread updates its own entry.
             checkpoint_current(tid, unsafe { (*v).mode() });
             unsafe { (*v).on_run_enter() };
         }
-        None => {
-            checkpoint_current(tid, Mode::Outside);
-            let mut v = VcpuState::default();
-            v.on_run_enter();
-            if VCPU_STATE.insert(&tid, &v, 0).is_err() {
-                bump(counter::DROPPED_KVM);
-            }
-        }
+        None => checkpoint_current(tid, Mode::Outside),
     }
     0
 }
