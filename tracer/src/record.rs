@@ -253,6 +253,16 @@ pub fn build_report(mut raw: RawCounters, features: probe::Features, started_uni
     r
 }
 
+/// Ends the trace: closes the window, reads the counters, detaches the probes, and
+/// builds the report.
+pub fn finish(mut probes: Probes, disc: Discovery, started_unix_s: u64) -> Result<Report, probe::ProbeError> {
+    probes.stop()?;
+    let raw = probes.read()?;
+    let features = probes.features.clone();
+    drop(probes);
+    Ok(build_report(raw, features, started_unix_s, disc))
+}
+
 /// One line of live summary: elapsed, busy/idle split, guest vs hypervisor, top
 /// threads, drops.
 pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, interval_ns: u64, reg: &Registry) -> String {
@@ -368,12 +378,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
             }
         }
     };
-    probes.stop()?;
-    let raw = probes.read()?;
-    let features = probes.features.clone();
-    drop(probes);
-
-    let mut report = build_report(raw, features, started_unix_s, disc);
+    let mut report = finish(probes, disc, started_unix_s)?;
     let mut exit_code = 0;
     let mut interrupted = false;
     if let Some((mut c, pid)) = child {

@@ -6,7 +6,7 @@ mod common;
 use vmmtrace::{
     host::Role,
     probe::{ProbeOptions, Probes},
-    record::{Discovery, build_report},
+    record::{Discovery, finish},
     report::Report,
 };
 
@@ -21,11 +21,7 @@ fn traced_vm(cfg: &microvm::Config) -> (Report, microvm::GroundTruth) {
     probes.start().unwrap();
     let vm = microvm::spawn(cfg).expect("start the micro-VM (needs /dev/kvm)");
     let truth = vm.wait().expect("micro-VM run");
-    probes.stop().unwrap();
-    let raw = probes.read().unwrap();
-    let features = probes.features.clone();
-    drop(probes);
-    (build_report(raw, features, 0, disc), truth)
+    (finish(probes, disc, 0).unwrap(), truth)
 }
 
 #[test]
@@ -175,11 +171,7 @@ fn a_vcpu_already_inside_kvm_run_when_tracing_starts_counts_as_kvm_run() {
         "the guest finished before tracing had run 100 ms: make its work longer"
     );
     assert!(marked.contains(&tid), "vCPU {tid} not seen inside KVM_RUN: {marked:?}");
-    probes.stop().unwrap();
-    let raw = probes.read().unwrap();
-    let features = probes.features.clone();
-    drop(probes);
-    let report = build_report(raw, features, 0, disc);
+    let report = finish(probes, disc, 0).unwrap();
     let v = report.vms.iter().flat_map(|vm| vm.vcpus.iter()).find(|v| v.tid == tid).expect("vCPU in report");
     eprintln!("kvm_run {} vmm_user {} on_cpu {}", v.kvm_run_ns, v.vmm_user_ns, v.on_cpu_ns);
     assert!(v.on_cpu_ns > 50_000_000);

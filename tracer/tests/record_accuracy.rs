@@ -9,8 +9,7 @@ use std::time::Duration;
 use common::*;
 use vmmtrace::{
     probe::{ProbeOptions, Probes},
-    record::{Discovery, build_report},
-    report::Report,
+    record::{Discovery, finish},
 };
 
 fn online_cpus() -> Vec<u32> {
@@ -21,13 +20,6 @@ fn online_cpus() -> Vec<u32> {
 /// spinners steal the CPUs of the other's.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn stop_and_report(mut probes: Probes) -> Report {
-    probes.stop().unwrap();
-    let raw = probes.read().unwrap();
-    let features = probes.features.clone();
-    drop(probes);
-    build_report(raw, features, 0, Discovery::start())
-}
 
 /// Runs two pinned spinners and a sleeper under `opts`, and checks each thread against
 /// the kernel's own count (schedstat, read while the thread is parked, so up to date).
@@ -51,7 +43,7 @@ fn check_on_cpu_matches_schedstat(opts: ProbeOptions) {
         t.wait_done();
     }
     let truth: Vec<(u32, u64)> = [&a, &b, &s].iter().map(|t| (t.tid, schedstat(t.tid).0)).collect();
-    let report = stop_and_report(probes);
+    let report = finish(probes, Discovery::start(), 0).unwrap();
     for t in [a, b, s] {
         t.release();
     }
@@ -112,11 +104,7 @@ fn migrations_are_counted() {
         }
     });
     mover.wait_done();
-    probes.stop().unwrap();
-    let raw = probes.read().unwrap();
-    let features = probes.features.clone();
-    drop(probes);
-    let report = build_report(raw, features, 0, Discovery::start());
+    let report = finish(probes, Discovery::start(), 0).unwrap();
     let tid = mover.tid;
     mover.release();
     let th = report.thread(tid).expect("mover in report");
