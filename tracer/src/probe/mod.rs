@@ -169,38 +169,6 @@ pub fn check_privileges() -> Result<(), ProbeError> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn syscall_lines() {
-        use crate::record::in_kvm_run;
-        assert!(in_kvm_run("16 0x5 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
-        assert!(in_kvm_run("running"));
-        assert!(!in_kvm_run("16 0x5 0xae9a 0x0 0x0 0x0 0x0 0x7ffd 0x7f12")); // another ioctl
-        assert!(!in_kvm_run("202 0x55576e1cf3b8 0x89 0xffffffff 0x7ff")); // futex
-        assert!(!in_kvm_run("-1 0x7ffd 0x7f12"));
-        assert!(!in_kvm_run(""));
-    }
-
-    #[test]
-    fn symbol_ranges_end_at_the_next_symbol() {
-        let text = "ffffffff821f1ab0 T pvm_do_event_irqoff\nffffffff821f1aa0 T __pfx_pvm_do_event_irqoff\n\
-ffffffff821f1ae0 T __pvm_enter_tramp\n0000000000000000 T hidden\nffffffff81000000 t other [kvm]\n";
-        let r = symbol_ranges(text, &["pvm_do_event_irqoff", "vmx_do_interrupt_irqoff", "hidden"]);
-        assert_eq!(r, vec![(0xffffffff821f1ab0, 0xffffffff821f1ae0), (0, 0), (0, 0)]);
-    }
-
-    #[test]
-    fn this_kernel_has_a_guest_irq_handoff() {
-        // PVM here (pvm_do_event_irqoff), VMX elsewhere: at least one must resolve.
-        let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
-        let r = symbol_ranges(&text, &tracer_common::kvm::GUEST_IRQ_FUNCTIONS);
-        assert!(r.iter().any(|(s, e)| *s != 0 && e > s), "{r:x?}");
-    }
-}
-
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -649,5 +617,37 @@ pub fn set_affinity(tid: u32, cpus: &[u32]) -> bool {
             }
         }
         libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        use crate::record::in_kvm_run;
+        assert!(in_kvm_run("16 0x5 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(in_kvm_run("running"));
+        assert!(!in_kvm_run("16 0x5 0xae9a 0x0 0x0 0x0 0x0 0x7ffd 0x7f12")); // another ioctl
+        assert!(!in_kvm_run("202 0x55576e1cf3b8 0x89 0xffffffff 0x7ff")); // futex
+        assert!(!in_kvm_run("-1 0x7ffd 0x7f12"));
+        assert!(!in_kvm_run(""));
+    }
+
+    #[test]
+    fn symbol_ranges_end_at_the_next_symbol() {
+        let text = "ffffffff821f1ab0 T pvm_do_event_irqoff\nffffffff821f1aa0 T __pfx_pvm_do_event_irqoff\n\
+ffffffff821f1ae0 T __pvm_enter_tramp\n0000000000000000 T hidden\nffffffff81000000 t other [kvm]\n";
+        let r = symbol_ranges(text, &["pvm_do_event_irqoff", "vmx_do_interrupt_irqoff", "hidden"]);
+        assert_eq!(r, vec![(0xffffffff821f1ab0, 0xffffffff821f1ae0), (0, 0), (0, 0)]);
+    }
+
+    #[test]
+    fn this_kernel_has_a_guest_irq_handoff() {
+        // PVM here (pvm_do_event_irqoff), VMX elsewhere: at least one must resolve.
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let r = symbol_ranges(&text, &tracer_common::kvm::GUEST_IRQ_FUNCTIONS);
+        assert!(r.iter().any(|(s, e)| *s != 0 && e > s), "{r:x?}");
     }
 }
