@@ -14,15 +14,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BZ_FILES: &[&str] = &[
-    "blocksort.c",
-    "bzlib.c",
-    "compress.c",
-    "crctable.c",
-    "decompress.c",
-    "huffman.c",
-    "randtable.c",
-];
+const BZ_FILES: &[&str] =
+    &["blocksort.c", "bzlib.c", "compress.c", "crctable.c", "decompress.c", "huffman.c", "randtable.c"];
 
 /// The directory holding bzlib.c & co. inside an unpacked bzip2-sys crate, if any.
 fn sources_in(crate_dir: &Path) -> Option<PathBuf> {
@@ -45,24 +38,13 @@ fn bzip2_src() -> PathBuf {
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
     if let Some(home) = cargo_home {
         let mut found: Vec<(Vec<u64>, PathBuf)> = Vec::new();
-        for reg in std::fs::read_dir(home.join("registry/src"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for e in std::fs::read_dir(reg.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
+        for reg in std::fs::read_dir(home.join("registry/src")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(reg.path()).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(ver) = name.strip_prefix("bzip2-sys-0.1.")
                     && let Some(src) = sources_in(&e.path())
                 {
-                    let key = ver
-                        .split(|c: char| !c.is_ascii_digit())
-                        .filter_map(|n| n.parse().ok())
-                        .collect();
+                    let key = ver.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
                     found.push((key, src));
                 }
             }
@@ -77,13 +59,7 @@ fn bzip2_src() -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.toml");
     let out = Command::new(&cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
+        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
         .arg(&manifest)
         .output()
         .expect("run `cargo metadata` to locate the bzip2-sys sources");
@@ -111,14 +87,7 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let guest = manifest_dir.join("guest");
     let bz = bzip2_src();
-    for f in [
-        "stub.S",
-        "guest_rt.c",
-        "workload.c",
-        "workload.h",
-        "layout.h",
-        "host_rt.c",
-    ] {
+    for f in ["stub.S", "guest_rt.c", "workload.c", "workload.h", "layout.h", "host_rt.c"] {
         println!("cargo:rerun-if-changed=guest/{f}");
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -159,13 +128,8 @@ fn main() {
     for f in BZ_FILES {
         cmd.arg(bz.join(f));
     }
-    let st = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("run {cc} to build the guest (install gcc): {e}"));
-    assert!(
-        st.success(),
-        "building the guest payload with {cc} failed: {cmd:?}"
-    );
+    let st = cmd.status().unwrap_or_else(|e| panic!("run {cc} to build the guest (install gcc): {e}"));
+    assert!(st.success(), "building the guest payload with {cc} failed: {cmd:?}");
 
     // ---- native twin: the same workload sources for the host, same -O2
     let mut b = cc::Build::new();

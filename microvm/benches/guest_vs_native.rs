@@ -14,10 +14,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(d)
+    std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
 }
 
 fn pin_self(cpu: usize) {
@@ -40,22 +37,13 @@ fn ratio_run(label: &str, base: &Config, reps: usize, cpu: usize) -> f64 {
         let n = std::thread::scope(|s| {
             s.spawn(|| {
                 pin_self(cpu);
-                run_native(
-                    base.workload,
-                    0,
-                    base.work,
-                    base.bzip2_unit_bytes,
-                    base.loop_unit_iters,
-                )
+                run_native(base.workload, 0, base.work, base.bzip2_unit_bytes, base.loop_unit_iters)
             })
             .join()
             .unwrap()
         });
         assert_eq!(n.status, 0);
-        assert_eq!(
-            n.checksum, v.checksum,
-            "guest and native computed the same thing"
-        );
+        assert_eq!(n.checksum, v.checksum, "guest and native computed the same thing");
         let ratio = g.as_secs_f64() / n.elapsed.as_secs_f64();
         println!(
             "  {label} rep {r}: guest {:8.3} ms  native {:8.3} ms  ratio {ratio:.3}  (io exits {}, timer irqs {})",
@@ -81,9 +69,7 @@ fn main() {
     // cargo bench passes "--bench"; ignore arguments
     let reps = env_u64("MICROVM_BENCH_REPS", 5) as usize;
     let units = env_u64("MICROVM_BENCH_UNITS", 8);
-    let ncpu = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cpu = ncpu - 1;
     println!(
         "micro-VM guest vs native, bzip2 workload, {units} units x 1 MiB per run, vCPU and native pinned to CPU {cpu}"
@@ -100,16 +86,7 @@ fn main() {
         ..Default::default()
     };
     let with_exits = ratio_run("bzip2, exit every unit, 250 Hz timer", &bz, reps, cpu);
-    let quiet = ratio_run(
-        "bzip2, no exits, no timer",
-        &Config {
-            exit_every: 0,
-            timer_hz: 0,
-            ..bz.clone()
-        },
-        reps,
-        cpu,
-    );
+    let quiet = ratio_run("bzip2, no exits, no timer", &Config { exit_every: 0, timer_hz: 0, ..bz.clone() }, reps, cpu);
 
     // exit rates: loop workload, a progress exit after every small unit
     let lp = Config {
@@ -133,13 +110,7 @@ fn main() {
         io_rate,
         1e6 / io_rate
     );
-    let tc = Config {
-        exit_every: 0,
-        timer_hz: 10_000,
-        work: 40_000,
-        loop_unit_iters: 1 << 12,
-        ..lp.clone()
-    };
+    let tc = Config { exit_every: 0, timer_hz: 10_000, work: 40_000, loop_unit_iters: 1 << 12, ..lp.clone() };
     let t = microvm::run(&tc).unwrap();
     let v = &t.vcpus[0];
     println!(
@@ -148,13 +119,7 @@ fn main() {
         v.elapsed_ns as f64 / 1e9,
         v.timer_interrupts as f64 / (v.elapsed_ns as f64 / 1e9)
     );
-    let t2 = microvm::run(&Config {
-        vcpus: 2,
-        pin_vcpus: Some(vec![0, 1]),
-        pin_emulator: None,
-        ..lp
-    })
-    .unwrap();
+    let t2 = microvm::run(&Config { vcpus: 2, pin_vcpus: Some(vec![0, 1]), pin_emulator: None, ..lp }).unwrap();
     let total: u64 = t2.vcpus.iter().map(|v| v.progress_exits).sum();
     println!(
         "2 vCPUs on 2 CPUs: {total} port I/O exits in {:.3} s = {:.0} exits/s total; emulator did {} work items",
@@ -162,7 +127,5 @@ fn main() {
         total as f64 / (t2.elapsed_ns as f64 / 1e9),
         t2.emulator.work_items
     );
-    println!(
-        "RESULT guest/native ratio (bzip2, exits+timer) = {with_exits:.3}; without exits = {quiet:.3}"
-    );
+    println!("RESULT guest/native ratio (bzip2, exits+timer) = {with_exits:.3}; without exits = {quiet:.3}");
 }

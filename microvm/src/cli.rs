@@ -11,19 +11,13 @@ pub struct CpuList(pub Vec<usize>);
 /// Parses "0,1", "0-3", "0-1,4" (no duplicates, ranges ascending).
 pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     let mut out = Vec::new();
-    let err = |why: &str| {
-        format!("bad CPU list {s:?}: {why} (expected e.g. \"0,1\" or \"0-3\" or \"0-1,4\")")
-    };
+    let err = |why: &str| format!("bad CPU list {s:?}: {why} (expected e.g. \"0,1\" or \"0-3\" or \"0-1,4\")");
     if s.trim().is_empty() {
         return Err(err("empty"));
     }
     for part in s.split(',') {
         let part = part.trim();
-        let num = |t: &str| {
-            t.trim()
-                .parse::<usize>()
-                .map_err(|_| err(&format!("{t:?} is not a CPU number")))
-        };
+        let num = |t: &str| t.trim().parse::<usize>().map_err(|_| err(&format!("{t:?} is not a CPU number")));
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (num(a)?, num(b)?),
             None => {
@@ -35,10 +29,7 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
             return Err(err(&format!("range {a}-{b} is descending")));
         }
         if b >= libc::CPU_SETSIZE as usize {
-            return Err(err(&format!(
-                "CPU {b} is beyond the maximum {}",
-                libc::CPU_SETSIZE - 1
-            )));
+            return Err(err(&format!("CPU {b} is beyond the maximum {}", libc::CPU_SETSIZE - 1)));
         }
         for c in a..=b {
             if out.contains(&c) {

@@ -13,9 +13,7 @@ pub enum Error {
     KvmOpen(std::io::Error),
     #[error("KVM API version {0} is not supported (need 12): upgrade the host kernel")]
     KvmApiVersion(i32),
-    #[error(
-        "KVM lacks capability {0}: upgrade the host kernel (Linux >= 4.x with in-kernel irqchip)"
-    )]
+    #[error("KVM lacks capability {0}: upgrade the host kernel (Linux >= 4.x with in-kernel irqchip)")]
     KvmMissingCap(&'static str),
     #[error("{op}: {source}")]
     Kvm {
@@ -29,9 +27,7 @@ pub enum Error {
     Memory(String),
     #[error("guest payload: {0}")]
     Payload(String),
-    #[error(
-        "pin {what} to CPUs {cpus:?}: {source} (is every CPU online and allowed by this process's affinity?)"
-    )]
+    #[error("pin {what} to CPUs {cpus:?}: {source} (is every CPU online and allowed by this process's affinity?)")]
     Pin {
         what: String,
         cpus: Vec<usize>,
@@ -39,11 +35,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("vCPU {vcpu}: guest fault: {reason}\n{registers}")]
-    GuestFault {
-        vcpu: u32,
-        reason: String,
-        registers: String,
-    },
+    GuestFault { vcpu: u32, reason: String, registers: String },
     #[error(
         "vCPU {vcpu}: guest CPU exception {vector} ({name}) error code {error_code:#x} at rip {rip:#x} rsp {rsp:#x} cs {cs:#x} rflags {rflags:#x} cr2 {cr2:#x}"
     )]
@@ -59,21 +51,14 @@ pub enum Error {
         cr2: u64,
     },
     #[error("vCPU {vcpu}: workload failed with status {status} ({what})")]
-    Workload {
-        vcpu: u32,
-        status: i64,
-        what: &'static str,
-    },
+    Workload { vcpu: u32, status: i64, what: &'static str },
     #[error("thread: {0}")]
     Thread(String),
 }
 
 impl Error {
     pub(crate) fn kvm(op: impl Into<String>, e: kvm_ioctls::Error) -> Self {
-        Error::Kvm {
-            op: op.into(),
-            source: std::io::Error::from_raw_os_error(e.errno()),
-        }
+        Error::Kvm { op: op.into(), source: std::io::Error::from_raw_os_error(e.errno()) }
     }
 }
 

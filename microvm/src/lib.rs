@@ -79,51 +79,31 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::Config(m));
         if self.vcpus < 1 || self.vcpus > layout::MAX_VCPUS {
-            return bad(format!(
-                "--vcpus {} out of range 1..={}",
-                self.vcpus,
-                layout::MAX_VCPUS
-            ));
+            return bad(format!("--vcpus {} out of range 1..={}", self.vcpus, layout::MAX_VCPUS));
         }
         if self.work < 1 {
             return bad("--work must be >= 1".into());
         }
         if self.timer_hz > 100_000 {
-            return bad(format!(
-                "--timer-hz {} too high (max 100000; 0 = no timer)",
-                self.timer_hz
-            ));
+            return bad(format!("--timer-hz {} too high (max 100000; 0 = no timer)", self.timer_hz));
         }
         if self.emulator_hz > 100_000 {
-            return bad(format!(
-                "emulator timer {} Hz too high (max 100000)",
-                self.emulator_hz
-            ));
+            return bad(format!("emulator timer {} Hz too high (max 100000)", self.emulator_hz));
         }
         if self.bzip2_unit_bytes < 1 || self.bzip2_unit_bytes > 4 << 20 {
-            return bad(format!(
-                "bzip2 unit of {} bytes out of range 1..=4 MiB",
-                self.bzip2_unit_bytes
-            ));
+            return bad(format!("bzip2 unit of {} bytes out of range 1..=4 MiB", self.bzip2_unit_bytes));
         }
         if self.loop_unit_iters < 1 {
             return bad("loop unit iterations must be >= 1".into());
         }
-        let ncpu = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        for (flag, l) in [
-            ("--pin-vcpus", &self.pin_vcpus),
-            ("--pin-emulator", &self.pin_emulator),
-        ] {
+        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        for (flag, l) in [("--pin-vcpus", &self.pin_vcpus), ("--pin-emulator", &self.pin_emulator)] {
             if let Some(l) = l {
                 if l.is_empty() {
                     return bad(format!("{flag}: empty CPU list"));
                 }
                 if let Some(c) = l.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
-                    return bad(format!(
-                        "{flag}: CPU {c} does not exist (this host has {ncpu} usable CPUs)"
-                    ));
+                    return bad(format!("{flag}: CPU {c} does not exist (this host has {ncpu} usable CPUs)"));
                 }
             }
         }
@@ -228,13 +208,7 @@ impl Vm {
         for i in 0..cfg.vcpus {
             let (stx, srx) = mpsc::channel();
             start.push(stx);
-            vcpu_threads.push(vm::spawn_vcpu(
-                shared.clone(),
-                i,
-                ready_tx.clone(),
-                srx,
-                emu_tx.clone(),
-            )?);
+            vcpu_threads.push(vm::spawn_vcpu(shared.clone(), i, ready_tx.clone(), srx, emu_tx.clone())?);
         }
         drop(ready_tx);
         drop(emu_tx);
@@ -258,13 +232,7 @@ impl Vm {
                 _ => Error::Thread(format!("vCPU {i} thread failed")),
             });
         }
-        Ok(Vm {
-            shared,
-            vcpu_tids: tids,
-            vcpu_threads,
-            start,
-            emu_rx,
-        })
+        Ok(Vm { shared, vcpu_tids: tids, vcpu_threads, start, emu_rx })
     }
 
     pub fn vcpu_tids(&self) -> &[u32] {
@@ -274,13 +242,7 @@ impl Vm {
     /// Starts an emulator thread (named like the process, as QEMU's main loop thread
     /// is) and lets the vCPUs enter KVM_RUN.
     pub fn start(self) -> Result<RunningVm, Error> {
-        let Vm {
-            shared,
-            vcpu_tids,
-            vcpu_threads,
-            start,
-            emu_rx,
-        } = self;
+        let Vm { shared, vcpu_tids, vcpu_threads, start, emu_rx } = self;
         let (tid_tx, tid_rx) = mpsc::channel();
         let sh = shared.clone();
         let name = vm::process_comm();
@@ -300,33 +262,18 @@ impl Vm {
                 vm::emulator_loop(&sh, emu_rx, tid, name)
             })
             .map_err(|e| Error::Thread(format!("spawn emulator thread: {e}")))?;
-        let emulator_tid = tid_rx
-            .recv()
-            .map_err(|_| Error::Thread("emulator thread died".into()))??;
+        let emulator_tid = tid_rx.recv().map_err(|_| Error::Thread("emulator thread died".into()))??;
         let started = Instant::now();
         for s in &start {
             let _ = s.send(true);
         }
-        Ok(RunningVm {
-            vcpu_tids,
-            emulator_tid,
-            started,
-            shared,
-            vcpu_threads,
-            emulator,
-        })
+        Ok(RunningVm { vcpu_tids, emulator_tid, started, shared, vcpu_threads, emulator })
     }
 
     /// Runs the VM with the emulator loop on the calling thread (the CLI calls this from
     /// the process's main thread, so the emulator is the main thread as in QEMU).
     pub fn run_here(self) -> Result<GroundTruth, Error> {
-        let Vm {
-            shared,
-            vcpu_tids: _,
-            vcpu_threads,
-            start,
-            emu_rx,
-        } = self;
+        let Vm { shared, vcpu_tids: _, vcpu_threads, start, emu_rx } = self;
         if let Some(c) = &shared.cfg.pin_emulator {
             vm::pin_current("emulator thread", c)?;
         }
@@ -342,10 +289,7 @@ impl Vm {
         let elapsed = started.elapsed();
         let res = vcpu_threads
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Thread("vCPU thread panicked".into())))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Thread("vCPU thread panicked".into()))))
             .collect();
         vm::assemble(&shared, res, emu, elapsed)
     }
@@ -366,16 +310,10 @@ impl RunningVm {
         let res: Vec<_> = self
             .vcpu_threads
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Thread("vCPU thread panicked".into())))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Thread("vCPU thread panicked".into()))))
             .collect();
         let elapsed = self.started.elapsed();
-        let emu = self
-            .emulator
-            .join()
-            .map_err(|_| Error::Thread("emulator thread panicked".into()))?;
+        let emu = self.emulator.join().map_err(|_| Error::Thread("emulator thread panicked".into()))?;
         vm::assemble(&self.shared, res, emu, elapsed)
     }
 }

@@ -26,16 +26,9 @@ impl GuestMem {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(Error::Memory(format!(
-                "mmap {} MiB: {}",
-                size >> 20,
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::Memory(format!("mmap {} MiB: {}", size >> 20, std::io::Error::last_os_error())));
         }
-        Ok(GuestMem {
-            ptr: ptr as *mut u8,
-            size: size as usize,
-        })
+        Ok(GuestMem { ptr: ptr as *mut u8, size: size as usize })
     }
 
     pub(crate) fn host_addr(&self) -> u64 {
@@ -47,14 +40,8 @@ impl GuestMem {
     }
 
     fn check(&self, addr: u64, len: u64) -> Result<(), Error> {
-        if addr
-            .checked_add(len)
-            .is_none_or(|end| end > self.size as u64)
-        {
-            return Err(Error::Memory(format!(
-                "guest range {addr:#x}+{len:#x} outside RAM of {:#x} bytes",
-                self.size
-            )));
+        if addr.checked_add(len).is_none_or(|end| end > self.size as u64) {
+            return Err(Error::Memory(format!("guest range {addr:#x}+{len:#x} outside RAM of {:#x} bytes", self.size)));
         }
         Ok(())
     }
@@ -62,9 +49,7 @@ impl GuestMem {
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), Error> {
         self.check(addr, data.len() as u64)?;
         // SAFETY: bounds checked above; the guest is not running during setup.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(addr as usize), data.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(addr as usize), data.len()) };
         Ok(())
     }
 

@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, Msrs, kvm_mp_state, kvm_msr_entry,
-    kvm_regs, kvm_segment, kvm_userspace_memory_region,
+    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, Msrs, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_segment,
+    kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 
@@ -46,20 +46,14 @@ pub(crate) fn pin_current(what: &str, cpus: &[usize]) -> Result<(), Error> {
             libc::CPU_SET(c, &mut set);
         }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(Error::Pin {
-                what: what.into(),
-                cpus: cpus.to_vec(),
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(Error::Pin { what: what.into(), cpus: cpus.to_vec(), source: std::io::Error::last_os_error() });
         }
     }
     Ok(())
 }
 
 pub(crate) fn process_comm() -> String {
-    std::fs::read_to_string("/proc/self/comm")
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/self/comm").map(|s| s.trim_end().to_string()).unwrap_or_default()
 }
 
 /// Work the vCPU threads hand to the emulator thread.
@@ -118,29 +112,19 @@ fn load_elf(mem: &GuestMem, elf: &[u8]) -> Result<u64, Error> {
     if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
         return Err(Error::Payload("guest.elf is not an ELF64 file".into()));
     }
-    let (phoff, phentsize, phnum) = (
-        rd64(elf, 0x20) as usize,
-        rd16(elf, 0x36) as usize,
-        rd16(elf, 0x38) as usize,
-    );
+    let (phoff, phentsize, phnum) = (rd64(elf, 0x20) as usize, rd16(elf, 0x36) as usize, rd16(elf, 0x38) as usize);
     for k in 0..phnum {
         let ph = phoff + k * phentsize;
         if rd32(elf, ph) != 1 {
             continue; // not PT_LOAD
         }
-        let (off, paddr, filesz, memsz) = (
-            rd64(elf, ph + 8) as usize,
-            rd64(elf, ph + 0x18),
-            rd64(elf, ph + 0x20) as usize,
-            rd64(elf, ph + 0x28),
-        );
+        let (off, paddr, filesz, memsz) =
+            (rd64(elf, ph + 8) as usize, rd64(elf, ph + 0x18), rd64(elf, ph + 0x20) as usize, rd64(elf, ph + 0x28));
         // allowed: below IDT_BASE (ELF headers, the .cpl0 stub) or 0x400000..ELF_LIMIT
         let end = paddr + memsz;
         let reserved = IDT_BASE..ELF_BASE;
         if end > ELF_LIMIT || (paddr < reserved.end && end > reserved.start) {
-            return Err(Error::Payload(format!(
-                "segment at {paddr:#x}+{memsz:#x} does not fit the layout"
-            )));
+            return Err(Error::Payload(format!("segment at {paddr:#x}+{memsz:#x} does not fit the layout")));
         }
         mem.write(paddr, &elf[off..off + filesz])?;
         mem.zero(paddr + filesz as u64, memsz - filesz as u64)?;
@@ -160,10 +144,7 @@ fn write_tables(mem: &GuestMem, cfg: &Config) -> Result<(), Error> {
     }
     // IDT: exceptions 0..31 and the timer vector, 64-bit interrupt gates, DPL0
     let gate = |handler: u64| -> [u8; 16] {
-        let lo = (handler & 0xffff)
-            | ((KERNEL_CS as u64) << 16)
-            | (0x8eu64 << 40)
-            | (((handler >> 16) & 0xffff) << 48);
+        let lo = (handler & 0xffff) | ((KERNEL_CS as u64) << 16) | (0x8eu64 << 40) | (((handler >> 16) & 0xffff) << 48);
         let hi = handler >> 32;
         let mut g = [0u8; 16];
         g[..8].copy_from_slice(&lo.to_le_bytes());
@@ -218,12 +199,8 @@ fn write_tables(mem: &GuestMem, cfg: &Config) -> Result<(), Error> {
             ..Default::default()
         };
         // SAFETY: WlParams is repr(C) plain data.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                &p as *const WlParams as *const u8,
-                std::mem::size_of::<WlParams>(),
-            )
-        };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(&p as *const WlParams as *const u8, std::mem::size_of::<WlParams>()) };
         mem.write(b + PARAMS_OFF, bytes)?;
     }
     Ok(())
@@ -233,9 +210,7 @@ impl Shared {
     pub(crate) fn new(cfg: &Config) -> Result<Arc<Shared>, Error> {
         cfg.validate()?;
         let kvm = open_kvm()?;
-        let vm = kvm
-            .create_vm()
-            .map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
+        let vm = kvm.create_vm().map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
         let mem = GuestMem::new(mem_size(cfg.vcpus))?;
         let region = kvm_userspace_memory_region {
             slot: 0,
@@ -245,25 +220,15 @@ impl Shared {
             userspace_addr: mem.host_addr(),
         };
         // SAFETY: the region is our mapping, which outlives the VM fd (Shared field order).
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
         // Needed on Intel VT-x without unrestricted guest; harmless (or unsupported) elsewhere.
         let _ = vm.set_tss_address(0xfffb_d000);
-        vm.create_irq_chip()
-            .map_err(|e| Error::kvm("KVM_CREATE_IRQCHIP", e))?;
-        let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| Error::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        vm.create_irq_chip().map_err(|e| Error::kvm("KVM_CREATE_IRQCHIP", e))?;
+        let cpuid =
+            kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| Error::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
         let user_entry = load_elf(&mem, GUEST_ELF)?;
         write_tables(&mem, cfg)?;
-        Ok(Arc::new(Shared {
-            vm,
-            cpuid,
-            user_entry,
-            cfg: cfg.clone(),
-            mem,
-            _kvm: kvm,
-        }))
+        Ok(Arc::new(Shared { vm, cpuid, user_entry, cfg: cfg.clone(), mem, _kvm: kvm }))
     }
 }
 
@@ -285,10 +250,7 @@ fn seg(selector: u16, type_: u8, long: bool) -> kvm_segment {
 
 fn setup_vcpu(sh: &Shared, i: u32) -> Result<VcpuFd, Error> {
     let op = |what: &str| format!("vCPU {i}: {what}");
-    let vcpu = sh
-        .vm
-        .create_vcpu(i as u64)
-        .map_err(|e| Error::kvm(op("KVM_CREATE_VCPU"), e))?;
+    let vcpu = sh.vm.create_vcpu(i as u64).map_err(|e| Error::kvm(op("KVM_CREATE_VCPU"), e))?;
     let mut cpuid = sh.cpuid.clone();
     for e in cpuid.as_mut_slice() {
         match e.function {
@@ -297,13 +259,10 @@ fn setup_vcpu(sh: &Shared, i: u32) -> Result<VcpuFd, Error> {
             _ => {}
         }
     }
-    vcpu.set_cpuid2(&cpuid)
-        .map_err(|e| Error::kvm(op("KVM_SET_CPUID2"), e))?;
+    vcpu.set_cpuid2(&cpuid).map_err(|e| Error::kvm(op("KVM_SET_CPUID2"), e))?;
 
     let b = vcpu_block(i);
-    let mut s = vcpu
-        .get_sregs()
-        .map_err(|e| Error::kvm(op("KVM_GET_SREGS"), e))?;
+    let mut s = vcpu.get_sregs().map_err(|e| Error::kvm(op("KVM_GET_SREGS"), e))?;
     s.gdt.base = b + GDT_OFF;
     s.gdt.limit = 10 * 8 - 1;
     s.cs = seg(KERNEL_CS, 0xb, true);
@@ -324,30 +283,17 @@ fn setup_vcpu(sh: &Shared, i: u32) -> Result<VcpuFd, Error> {
     s.cr4 = 0x20 | 0x200 | 0x400 | 0x1_0000; // PAE OSFXSR OSXMMEXCPT FSGSBASE
     s.cr0 = 0x8005_0033; // PG AM WP NE ET MP PE
     s.efer = 0x501; // SCE LME LMA
-    vcpu.set_sregs(&s)
-        .map_err(|e| Error::kvm(op("KVM_SET_SREGS"), e))?;
+    vcpu.set_sregs(&s).map_err(|e| Error::kvm(op("KVM_SET_SREGS"), e))?;
 
-    let msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: MSR_STAR,
-        data: 0x0023_0010_0000_0000,
-        ..Default::default()
-    }])
-    .map_err(|e| Error::Thread(format!("Msrs: {e:?}")))?;
-    let n = vcpu
-        .set_msrs(&msrs)
-        .map_err(|e| Error::kvm(op("KVM_SET_MSRS"), e))?;
+    let msrs =
+        Msrs::from_entries(&[kvm_msr_entry { index: MSR_STAR, data: 0x0023_0010_0000_0000, ..Default::default() }])
+            .map_err(|e| Error::Thread(format!("Msrs: {e:?}")))?;
+    let n = vcpu.set_msrs(&msrs).map_err(|e| Error::kvm(op("KVM_SET_MSRS"), e))?;
     if n != 1 {
-        return Err(Error::Kvm {
-            op: op("KVM_SET_MSRS(STAR)"),
-            source: std::io::Error::other("MSR not accepted"),
-        });
+        return Err(Error::Kvm { op: op("KVM_SET_MSRS(STAR)"), source: std::io::Error::other("MSR not accepted") });
     }
 
-    let timer_count = if sh.cfg.timer_hz == 0 {
-        0
-    } else {
-        (APIC_HZ / sh.cfg.timer_hz as u64).max(1)
-    };
+    let timer_count = if sh.cfg.timer_hz == 0 { 0 } else { (APIC_HZ / sh.cfg.timer_hz as u64).max(1) };
     let regs = kvm_regs {
         rip: STUB_ENTRY,
         rflags: 2,
@@ -359,14 +305,11 @@ fn setup_vcpu(sh: &Shared, i: u32) -> Result<VcpuFd, Error> {
         r13: 0x3002 | if timer_count != 0 { 0x200 } else { 0 }, // IOPL=3, IF if timer
         ..Default::default()
     };
-    vcpu.set_regs(&regs)
-        .map_err(|e| Error::kvm(op("KVM_SET_REGS"), e))?;
+    vcpu.set_regs(&regs).map_err(|e| Error::kvm(op("KVM_SET_REGS"), e))?;
     // With the in-kernel irqchip, APs (vCPU id != 0) would wait for INIT/SIPI: start
     // every vCPU directly at the stub instead.
-    vcpu.set_mp_state(kvm_mp_state {
-        mp_state: KVM_MP_STATE_RUNNABLE,
-    })
-    .map_err(|e| Error::kvm(op("KVM_SET_MP_STATE"), e))?;
+    vcpu.set_mp_state(kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE })
+        .map_err(|e| Error::kvm(op("KVM_SET_MP_STATE"), e))?;
     Ok(vcpu)
 }
 
@@ -422,21 +365,11 @@ fn dump_regs(vcpu: &VcpuFd) -> String {
 }
 
 fn fault(vcpu: &VcpuFd, i: u32, reason: String) -> Error {
-    Error::GuestFault {
-        vcpu: i,
-        reason,
-        registers: dump_regs(vcpu),
-    }
+    Error::GuestFault { vcpu: i, reason, registers: dump_regs(vcpu) }
 }
 
 /// The body of vCPU thread `i` once started: KVM_RUN until the guest reports done.
-fn run_vcpu(
-    sh: &Shared,
-    i: u32,
-    mut vcpu: VcpuFd,
-    emu: &Sender<EmuMsg>,
-    tid: u32,
-) -> Result<VcpuTruth, Error> {
+fn run_vcpu(sh: &Shared, i: u32, mut vcpu: VcpuFd, emu: &Sender<EmuMsg>, tid: u32) -> Result<VcpuTruth, Error> {
     let mut exits: BTreeMap<String, u64> = BTreeMap::new();
     let mut runs = 0u64;
     let mut progress = 0u64;
@@ -463,10 +396,7 @@ fn run_vcpu(
             Ok(VcpuExit::IoOut(PORT_PROGRESS, _)) => {
                 progress += 1;
                 let p: WlParams = sh.mem.read_obj(params_addr)?;
-                let _ = emu.send(EmuMsg::Exit {
-                    buf: p.io_buf,
-                    len: p.io_len,
-                });
+                let _ = emu.send(EmuMsg::Exit { buf: p.io_buf, len: p.io_len });
             }
             Ok(VcpuExit::IoOut(PORT_DONE, data)) => {
                 let mut v = [0u8; 4];
@@ -475,16 +405,10 @@ fn run_vcpu(
             }
             Ok(VcpuExit::IoOut(PORT_BZ_ERROR, data)) => {
                 let code = data.first().copied().unwrap_or(0);
-                return Err(fault(
-                    &vcpu,
-                    i,
-                    format!("libbz2 bz_internal_error({code}) in the guest"),
-                ));
+                return Err(fault(&vcpu, i, format!("libbz2 bz_internal_error({code}) in the guest")));
             }
             Ok(VcpuExit::IoOut(PORT_FAULT, _)) => {
-                let r = vcpu
-                    .get_regs()
-                    .map_err(|e| Error::kvm(format!("vCPU {i}: KVM_GET_REGS"), e))?;
+                let r = vcpu.get_regs().map_err(|e| Error::kvm(format!("vCPU {i}: KVM_GET_REGS"), e))?;
                 return Err(Error::GuestException {
                     vcpu: i,
                     vector: r.rax as u32,
@@ -501,18 +425,10 @@ fn run_vcpu(
                 return Err(fault(&vcpu, i, format!("unexpected OUT to port {port:#x}")));
             }
             Ok(VcpuExit::IoIn(port, _)) => {
-                return Err(fault(
-                    &vcpu,
-                    i,
-                    format!("unexpected IN from port {port:#x}"),
-                ));
+                return Err(fault(&vcpu, i, format!("unexpected IN from port {port:#x}")));
             }
             Ok(VcpuExit::Hlt) => {
-                return Err(fault(
-                    &vcpu,
-                    i,
-                    "guest halted (HLT) before finishing".into(),
-                ));
+                return Err(fault(&vcpu, i, "guest halted (HLT) before finishing".into()));
             }
             Ok(VcpuExit::Intr) => {}
             Ok(VcpuExit::Shutdown) => {
@@ -522,23 +438,12 @@ fn run_vcpu(
                 // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the active member.
                 let (sub, nd) = unsafe {
                     let run = vcpu.get_kvm_run();
-                    (
-                        run.__bindgen_anon_1.internal.suberror,
-                        run.__bindgen_anon_1.internal.ndata,
-                    )
+                    (run.__bindgen_anon_1.internal.suberror, run.__bindgen_anon_1.internal.ndata)
                 };
-                return Err(fault(
-                    &vcpu,
-                    i,
-                    format!("KVM_EXIT_INTERNAL_ERROR suberror {sub} ndata {nd}"),
-                ));
+                return Err(fault(&vcpu, i, format!("KVM_EXIT_INTERNAL_ERROR suberror {sub} ndata {nd}")));
             }
             Ok(VcpuExit::FailEntry(r, cpu)) => {
-                return Err(fault(
-                    &vcpu,
-                    i,
-                    format!("KVM_EXIT_FAIL_ENTRY hardware reason {r:#x} on cpu {cpu}"),
-                ));
+                return Err(fault(&vcpu, i, format!("KVM_EXIT_FAIL_ENTRY hardware reason {r:#x} on cpu {cpu}")));
             }
             Ok(other) => {
                 let what = format!("unexpected exit {other:?}");
@@ -565,11 +470,7 @@ fn run_vcpu(
     let p: WlParams = sh.mem.read_obj(params_addr)?;
     let timer: u64 = sh.mem.read_obj(vcpu_block(i) + TIMER_OFF)?;
     if status != 0 {
-        return Err(Error::Workload {
-            vcpu: i,
-            status,
-            what: workload_status(status),
-        });
+        return Err(Error::Workload { vcpu: i, status, what: workload_status(status) });
     }
     Ok(VcpuTruth {
         index: i,
@@ -591,10 +492,7 @@ fn run_vcpu(
 
 /// CLOCK_MONOTONIC in ns (the clock of bpf_ktime_get_ns and perf timestamps).
 pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -643,20 +541,10 @@ pub(crate) fn spawn_vcpu(
 
 /// The emulator (QEMU main loop) body: device-model work for every exit handed over
 /// by the vCPUs, plus periodic work on its own timer, until every vCPU is done.
-pub(crate) fn emulator_loop(
-    sh: &Shared,
-    rx: Receiver<EmuMsg>,
-    tid: u32,
-    name: String,
-) -> EmulatorTruth {
+pub(crate) fn emulator_loop(sh: &Shared, rx: Receiver<EmuMsg>, tid: u32, name: String) -> EmulatorTruth {
     let n = sh.cfg.vcpus;
-    let period = (sh.cfg.emulator_hz > 0)
-        .then(|| Duration::from_nanos(1_000_000_000 / sh.cfg.emulator_hz as u64));
-    let mut t = EmulatorTruth {
-        tid,
-        name,
-        ..Default::default()
-    };
+    let period = (sh.cfg.emulator_hz > 0).then(|| Duration::from_nanos(1_000_000_000 / sh.cfg.emulator_hz as u64));
+    let mut t = EmulatorTruth { tid, name, ..Default::default() };
     let mut done = 0u32;
     let mut next = period.map(|p| Instant::now() + p);
     let mut cursor = 0u64;
@@ -664,11 +552,7 @@ pub(crate) fn emulator_loop(
         let msg = match next {
             Some(deadline) => {
                 let now = Instant::now();
-                if now >= deadline {
-                    Err(RecvTimeoutError::Timeout)
-                } else {
-                    rx.recv_timeout(deadline - now)
-                }
+                if now >= deadline { Err(RecvTimeoutError::Timeout) } else { rx.recv_timeout(deadline - now) }
             }
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };

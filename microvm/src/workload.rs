@@ -78,10 +78,7 @@ pub fn run_native(
     bzip2_unit_bytes: u32,
     loop_unit_iters: u32,
 ) -> NativeResult {
-    assert!(
-        workload != Workload::FaultTest,
-        "the fault test workload only runs in the guest"
-    );
+    assert!(workload != Workload::FaultTest, "the fault test workload only runs in the guest");
     let mut heap = vec![0u8; HEAP_BYTES as usize];
     let lo = heap.as_mut_ptr() as u64;
     let mut p = WlParams {
@@ -100,12 +97,7 @@ pub fn run_native(
     let st = unsafe { wl_run(&mut p, native_progress) };
     let elapsed = t0.elapsed();
     drop(heap);
-    NativeResult {
-        work_units: p.units_done,
-        checksum: p.checksum,
-        status: st,
-        elapsed,
-    }
+    NativeResult { work_units: p.units_done, checksum: p.checksum, status: st, elapsed }
 }
 
 /// The loop workload's result computed in pure Rust (independent of the C code).

@@ -90,11 +90,8 @@ impl VcpuState {
         if self.exit_ts == 0 {
             return None;
         }
-        let done = ExitDone {
-            reason: self.exit_reason,
-            isa: self.exit_isa,
-            latency_ns: now.saturating_sub(self.exit_ts),
-        };
+        let done =
+            ExitDone { reason: self.exit_reason, isa: self.exit_isa, latency_ns: now.saturating_sub(self.exit_ts) };
         self.exit_ts = 0;
         Some(done)
     }
@@ -245,12 +242,12 @@ mod tests {
         let (st, exits) = replay(&[
             (0, Ev::RunEnter),
             (10, Ev::Entry),
-            (110, Ev::Exit(30, 1)), // 100 ns guest
-            (115, Ev::RunExit),     // 5 ns exit handling in the kernel
-            (200, Ev::RunEnter),    // 85 ns VMM userspace
-            (210, Ev::Entry),       // 10 ns in kernel; IO exit latency 110 -> 210 = 100
+            (110, Ev::Exit(30, 1)),           // 100 ns guest
+            (115, Ev::RunExit),               // 5 ns exit handling in the kernel
+            (200, Ev::RunEnter),              // 85 ns VMM userspace
+            (210, Ev::Entry),                 // 10 ns in kernel; IO exit latency 110 -> 210 = 100
             (1210, Ev::Exit(0x8000_0001, 1)), // failed entry flag stripped -> reason 1
-            (1230, Ev::Entry),      // 20 ns handling
+            (1230, Ev::Entry),                // 20 ns handling
             (1330, Ev::Exit(1, 1)),
             (1340, Ev::RunExit),
         ]);

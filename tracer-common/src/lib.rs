@@ -186,7 +186,6 @@ pub struct ThreadInfo {
     pub comm: [u8; 16],
 }
 
-
 /// `prev_state` of a task that is still runnable when switched out (tp_btf argument).
 pub const TASK_RUNNING: u64 = 0;
 /// The bit the classic sched_switch tracepoint sets in `prev_state` when the switch

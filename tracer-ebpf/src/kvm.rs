@@ -116,8 +116,14 @@ macro_rules! kvm_event_slots {
 }
 
 kvm_event_slots!(
-    kvm_event_0 = 0, kvm_event_1 = 1, kvm_event_2 = 2, kvm_event_3 = 3,
-    kvm_event_4 = 4, kvm_event_5 = 5, kvm_event_6 = 6, kvm_event_7 = 7
+    kvm_event_0 = 0,
+    kvm_event_1 = 1,
+    kvm_event_2 = 2,
+    kvm_event_3 = 3,
+    kvm_event_4 = 4,
+    kvm_event_5 = 5,
+    kvm_event_6 = 6,
+    kvm_event_7 = 7
 );
 
 /// Sampled guest time, for KVM backends where kvm_entry/kvm_exit never fire: on every

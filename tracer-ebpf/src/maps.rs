@@ -45,12 +45,7 @@ pub fn task_pid_offset() -> usize {
 pub fn guest_irq_range(i: usize) -> (u64, u64) {
     // SAFETY: reading a global that userspace wrote into .rodata before loading;
     // i < GUEST_IRQ_RANGES at the only call site.
-    unsafe {
-        (
-            core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i]),
-            core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i + 1]),
-        )
-    }
+    unsafe { (core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i]), core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i + 1])) }
 }
 
 #[inline(always)]

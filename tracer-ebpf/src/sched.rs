@@ -1,18 +1,15 @@
 //! Scheduler tracepoints: on-CPU time, switches, migrations, workload tracking.
 
-use aya_log_ebpf::info;
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{
-    ThreadCpuStats, counter, is_involuntary, is_involuntary_classic, tp_off,
-};
+use aya_log_ebpf::info;
+use tracer_common::{ThreadCpuStats, counter, is_involuntary, is_involuntary_classic, tp_off};
 
 use crate::maps::{
-    CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now,
-    remember_current,
+    CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now, remember_current,
     task_pid_offset, tp_offset, window,
 };
 
@@ -63,8 +60,7 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
-    let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }
-        .unwrap_or(-1) as u32;
+    let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }.unwrap_or(-1) as u32;
     if on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff)) {
         log_first(&ctx, "tp_btf");
     }

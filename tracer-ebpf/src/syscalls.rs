@@ -3,7 +3,11 @@
 //! Works on every KVM backend, PVM included.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{Mode, counter, kvm::{KVM_RUN, VcpuState}, tp_off};
+use tracer_common::{
+    Mode, counter,
+    kvm::{KVM_RUN, VcpuState},
+    tp_off,
+};
 
 use crate::maps::{VCPU_STATE, bump, checkpoint_current, current_tid, get_or_insert, tp_offset};
 

@@ -145,7 +145,8 @@ pub fn render_kvm(rows: &[KvmBenchRow]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "\nmicro-VM: 2 vCPUs, an exit to userspace per unit of work, 1000 Hz guest timer");
-    let _ = writeln!(s, "{:<8} {:>10} {:>9} {:>10}  programs (events, avg ns/event)", "probes", "ms", "exits/s", "vs none");
+    let _ =
+        writeln!(s, "{:<8} {:>10} {:>9} {:>10}  programs (events, avg ns/event)", "probes", "ms", "exits/s", "vs none");
     let mut base = None;
     for r in rows {
         if !r.probes {
@@ -183,16 +184,20 @@ pub fn render_kvm(rows: &[KvmBenchRow]) -> String {
 pub fn render(rows: &[BenchRow]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "context-switch load: two threads ping-ponging over pipes on one CPU (2 switches per round trip)");
-    let _ = writeln!(s, "{:<11} {:>14} {:>10}  programs (events, avg ns/event from kernel bpf stats)", "probes", "ns/round trip", "vs none");
+    let _ =
+        writeln!(s, "context-switch load: two threads ping-ponging over pipes on one CPU (2 switches per round trip)");
+    let _ = writeln!(
+        s,
+        "{:<11} {:>14} {:>10}  programs (events, avg ns/event from kernel bpf stats)",
+        "probes", "ns/round trip", "vs none"
+    );
     let mut base = None;
     for r in rows {
         if r.mode == "none" {
             base = Some(r.ns_per_round_trip);
         }
         let ratio = base.map(|b| r.ns_per_round_trip / b).unwrap_or(f64::NAN);
-        let progs: Vec<String> =
-            r.programs.iter().map(|(n, c, a)| format!("{n}: {c} ev, {a:.0} ns")).collect();
+        let progs: Vec<String> = r.programs.iter().map(|(n, c, a)| format!("{n}: {c} ev, {a:.0} ns")).collect();
         let _ = writeln!(s, "{:<11} {:>14.0} {:>9.3}x  {}", r.mode, r.ns_per_round_trip, ratio, progs.join("; "));
     }
     s

@@ -32,8 +32,10 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C or SIGTERM. \
-With a command, vmmtrace exits with the command's exit code.")]
+#[command(
+    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C or SIGTERM. \
+With a command, vmmtrace exits with the command's exit code."
+)]
 pub struct RecordArgs {
     /// Stop after this long: seconds (e.g. 10, 2.5) or with a unit (500ms, 30s, 2m).
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]

@@ -283,10 +283,7 @@ const USERSPACE_EXIT_REASONS: &[(u32, &str)] = &[
 ];
 
 fn lookup(table: &'static [(u32, &'static str)], value: u32) -> Option<&'static str> {
-    table
-        .iter()
-        .find(|(v, _)| *v == value)
-        .map(|(_, name)| *name)
+    table.iter().find(|(v, _)| *v == value).map(|(_, name)| *name)
 }
 
 /// The VMX basic exit reason (`exit_reason & 0xffff`).
@@ -387,9 +384,7 @@ mod tests {
     /// Extracts the `{ VALUE, "NAME" }` pairs of the first `__print_symbolic` in `fmt`;
     /// adjacent C string literals (`"KVM_EXIT_" "IO"`) are concatenated.
     fn symbolic_entries(fmt: &str) -> Vec<(u32, String)> {
-        let start = fmt
-            .find("__print_symbolic(")
-            .expect("__print_symbolic in fmt");
+        let start = fmt.find("__print_symbolic(").expect("__print_symbolic in fmt");
         let body = &fmt[start..];
         let end = body.find("})").expect("end of __print_symbolic") + 1;
         let body = &body[..end];
@@ -408,44 +403,20 @@ mod tests {
 
     fn assert_vmx_table_matches(fmt: &str) {
         let entries = symbolic_entries(fmt);
-        assert!(
-            entries.len() >= 60,
-            "parsed only {} VMX entries",
-            entries.len()
-        );
+        assert!(entries.len() >= 60, "parsed only {} VMX entries", entries.len());
         for (value, name) in &entries {
-            assert_eq!(
-                exit_reason_name(Isa::Vmx, *value),
-                name.as_str(),
-                "VMX {value}"
-            );
+            assert_eq!(exit_reason_name(Isa::Vmx, *value), name.as_str(), "VMX {value}");
         }
-        assert_eq!(
-            entries.len(),
-            VMX_EXIT_REASONS.len(),
-            "VMX table has extra entries"
-        );
+        assert_eq!(entries.len(), VMX_EXIT_REASONS.len(), "VMX table has extra entries");
     }
 
     fn assert_svm_table_matches(fmt: &str) {
         let entries = symbolic_entries(fmt);
-        assert!(
-            entries.len() >= 100,
-            "parsed only {} SVM entries",
-            entries.len()
-        );
+        assert!(entries.len() >= 100, "parsed only {} SVM entries", entries.len());
         for (value, name) in &entries {
-            assert_eq!(
-                exit_reason_name(Isa::Svm, *value),
-                name.as_str(),
-                "SVM {value:#x}"
-            );
+            assert_eq!(exit_reason_name(Isa::Svm, *value), name.as_str(), "SVM {value:#x}");
         }
-        assert_eq!(
-            entries.len(),
-            SVM_EXIT_REASONS.len(),
-            "SVM table has extra entries"
-        );
+        assert_eq!(entries.len(), SVM_EXIT_REASONS.len(), "SVM table has extra entries");
     }
 
     #[test]
@@ -463,11 +434,7 @@ mod tests {
         let entries = symbolic_entries(KVM_USERSPACE_EXIT_FMT);
         assert_eq!(entries.len(), 31);
         for (value, name) in &entries {
-            assert_eq!(
-                userspace_exit_name(*value),
-                name.as_str(),
-                "KVM_EXIT {value}"
-            );
+            assert_eq!(userspace_exit_name(*value), name.as_str(), "KVM_EXIT {value}");
         }
     }
 
@@ -479,17 +446,13 @@ mod tests {
         let read = |event: &str| {
             ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
                 .iter()
-                .find_map(|root| {
-                    std::fs::read_to_string(format!("{root}/events/kvm/{event}/format")).ok()
-                })
+                .find_map(|root| std::fs::read_to_string(format!("{root}/events/kvm/{event}/format")).ok())
         };
         match read("kvm_exit") {
             Some(format) => {
                 // The VMX table comes first in the print fmt, the SVM table second.
                 let svm_at = format.find("__print_symbolic(REC->exit_reason,").unwrap();
-                let vmx_at = format
-                    .find("__print_symbolic(REC->exit_reason & 0xffff")
-                    .unwrap();
+                let vmx_at = format.find("__print_symbolic(REC->exit_reason & 0xffff").unwrap();
                 assert_vmx_table_matches(&format[vmx_at..]);
                 assert_svm_table_matches(&format[svm_at..]);
             }
@@ -498,11 +461,7 @@ mod tests {
         match read("kvm_userspace_exit") {
             Some(format) => {
                 for (value, name) in symbolic_entries(&format) {
-                    assert_eq!(
-                        userspace_exit_name(value),
-                        name.as_str(),
-                        "KVM_EXIT {value}"
-                    );
+                    assert_eq!(userspace_exit_name(value), name.as_str(), "KVM_EXIT {value}");
                 }
             }
             None => eprintln!("kvm:kvm_userspace_exit format not readable; live check skipped"),
@@ -587,10 +546,7 @@ mod tests {
         assert_eq!(exit_reason_name(Isa::Vmx, 0xfff), "unknown(0xfff)");
         assert_eq!(exit_reason_name(Isa::Svm, 0x0a0), "unknown(0xa0)");
         assert_eq!(exit_reason_name(Isa::Svm, 0x040 + 2), "unknown(0x42)");
-        assert_eq!(
-            exit_reason_name(Isa::Svm, 0x8000_0000),
-            "unknown(0x80000000)"
-        );
+        assert_eq!(exit_reason_name(Isa::Svm, 0x8000_0000), "unknown(0x80000000)");
         assert_eq!(userspace_exit_name(1000), "unknown(0x3e8)");
         assert_eq!(Isa::from_u32(0), None);
         assert_eq!(Isa::from_u32(3), None);
@@ -603,10 +559,7 @@ mod tests {
     #[test]
     fn vmx_failed_vmentry_flag() {
         let reason = VMX_EXIT_REASON_FAILED_VMENTRY | 33;
-        assert_eq!(
-            exit_reason_name(Isa::Vmx, reason),
-            "INVALID_STATE FAILED_VMENTRY"
-        );
+        assert_eq!(exit_reason_name(Isa::Vmx, reason), "INVALID_STATE FAILED_VMENTRY");
         assert_eq!(
             exit_reason_name(Isa::Vmx, VMX_EXIT_REASON_FAILED_VMENTRY | 41),
             "MCE_DURING_VMENTRY FAILED_VMENTRY"
@@ -617,27 +570,15 @@ mod tests {
         assert!(!is_failed_vmentry(Isa::Svm, 0x8000_0001));
         assert_eq!(vmx_basic_reason(reason), 33);
         // Other high bits are shown in hex, unknown basic reasons keep their flags.
-        assert_eq!(
-            exit_reason_name(Isa::Vmx, (1 << 27) | 48),
-            "EPT_VIOLATION 0x8000000"
-        );
-        assert_eq!(
-            exit_reason_name(Isa::Vmx, VMX_EXIT_REASON_FAILED_VMENTRY | 0x99),
-            "unknown(0x99) FAILED_VMENTRY"
-        );
+        assert_eq!(exit_reason_name(Isa::Vmx, (1 << 27) | 48), "EPT_VIOLATION 0x8000000");
+        assert_eq!(exit_reason_name(Isa::Vmx, VMX_EXIT_REASON_FAILED_VMENTRY | 0x99), "unknown(0x99) FAILED_VMENTRY");
     }
 
     #[test]
     fn guest_idle() {
         assert!(is_guest_idle(Isa::Vmx, 12));
-        assert!(!is_guest_idle(
-            Isa::Vmx,
-            VMX_EXIT_REASON_FAILED_VMENTRY | 12
-        ));
-        assert!(
-            !is_guest_idle(Isa::Vmx, 36),
-            "MWAIT is emulated as a NOP, not idle"
-        );
+        assert!(!is_guest_idle(Isa::Vmx, VMX_EXIT_REASON_FAILED_VMENTRY | 12));
+        assert!(!is_guest_idle(Isa::Vmx, 36), "MWAIT is emulated as a NOP, not idle");
         assert!(!is_guest_idle(Isa::Vmx, 30));
         assert!(is_guest_idle(Isa::Svm, 0x078));
         assert!(is_guest_idle(Isa::Svm, 0x0a6));

@@ -47,7 +47,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 output: a.output.clone(),
                 command: a.command,
                 live_interval: (a.interval > Duration::ZERO).then_some(a.interval),
-                probe: ProbeOptions { classic_sched_switch: a.classic_sched_switch, kvm: !a.no_kvm, ..Default::default() },
+                probe: ProbeOptions {
+                    classic_sched_switch: a.classic_sched_switch,
+                    kvm: !a.no_kvm,
+                    ..Default::default()
+                },
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));

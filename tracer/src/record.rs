@@ -75,9 +75,7 @@ fn spawn_watched(argv: &[String], watch_fd: std::os::fd::RawFd) -> anyhow::Resul
     unsafe {
         cmd.pre_exec(move || probe::watch_self_raw(watch_fd));
     }
-    tokio::process::Command::from(cmd)
-        .spawn()
-        .with_context(|| format!("cannot start {}", argv[0]))
+    tokio::process::Command::from(cmd).spawn().with_context(|| format!("cannot start {}", argv[0]))
 }
 
 fn read_trim(path: &str) -> Option<String> {
@@ -118,7 +116,8 @@ pub struct Discovery {
 
 impl Discovery {
     pub fn start() -> Discovery {
-        let mut d = Discovery { registry: Registry::default(), gtime_start: HashMap::new(), gtime_last: HashMap::new() };
+        let mut d =
+            Discovery { registry: Registry::default(), gtime_start: HashMap::new(), gtime_last: HashMap::new() };
         if let Ok(s) = HostSnapshot::discover(&HashSet::new(), &HashSet::new()) {
             d.registry.merge(s);
         }
@@ -208,7 +207,12 @@ pub fn host_info(features: probe::Features, online: usize) -> HostInfo {
 }
 
 /// Builds the report from the probes' final counters and what discovery learned.
-pub fn build_report(mut raw: RawCounters, features: probe::Features, started_unix_s: u64, mut disc: Discovery) -> Report {
+pub fn build_report(
+    mut raw: RawCounters,
+    features: probe::Features,
+    started_unix_s: u64,
+    mut disc: Discovery,
+) -> Report {
     account::close_open_intervals(&mut raw);
     disc.observe(&raw);
     let seen: BTreeMap<u32, (u32, String)> = raw
@@ -230,7 +234,13 @@ pub fn build_report(mut raw: RawCounters, features: probe::Features, started_uni
     let vms = account::kvm::vms(
         &raw,
         &a.threads,
-        &account::kvm::KvmInputs { vms: &vm_list, threads: &disc.registry.threads, gtime_ns: &gtime, tick_ns: tick_ns(), entry_exit_unavailable },
+        &account::kvm::KvmInputs {
+            vms: &vm_list,
+            threads: &disc.registry.threads,
+            gtime_ns: &gtime,
+            tick_ns: tick_ns(),
+            entry_exit_unavailable,
+        },
     );
     let mut r = Report::from_attribution(&a, host_info(features, raw.online_cpus.len()), started_unix_s);
     r.vms = vms;
@@ -265,7 +275,13 @@ pub fn finish(mut probes: Probes, disc: Discovery, started_unix_s: u64) -> Resul
 
 /// One line of live summary: elapsed, busy/idle split, guest vs hypervisor, top
 /// threads, drops.
-pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, interval_ns: u64, reg: &Registry) -> String {
+pub fn live_line(
+    elapsed: Duration,
+    before: &RawCounters,
+    now: &RawCounters,
+    interval_ns: u64,
+    reg: &Registry,
+) -> String {
     let ncpu = now.online_cpus.len().max(1) as f64;
     let deltas = account::on_cpu_delta(before, now);
     let total = interval_ns as f64 * ncpu;
@@ -288,7 +304,11 @@ pub fn live_line(elapsed: Duration, before: &RawCounters, now: &RawCounters, int
                 _ => {}
             }
         }
-        s.push_str(&format!(" vcpus {:.1}% vmm threads {:.1}% |", 100.0 * vcpu as f64 / total, 100.0 * vmm as f64 / total));
+        s.push_str(&format!(
+            " vcpus {:.1}% vmm threads {:.1}% |",
+            100.0 * vcpu as f64 / total,
+            100.0 * vmm as f64 / total
+        ));
     }
     for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0).take(3) {
         let comm = now.thread_info.get(tid).map(|i| comm_str(&i.comm)).unwrap_or_else(|| "?".into());
@@ -323,10 +343,8 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     if opts.probe.kvm {
         probes.mark_in_kvm_run(&disc.vcpus_in_kvm_run())?;
     }
-    let started_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     probes.start()?;
     let t0 = Instant::now();
 

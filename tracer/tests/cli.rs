@@ -50,12 +50,8 @@ fn the_commands_exit_code_is_passed_through_and_its_children_are_workload() {
 fn ctrl_c_leaves_a_valid_report() {
     let d = tmp();
     let out = d.path().join("r.json");
-    let mut child = vmmtrace()
-        .args(["record", "--interval", "100ms", "-o"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        vmmtrace().args(["record", "--interval", "100ms", "-o"]).arg(&out).stderr(Stdio::piped()).spawn().unwrap();
     // Wait for the first live line: the probes are attached and tracing.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     loop {
@@ -128,10 +124,19 @@ fn bad_input_fails_before_tracing_with_a_clear_message() {
         (vec!["record".into(), "-d".into(), "soon".into()], "not a duration"),
         (vec!["record".into(), "--duration=-3".into()], "not a positive duration"),
         (
-            vec!["record".into(), "-o".into(), d.path().join("r.json").display().to_string(), "--".into(), "no-such-cmd-xyz".into()],
+            vec![
+                "record".into(),
+                "-o".into(),
+                d.path().join("r.json").display().to_string(),
+                "--".into(),
+                "no-such-cmd-xyz".into(),
+            ],
             "command not found: no-such-cmd-xyz",
         ),
-        (vec!["record".into(), "-d".into(), "1".into(), "-o".into(), "/nonexistent-dir/r.json".into()], "cannot write the report"),
+        (
+            vec!["record".into(), "-d".into(), "1".into(), "-o".into(), "/nonexistent-dir/r.json".into()],
+            "cannot write the report",
+        ),
         (vec!["report".into(), "/nonexistent-file.json".into()], "cannot read"),
     ];
     for (args, want) in cases {

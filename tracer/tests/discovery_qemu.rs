@@ -64,21 +64,14 @@ fn find_qemu() -> PathBuf {
 }
 
 fn unique_name() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!("vmmtrace-test-{}-{nanos:08x}", std::process::id())
 }
 
 /// Starts a stopped 2-vCPU KVM guest; `name_option` is the value of `-name`.
 fn start_qemu(name_option: &str) -> Qemu {
     let qemu = find_qemu();
-    if let Err(err) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(err) = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         panic!(
             "cannot open /dev/kvm ({err}): this test starts a KVM guest; run it as root \
              (or in the kvm group) on a host with KVM enabled"
@@ -129,9 +122,7 @@ fn wait_for_threads(qemu: &mut Qemu, what: &str, ready: impl Fn(&[(u32, String)]
         }
         if start.elapsed() > STARTUP_DEADLINE {
             let stderr = qemu.kill_and_stderr();
-            panic!(
-                "no {what} after {STARTUP_DEADLINE:?}; threads: {comms:?}; QEMU's stderr:\n{stderr}"
-            );
+            panic!("no {what} after {STARTUP_DEADLINE:?}; threads: {comms:?}; QEMU's stderr:\n{stderr}");
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(100));
@@ -139,10 +130,7 @@ fn wait_for_threads(qemu: &mut Qemu, what: &str, ready: impl Fn(&[(u32, String)]
 }
 
 fn vcpu_thread_count(comms: &[(u32, String)]) -> usize {
-    comms
-        .iter()
-        .filter(|(_, comm)| comm.starts_with("CPU ") && comm.ends_with("/KVM"))
-        .count()
+    comms.iter().filter(|(_, comm)| comm.starts_with("CPU ") && comm.ends_with("/KVM")).count()
 }
 
 #[test]
@@ -150,9 +138,7 @@ fn discovers_qemu_vm_by_name_with_named_vcpus() {
     let name = unique_name();
     let mut qemu = start_qemu(&format!("guest={name},debug-threads=on"));
     let pid = qemu.pid();
-    wait_for_threads(&mut qemu, "2 \"CPU n/KVM\" threads", |comms| {
-        vcpu_thread_count(comms) == 2
-    });
+    wait_for_threads(&mut qemu, "2 \"CPU n/KVM\" threads", |comms| vcpu_thread_count(comms) == 2);
 
     let snapshot = HostSnapshot::discover(&HashSet::new(), &HashSet::new())
         .unwrap_or_else(|err| panic!("discovery failed: {err}"));
@@ -186,14 +172,8 @@ fn discovers_qemu_vm_by_name_with_named_vcpus() {
         assert_eq!(thread.vm_pid, Some(pid), "{thread:?}");
     }
     // Threads that exit later are classified the same way from their comm and pid.
-    assert_eq!(
-        snapshot.classify(u32::MAX - 1, pid, "CPU 1/KVM"),
-        (Role::Vcpu, Some(1), Some(name.clone()))
-    );
-    assert_eq!(
-        snapshot.classify(u32::MAX - 2, pid, "worker"),
-        (Role::Vmm, None, Some(name))
-    );
+    assert_eq!(snapshot.classify(u32::MAX - 1, pid, "CPU 1/KVM"), (Role::Vcpu, Some(1), Some(name.clone())));
+    assert_eq!(snapshot.classify(u32::MAX - 2, pid, "worker"), (Role::Vmm, None, Some(name)));
 }
 
 /// Without debug-threads=on the vCPU threads are not named: discovery still finds the
@@ -209,14 +189,9 @@ fn discovers_qemu_vm_without_thread_names() {
 
     let snapshot = HostSnapshot::discover(&HashSet::new(), &HashSet::new())
         .unwrap_or_else(|err| panic!("discovery failed: {err}"));
-    let vm = snapshot
-        .vm_by_name(&name)
-        .expect("VM found by QEMU binary and -name");
+    let vm = snapshot.vm_by_name(&name).expect("VM found by QEMU binary and -name");
     assert_eq!(vm.pid, pid);
-    assert!(
-        vm.vcpus.is_empty(),
-        "no vCPU can be told without names or KVM_RUN: {vm:?}"
-    );
+    assert!(vm.vcpus.is_empty(), "no vCPU can be told without names or KVM_RUN: {vm:?}");
 
     // Pretend the probes saw the two highest tids enter KVM_RUN (QEMU creates the
     // vCPU threads last).
@@ -227,10 +202,7 @@ fn discovers_qemu_vm_without_thread_names() {
     assert_eq!(vm.vcpus, tids[tids.len() - 2..].to_vec());
     for (index, tid) in vm.vcpus.iter().enumerate() {
         let thread = &snapshot.threads[tid];
-        assert_eq!(
-            (thread.role, thread.vcpu_index),
-            (Role::Vcpu, Some(index as u32))
-        );
+        assert_eq!((thread.role, thread.vcpu_index), (Role::Vcpu, Some(index as u32)));
         assert!(thread.vcpu_index_inferred);
     }
     assert_eq!(snapshot.threads[&pid].role, Role::Vmm);

@@ -122,7 +122,10 @@ fn sampled_guest_time_separates_guest_work_from_exit_handling() {
         let v = vm.vcpus.iter().find(|v| v.tid == truth.vcpus[0].tid).expect("vCPU");
         let est = v.guest_estimate.as_ref().expect("estimate");
         let g = est.guest_ns.unwrap_or_else(|| panic!("no estimate: {est:?}"));
-        eprintln!("{:?}: guest {g} of kvm_run {} ({} + {} samples)", cfg.workload, v.kvm_run_ns, v.samples_guest, v.samples_host_kvm);
+        eprintln!(
+            "{:?}: guest {g} of kvm_run {} ({} + {} samples)",
+            cfg.workload, v.kvm_run_ns, v.samples_guest, v.samples_host_kvm
+        );
         assert!(v.samples_guest + v.samples_host_kvm >= 50, "too few samples: {v:?}");
         Some(g as f64 / v.kvm_run_ns as f64)
     };

@@ -20,7 +20,6 @@ fn online_cpus() -> Vec<u32> {
 /// spinners steal the CPUs of the other's.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-
 /// Runs two pinned spinners and a sleeper under `opts`, and checks each thread against
 /// the kernel's own count (schedstat, read while the thread is parked, so up to date).
 fn check_on_cpu_matches_schedstat(opts: ProbeOptions) {
@@ -54,7 +53,13 @@ fn check_on_cpu_matches_schedstat(opts: ProbeOptions) {
         if i < 2 {
             let err = relative_error(th.on_cpu_ns, *sum_exec);
             eprintln!("{}: on_cpu_ns {} schedstat {} error {:.4}%", th.comm, th.on_cpu_ns, sum_exec, err * 100.0);
-            assert!(err < 0.01, "{}: on_cpu_ns {} vs schedstat {sum_exec} ({:.3}% off)", th.comm, th.on_cpu_ns, err * 100.0);
+            assert!(
+                err < 0.01,
+                "{}: on_cpu_ns {} vs schedstat {sum_exec} ({:.3}% off)",
+                th.comm,
+                th.on_cpu_ns,
+                err * 100.0
+            );
             // It did spin (a sanity check on the test: the CPU may be shared with others).
             assert!(th.on_cpu_ns as u128 > spin.as_nanos() / 10, "{} ran {} ns", th.comm, th.on_cpu_ns);
         } else {

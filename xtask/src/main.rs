@@ -153,8 +153,28 @@ fn write_demo_input(path: &Path, bytes: usize) -> anyhow::Result<()> {
         return Ok(());
     }
     const WORDS: &[&str] = &[
-        "guest", "host", "vcpu", "exit", "kvm", "qemu", "core", "pin", "steal", "time", "the", "a",
-        "of", "to", "and", "in", "job", "bzip2", "gobmk", "overhead", "scheduler", "thread",
+        "guest",
+        "host",
+        "vcpu",
+        "exit",
+        "kvm",
+        "qemu",
+        "core",
+        "pin",
+        "steal",
+        "time",
+        "the",
+        "a",
+        "of",
+        "to",
+        "and",
+        "in",
+        "job",
+        "bzip2",
+        "gobmk",
+        "overhead",
+        "scheduler",
+        "thread",
     ];
     let mut out = Vec::with_capacity(bytes);
     let mut x: u64 = 0x2545F4914F6CDD1D;
@@ -185,10 +205,7 @@ fn main() -> anyhow::Result<()> {
             write_demo_input(&input, 24 << 20)?;
             let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
             // One bzip2 per CPU, as in the paper's "N jobs on N cores".
-            let script = format!(
-                "for i in $(seq {jobs}); do bzip2 -9 -c {} > /dev/null & done; wait",
-                input.display()
-            );
+            let script = format!("for i in $(seq {jobs}); do bzip2 -9 -c {} > /dev/null & done; wait", input.display());
             eprintln!("tracing {jobs} bzip2 jobs on {jobs} CPUs...");
             run(Command::new(root.join("target/release/vmmtrace"))
                 .current_dir(&root)
@@ -208,10 +225,11 @@ fn main() -> anyhow::Result<()> {
             let tmp = root.join("target/ebpf/check.o");
             std::fs::create_dir_all(tmp.parent().unwrap())?;
             build_ebpf(&tmp)?;
-            let committed = std::fs::read(root.join(EBPF_OBJECT))
-                .with_context(|| format!("read {EBPF_OBJECT}"))?;
+            let committed = std::fs::read(root.join(EBPF_OBJECT)).with_context(|| format!("read {EBPF_OBJECT}"))?;
             if std::fs::read(&tmp)? != committed {
-                bail!("{EBPF_OBJECT} differs from what tracer-ebpf/ builds: run `cargo xtask build-ebpf` and commit it");
+                bail!(
+                    "{EBPF_OBJECT} differs from what tracer-ebpf/ builds: run `cargo xtask build-ebpf` and commit it"
+                );
             }
             eprintln!("{EBPF_OBJECT} matches the sources");
             Ok(())

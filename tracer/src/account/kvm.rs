@@ -212,7 +212,8 @@ this KVM backend does not account guest time (PVM); the upper bound is kvm_run_n
             }
             let mut kvm_events = BTreeMap::new();
             for (k, n) in raw.kvm_events.iter().filter(|(k, _)| k.tid == tid) {
-                let name = raw.kvm_event_names.get(&k.code).cloned().unwrap_or_else(|| format!("tracepoint#{}", k.code));
+                let name =
+                    raw.kvm_event_names.get(&k.code).cloned().unwrap_or_else(|| format!("tracepoint#{}", k.code));
                 *kvm_events.entry(name).or_insert(0) += n;
             }
             vcpus.push(VcpuReport {

@@ -30,10 +30,10 @@ pub enum Role {
     Other,
 }
 
-pub mod registry;
 mod names;
 mod parse;
 mod procfs;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -151,10 +151,7 @@ impl HostSnapshot {
     /// they are vCPUs and their processes VMMs, whatever their names.
     /// `workload_tids`: the threads of the command vmmtrace runs; they get
     /// `Role::Workload` unless they are vCPU, VMM or kernel threads.
-    pub fn discover(
-        kvm_run_tids: &HashSet<u32>,
-        workload_tids: &HashSet<u32>,
-    ) -> Result<HostSnapshot, Error> {
+    pub fn discover(kvm_run_tids: &HashSet<u32>, workload_tids: &HashSet<u32>) -> Result<HostSnapshot, Error> {
         HostSnapshot::discover_with(&HostPaths::default(), kvm_run_tids, workload_tids)
     }
 
@@ -166,12 +163,7 @@ impl HostSnapshot {
     ) -> Result<HostSnapshot, Error> {
         let online_cpus = procfs::read_online_cpus(&paths.cpu_online)?;
         let processes = procfs::read_processes(&paths.proc_root)?;
-        Ok(HostSnapshot::from_samples(
-            &processes,
-            online_cpus,
-            kvm_run_tids,
-            workload_tids,
-        ))
+        Ok(HostSnapshot::from_samples(&processes, online_cpus, kvm_run_tids, workload_tids))
     }
 
     /// The pure half of discovery: classify processes already read from /proc.
@@ -224,15 +216,8 @@ impl HostSnapshot {
             let Some(kind) = vmm_kind_of(process, kvm_run_tids) else {
                 continue;
             };
-            let name = vm_name_from_cmdline(kind, &process.cmdline)
-                .unwrap_or_else(|| process.pid.to_string());
-            let mut vm = Vm {
-                name: name.clone(),
-                pid: process.pid,
-                kind,
-                vcpus: Vec::new(),
-                vmm_threads: Vec::new(),
-            };
+            let name = vm_name_from_cmdline(kind, &process.cmdline).unwrap_or_else(|| process.pid.to_string());
+            let mut vm = Vm { name: name.clone(), pid: process.pid, kind, vcpus: Vec::new(), vmm_threads: Vec::new() };
             // vCPUs: (index from name, tid).
             let mut named: Vec<(u32, u32)> = Vec::new();
             let mut unnamed: Vec<u32> = Vec::new();
@@ -286,9 +271,7 @@ impl HostSnapshot {
                                 id.vm = Some(name.clone());
                                 id.vm_pid = Some(owner);
                                 let vm = snapshot.vms.iter_mut().find(|vm| vm.pid == owner);
-                                vm.expect("vm_names and vms agree")
-                                    .vmm_threads
-                                    .push(thread.tid);
+                                vm.expect("vm_names and vms agree").vmm_threads.push(thread.tid);
                             }
                         }
                         Some(VmKernelThread::UnknownOwner) => id.role = Role::Vmm,
@@ -358,11 +341,7 @@ impl HostSnapshot {
         }
         match names::vm_thread_owner(comm) {
             Some(VmKernelThread::Owner(owner)) => {
-                return (
-                    Role::Vmm,
-                    None,
-                    self.vm_by_pid(owner).map(|vm| vm.name.clone()),
-                );
+                return (Role::Vmm, None, self.vm_by_pid(owner).map(|vm| vm.name.clone()));
             }
             Some(VmKernelThread::UnknownOwner) => return (Role::Vmm, None, None),
             None => {}
@@ -379,11 +358,7 @@ impl HostSnapshot {
 
 /// Whether a process is a VMM, and which.
 fn vmm_kind_of(process: &ProcessSample, kvm_run_tids: &HashSet<u32>) -> Option<VmmKind> {
-    let main = process
-        .threads
-        .iter()
-        .find(|t| t.tid == process.pid)
-        .or(process.threads.first())?;
+    let main = process.threads.iter().find(|t| t.tid == process.pid).or(process.threads.first())?;
     if main.kernel_thread {
         return None;
     }
@@ -393,10 +368,8 @@ fn vmm_kind_of(process: &ProcessSample, kvm_run_tids: &HashSet<u32>) -> Option<V
     if let Some(kind) = names::vmm_kind(&main.comm, &exe_names) {
         return Some(kind);
     }
-    let runs_vcpus = process
-        .threads
-        .iter()
-        .any(|t| kvm_run_tids.contains(&t.tid) || vcpu_index_from_name(&t.comm, None).is_some());
+    let runs_vcpus =
+        process.threads.iter().any(|t| kvm_run_tids.contains(&t.tid) || vcpu_index_from_name(&t.comm, None).is_some());
     runs_vcpus.then_some(VmmKind::Other)
 }
 
@@ -405,27 +378,14 @@ mod tests {
     use super::*;
 
     fn thread(tid: u32, comm: &str, cpus: &[u32]) -> ThreadSample {
-        ThreadSample {
-            tid,
-            comm: comm.to_string(),
-            kernel_thread: false,
-            cpus_allowed: cpus.to_vec(),
-        }
+        ThreadSample { tid, comm: comm.to_string(), kernel_thread: false, cpus_allowed: cpus.to_vec() }
     }
 
     fn kthread(tid: u32, comm: &str, cpus: &[u32]) -> ThreadSample {
-        ThreadSample {
-            kernel_thread: true,
-            ..thread(tid, comm, cpus)
-        }
+        ThreadSample { kernel_thread: true, ..thread(tid, comm, cpus) }
     }
 
-    fn process(
-        pid: u32,
-        exe: Option<&str>,
-        cmdline: &[&str],
-        threads: Vec<ThreadSample>,
-    ) -> ProcessSample {
+    fn process(pid: u32, exe: Option<&str>, cmdline: &[&str], threads: Vec<ThreadSample>) -> ProcessSample {
         ProcessSample {
             pid,
             exe: exe.map(str::to_string),
@@ -442,26 +402,13 @@ mod tests {
     /// thread, a process found only through KVM_RUN, kernel threads, a workload.
     fn fixture() -> Vec<ProcessSample> {
         vec![
-            process(
-                1,
-                Some("/usr/lib/systemd/systemd"),
-                &["/sbin/init"],
-                vec![thread(1, "systemd", &[0, 1, 2, 3])],
-            ),
+            process(1, Some("/usr/lib/systemd/systemd"), &["/sbin/init"], vec![thread(1, "systemd", &[0, 1, 2, 3])]),
             process(2, None, &[], vec![kthread(2, "kthreadd", &[0, 1, 2, 3])]),
             process(15, None, &[], vec![kthread(15, "ksoftirqd/1", &[1])]),
             process(
                 100,
                 Some("/usr/bin/qemu-system-x86_64"),
-                &[
-                    "qemu-system-x86_64",
-                    "-accel",
-                    "kvm",
-                    "-name",
-                    "guest=web,debug-threads=on",
-                    "-smp",
-                    "2",
-                ],
+                &["qemu-system-x86_64", "-accel", "kvm", "-name", "guest=web,debug-threads=on", "-smp", "2"],
                 vec![
                     thread(100, "qemu-system-x86", &[0, 1, 2, 3]),
                     thread(101, "call_rcu", &[0, 1, 2, 3]),
@@ -470,30 +417,10 @@ mod tests {
                     thread(105, "vhost-100", &[0, 1, 2, 3]),
                 ],
             ),
-            process(
-                120,
-                None,
-                &[],
-                vec![kthread(120, "vhost-100", &[0, 1, 2, 3])],
-            ),
-            process(
-                121,
-                None,
-                &[],
-                vec![kthread(121, "kvm-pit/100", &[0, 1, 2, 3])],
-            ),
-            process(
-                122,
-                None,
-                &[],
-                vec![kthread(122, "kvm-nx-lpage-recovery-100", &[0, 1, 2, 3])],
-            ),
-            process(
-                123,
-                None,
-                &[],
-                vec![kthread(123, "vhost-999", &[0, 1, 2, 3])],
-            ),
+            process(120, None, &[], vec![kthread(120, "vhost-100", &[0, 1, 2, 3])]),
+            process(121, None, &[], vec![kthread(121, "kvm-pit/100", &[0, 1, 2, 3])]),
+            process(122, None, &[], vec![kthread(122, "kvm-nx-lpage-recovery-100", &[0, 1, 2, 3])]),
+            process(123, None, &[], vec![kthread(123, "vhost-999", &[0, 1, 2, 3])]),
             process(
                 200,
                 Some("/opt/vmm/my-vmm"),
@@ -505,20 +432,12 @@ mod tests {
                     thread(205, "worker", &[0, 1, 2, 3]),
                 ],
             ),
-            process(
-                300,
-                Some("/usr/bin/bzip2"),
-                &["bzip2", "-9"],
-                vec![thread(300, "bzip2", &[0, 1, 2, 3])],
-            ),
+            process(300, Some("/usr/bin/bzip2"), &["bzip2", "-9"], vec![thread(300, "bzip2", &[0, 1, 2, 3])]),
             process(
                 400,
                 Some("/usr/bin/firecracker"),
                 &["firecracker", "--id", "fc1"],
-                vec![
-                    thread(400, "firecracker", &[0, 1, 2, 3]),
-                    thread(401, "fc_vcpu 0", &[2]),
-                ],
+                vec![thread(400, "firecracker", &[0, 1, 2, 3]), thread(401, "fc_vcpu 0", &[2])],
             ),
         ]
     }
@@ -526,12 +445,7 @@ mod tests {
     fn snapshot() -> HostSnapshot {
         // 203 and 207 entered KVM_RUN; 300 is the workload, and so (wrongly) is 104:
         // a vCPU stays a vCPU.
-        HostSnapshot::from_samples(
-            &fixture(),
-            vec![0, 1, 2, 3],
-            &set(&[203, 207]),
-            &set(&[300, 104]),
-        )
+        HostSnapshot::from_samples(&fixture(), vec![0, 1, 2, 3], &set(&[203, 207]), &set(&[300, 104]))
     }
 
     #[test]
@@ -543,17 +457,11 @@ mod tests {
         assert_eq!(vm.vcpus, vec![104, 103], "ordered by vCPU index");
         assert_eq!(vm.vmm_threads, vec![100, 101, 105, 120, 121, 122]);
         let cpu1 = &snap.threads[&103];
-        assert_eq!(
-            (cpu1.role, cpu1.vcpu_index, cpu1.vcpu_index_inferred),
-            (Role::Vcpu, Some(1), false)
-        );
+        assert_eq!((cpu1.role, cpu1.vcpu_index, cpu1.vcpu_index_inferred), (Role::Vcpu, Some(1), false));
         assert_eq!((cpu1.vm.as_deref(), cpu1.vm_pid), (Some("web"), Some(100)));
         assert_eq!((cpu1.affinity.clone(), cpu1.pinned), (vec![3], true));
         let cpu0 = &snap.threads[&104];
-        assert_eq!(
-            (cpu0.role, cpu0.vcpu_index, cpu0.pinned),
-            (Role::Vcpu, Some(0), false)
-        );
+        assert_eq!((cpu0.role, cpu0.vcpu_index, cpu0.pinned), (Role::Vcpu, Some(0), false));
         for tid in [100, 101, 105] {
             assert_eq!(snap.threads[&tid].role, Role::Vmm, "tid {tid}");
             assert_eq!(snap.threads[&tid].vm.as_deref(), Some("web"));
@@ -565,11 +473,7 @@ mod tests {
         let snap = snapshot();
         for tid in [120, 121, 122] {
             let id = &snap.threads[&tid];
-            assert_eq!(
-                (id.role, id.vm.as_deref(), id.kernel_thread),
-                (Role::Vmm, Some("web"), true),
-                "{tid}"
-            );
+            assert_eq!((id.role, id.vm.as_deref(), id.kernel_thread), (Role::Vmm, Some("web"), true), "{tid}");
         }
         // vhost of an unknown owner: still VMM work, VM unknown.
         let id = &snap.threads[&123];
@@ -584,15 +488,9 @@ mod tests {
         assert_eq!(vm.vcpus, vec![203, 207]);
         assert_eq!(vm.vmm_threads, vec![200, 205]);
         let id = &snap.threads[&203];
-        assert_eq!(
-            (id.role, id.vcpu_index, id.vcpu_index_inferred),
-            (Role::Vcpu, Some(0), true)
-        );
+        assert_eq!((id.role, id.vcpu_index, id.vcpu_index_inferred), (Role::Vcpu, Some(0), true));
         let id = &snap.threads[&207];
-        assert_eq!(
-            (id.role, id.vcpu_index, id.vcpu_index_inferred),
-            (Role::Vcpu, Some(1), true)
-        );
+        assert_eq!((id.role, id.vcpu_index, id.vcpu_index_inferred), (Role::Vcpu, Some(1), true));
         assert_eq!(snap.threads[&205].role, Role::Vmm);
     }
 
@@ -600,10 +498,7 @@ mod tests {
     fn firecracker_vm() {
         let snap = snapshot();
         let vm = snap.vm_by_name("fc1").expect("firecracker --id");
-        assert_eq!(
-            (vm.pid, vm.kind, vm.vcpus.clone()),
-            (400, VmmKind::Firecracker, vec![401])
-        );
+        assert_eq!((vm.pid, vm.kind, vm.vcpus.clone()), (400, VmmKind::Firecracker, vec![401]));
         assert_eq!(snap.threads[&401].vcpu_index, Some(0));
         assert!(snap.threads[&401].pinned);
     }
@@ -618,10 +513,7 @@ mod tests {
         assert_eq!((ksoftirqd.role, ksoftirqd.pinned), (Role::HostKernel, true));
         assert_eq!(snap.threads[&300].role, Role::Workload);
         let idle = &snap.threads[&0];
-        assert_eq!(
-            (idle.role, idle.comm.as_str(), idle.pinned),
-            (Role::HostKernel, "swapper", false)
-        );
+        assert_eq!((idle.role, idle.comm.as_str(), idle.pinned), (Role::HostKernel, "swapper", false));
     }
 
     #[test]
@@ -649,12 +541,7 @@ mod tests {
     #[test]
     fn pinning_ignores_offline_cpus_in_the_mask() {
         // Cpus_allowed_list may list possible-but-offline CPUs: still not pinned.
-        let procs = vec![process(
-            5,
-            None,
-            &["x"],
-            vec![thread(5, "x", &[0, 1, 2, 3, 4, 5, 6, 7])],
-        )];
+        let procs = vec![process(5, None, &["x"], vec![thread(5, "x", &[0, 1, 2, 3, 4, 5, 6, 7])])];
         let snap = HostSnapshot::from_samples(&procs, vec![0, 1], &set(&[]), &set(&[]));
         assert!(!snap.threads[&5].pinned);
         let procs = vec![process(5, None, &["x"], vec![thread(5, "x", &[1, 2, 3])])];
@@ -667,70 +554,29 @@ mod tests {
         let snap = snapshot();
         let web = Some("web".to_string());
         // Known threads keep their identity.
-        assert_eq!(
-            snap.classify(103, 100, "CPU 1/KVM"),
-            (Role::Vcpu, Some(1), web.clone())
-        );
+        assert_eq!(snap.classify(103, 100, "CPU 1/KVM"), (Role::Vcpu, Some(1), web.clone()));
         // A vCPU thread created after discovery.
-        assert_eq!(
-            snap.classify(150, 100, "CPU 2/KVM"),
-            (Role::Vcpu, Some(2), web.clone())
-        );
+        assert_eq!(snap.classify(150, 100, "CPU 2/KVM"), (Role::Vcpu, Some(2), web.clone()));
         // Any other thread of a known VMM.
-        assert_eq!(
-            snap.classify(151, 100, "worker"),
-            (Role::Vmm, None, web.clone())
-        );
+        assert_eq!(snap.classify(151, 100, "worker"), (Role::Vmm, None, web.clone()));
         // A "CPU n/KVM" thread of an unknown process.
-        assert_eq!(
-            snap.classify(900, 899, "CPU 3/KVM"),
-            (Role::Vcpu, Some(3), None)
-        );
+        assert_eq!(snap.classify(900, 899, "CPU 3/KVM"), (Role::Vcpu, Some(3), None));
         // Kernel threads tied to a VM.
-        assert_eq!(
-            snap.classify(152, 152, "vhost-100"),
-            (Role::Vmm, None, web.clone())
-        );
-        assert_eq!(
-            snap.classify(153, 153, "kvm-pit/100"),
-            (Role::Vmm, None, web.clone())
-        );
-        assert_eq!(
-            snap.classify(154, 154, "kvm-nx-lpage-re"),
-            (Role::Vmm, None, None)
-        );
+        assert_eq!(snap.classify(152, 152, "vhost-100"), (Role::Vmm, None, web.clone()));
+        assert_eq!(snap.classify(153, 153, "kvm-pit/100"), (Role::Vmm, None, web.clone()));
+        assert_eq!(snap.classify(154, 154, "kvm-nx-lpage-re"), (Role::Vmm, None, None));
         // Kernel threads, idle.
-        for comm in [
-            "kworker/0:1",
-            "ksoftirqd/0",
-            "migration/1",
-            "rcu_preempt",
-            "swapper/1",
-            "cpuhp/0",
-        ] {
-            assert_eq!(
-                snap.classify(160, 160, comm),
-                (Role::HostKernel, None, None),
-                "{comm}"
-            );
+        for comm in ["kworker/0:1", "ksoftirqd/0", "migration/1", "rcu_preempt", "swapper/1", "cpuhp/0"] {
+            assert_eq!(snap.classify(160, 160, comm), (Role::HostKernel, None, None), "{comm}");
         }
-        assert_eq!(
-            snap.classify(0, 0, "swapper/0"),
-            (Role::HostKernel, None, None)
-        );
+        assert_eq!(snap.classify(0, 0, "swapper/0"), (Role::HostKernel, None, None));
         // Workload and the rest.
-        assert_eq!(
-            snap.classify(300, 300, "bzip2"),
-            (Role::Workload, None, None)
-        );
+        assert_eq!(snap.classify(300, 300, "bzip2"), (Role::Workload, None, None));
         assert_eq!(snap.classify(170, 170, "bash"), (Role::Other, None, None));
         // A reused tid in another process is classified afresh.
         assert_eq!(snap.classify(103, 170, "bash"), (Role::Other, None, None));
         // A KVM_RUN tid of a process found through KVM_RUN.
-        assert_eq!(
-            snap.classify(203, 200, "worker"),
-            (Role::Vcpu, Some(0), Some("200".into()))
-        );
+        assert_eq!(snap.classify(203, 200, "worker"), (Role::Vcpu, Some(0), Some("200".into())));
     }
 
     #[test]
@@ -768,11 +614,7 @@ mod tests {
         write_task(4242, 4242, "qemu-system-x86", 4194560, "0-1");
         write_task(4242, 4243, "CPU 0/KVM", 4194368, "0-1");
         write_task(4242, 4244, "CPU 1/KVM", 4194368, "1");
-        fs::write(
-            proc_root.join("4242/cmdline"),
-            b"qemu-system-x86_64\0-name\0guest=fake,debug-threads=on\0",
-        )
-        .unwrap();
+        fs::write(proc_root.join("4242/cmdline"), b"qemu-system-x86_64\0-name\0guest=fake,debug-threads=on\0").unwrap();
         write_task(7, 7, "kworker/0:0-events", 0x0420_8060, "0");
         // A process whose only task vanished: no stat.
         fs::create_dir_all(proc_root.join("99/task/99")).unwrap();
@@ -781,18 +623,12 @@ mod tests {
         fs::write(proc_root.join("uptime"), "1.0 1.0\n").unwrap();
         let online = root.path().join("online");
         fs::write(&online, "0-1\n").unwrap();
-        let paths = HostPaths {
-            proc_root,
-            cpu_online: online,
-        };
+        let paths = HostPaths { proc_root, cpu_online: online };
 
         let snap = HostSnapshot::discover_with(&paths, &set(&[]), &set(&[])).unwrap();
         assert_eq!(snap.online_cpus, vec![0, 1]);
         let vm = snap.vm_by_name("fake").unwrap();
-        assert_eq!(
-            (vm.pid, vm.vcpus.clone(), vm.vmm_threads.clone()),
-            (4242, vec![4243, 4244], vec![4242])
-        );
+        assert_eq!((vm.pid, vm.vcpus.clone(), vm.vmm_threads.clone()), (4242, vec![4243, 4244], vec![4242]));
         assert!(snap.threads[&4244].pinned);
         assert_eq!(snap.threads[&7].role, Role::HostKernel);
         assert_eq!(snap.threads[&7].comm, "kworker/0:0-events");
@@ -800,23 +636,13 @@ mod tests {
         assert_eq!(snap.threads.len(), 5, "4 tasks + the idle task");
 
         // A malformed Cpus_allowed_list is an error naming the file.
-        fs::write(
-            paths.proc_root.join("7/task/7/status"),
-            "Name:\tk\nCpus_allowed_list:\t0-z\n",
-        )
-        .unwrap();
+        fs::write(paths.proc_root.join("7/task/7/status"), "Name:\tk\nCpus_allowed_list:\t0-z\n").unwrap();
         let err = HostSnapshot::discover_with(&paths, &set(&[]), &set(&[])).unwrap_err();
         let message = err.to_string();
-        assert!(
-            message.contains("7/task/7/status") && message.contains("invalid CPU list"),
-            "{message}"
-        );
+        assert!(message.contains("7/task/7/status") && message.contains("invalid CPU list"), "{message}");
 
         // No /proc at all.
-        let missing = HostPaths {
-            proc_root: root.path().join("nope"),
-            ..paths.clone()
-        };
+        let missing = HostPaths { proc_root: root.path().join("nope"), ..paths.clone() };
         let err = HostSnapshot::discover_with(&missing, &set(&[]), &set(&[])).unwrap_err();
         assert!(err.to_string().contains("procfs"), "{err}");
     }
@@ -839,10 +665,7 @@ mod tests {
                 unsafe {
                     let mut mask: libc::cpu_set_t = std::mem::zeroed();
                     libc::CPU_SET(pin_to as usize, &mut mask);
-                    assert_eq!(
-                        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &mask),
-                        0
-                    );
+                    assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &mask), 0);
                 }
                 // SAFETY: gettid has no preconditions.
                 let tid = unsafe { libc::gettid() } as u32;
@@ -857,19 +680,11 @@ mod tests {
         vcpu.join().unwrap();
 
         assert_eq!(snap.online_cpus, online);
-        let vm = snap
-            .vm_by_pid(pid)
-            .expect("this process is a VMM: it has a \"CPU 5/KVM\" thread");
-        assert_eq!(
-            (vm.name.clone(), vm.kind),
-            (pid.to_string(), VmmKind::Other)
-        );
+        let vm = snap.vm_by_pid(pid).expect("this process is a VMM: it has a \"CPU 5/KVM\" thread");
+        assert_eq!((vm.name.clone(), vm.kind), (pid.to_string(), VmmKind::Other));
         assert_eq!(vm.vcpus, vec![vcpu_tid]);
         let id = &snap.threads[&vcpu_tid];
-        assert_eq!(
-            (id.role, id.vcpu_index, id.pid, id.comm.as_str()),
-            (Role::Vcpu, Some(5), pid, "CPU 5/KVM")
-        );
+        assert_eq!((id.role, id.vcpu_index, id.pid, id.comm.as_str()), (Role::Vcpu, Some(5), pid, "CPU 5/KVM"));
         assert_eq!(id.affinity, vec![pin_to]);
         assert_eq!(id.pinned, online.len() > 1);
         let main = &snap.threads[&pid];

@@ -35,11 +35,7 @@ pub fn vmm_kind(comm: &str, exe_basenames: &[&str]) -> Option<VmmKind> {
             None
         }
     }
-    by_name(comm).or_else(|| {
-        exe_basenames
-            .iter()
-            .find_map(|name| by_name(basename(name)))
-    })
+    by_name(comm).or_else(|| exe_basenames.iter().find_map(|name| by_name(basename(name))))
 }
 
 /// The last path component (`/usr/bin/qemu-system-x86_64` -> `qemu-system-x86_64`).
@@ -56,22 +52,14 @@ pub fn basename(path: &str) -> &str {
 /// * Others (or no such flag): `None`; the caller names the VM by its pid.
 pub fn vm_name_from_cmdline(kind: VmmKind, args: &[String]) -> Option<String> {
     match kind {
-        VmmKind::Qemu | VmmKind::Other => option_values(args, &["-name", "--name"])
-            .filter_map(qemu_guest_name)
-            .last(),
-        VmmKind::Firecracker => option_values(args, &["--id"])
-            .filter(|id| !id.is_empty())
-            .last()
-            .map(str::to_string),
+        VmmKind::Qemu | VmmKind::Other => option_values(args, &["-name", "--name"]).filter_map(qemu_guest_name).last(),
+        VmmKind::Firecracker => option_values(args, &["--id"]).filter(|id| !id.is_empty()).last().map(str::to_string),
         VmmKind::CloudHypervisor | VmmKind::Crosvm => None,
     }
 }
 
 /// The values of an option given as `OPT VALUE` or `OPT=VALUE`, in order.
-fn option_values<'a>(
-    args: &'a [String],
-    options: &'a [&'a str],
-) -> impl Iterator<Item = &'a str> + 'a {
+fn option_values<'a>(args: &'a [String], options: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
     let mut iter = args.iter().skip(1).peekable();
     std::iter::from_fn(move || {
         while let Some(arg) = iter.next() {
@@ -80,10 +68,7 @@ fn option_values<'a>(
                     if let Some(value) = iter.next() {
                         return Some(value.as_str());
                     }
-                } else if let Some(value) = arg
-                    .strip_prefix(option)
-                    .and_then(|rest| rest.strip_prefix('='))
-                {
+                } else if let Some(value) = arg.strip_prefix(option).and_then(|rest| rest.strip_prefix('=')) {
                     return Some(value);
                 }
             }
@@ -129,10 +114,7 @@ fn split_qemu_opts(value: &str) -> Vec<String> {
 /// and, only inside a process of that VMM: cloud-hypervisor `vcpu3`, Firecracker
 /// `fc_vcpu 3`, crosvm `crosvm_vcpu3`.
 pub fn vcpu_index_from_name(comm: &str, kind: Option<VmmKind>) -> Option<u32> {
-    if let Some(index) = comm
-        .strip_prefix("CPU ")
-        .and_then(|rest| rest.strip_suffix("/KVM"))
-    {
+    if let Some(index) = comm.strip_prefix("CPU ").and_then(|rest| rest.strip_suffix("/KVM")) {
         return parse_index(index);
     }
     let prefix = match kind? {
@@ -233,25 +215,13 @@ mod tests {
         assert_eq!(vmm_kind("qemu-system-x86", &[]), Some(VmmKind::Qemu));
         assert_eq!(vmm_kind("qemu-system-aar", &[]), Some(VmmKind::Qemu));
         assert_eq!(vmm_kind("qemu-kvm", &[]), Some(VmmKind::Qemu));
-        assert_eq!(
-            vmm_kind("cloud-hyperviso", &[]),
-            Some(VmmKind::CloudHypervisor)
-        );
+        assert_eq!(vmm_kind("cloud-hyperviso", &[]), Some(VmmKind::CloudHypervisor));
         assert_eq!(vmm_kind("firecracker", &[]), Some(VmmKind::Firecracker));
         assert_eq!(vmm_kind("crosvm", &[]), Some(VmmKind::Crosvm));
         // Renamed main thread (e.g. QEMU's -name process=vm1): the exe still tells.
-        assert_eq!(
-            vmm_kind("vm1", &["/usr/bin/qemu-system-x86_64"]),
-            Some(VmmKind::Qemu)
-        );
-        assert_eq!(
-            vmm_kind("vm1", &["/usr/libexec/qemu-kvm (deleted)"]),
-            Some(VmmKind::Qemu)
-        );
-        assert_eq!(
-            vmm_kind("x", &["/opt/ch/cloud-hypervisor"]),
-            Some(VmmKind::CloudHypervisor)
-        );
+        assert_eq!(vmm_kind("vm1", &["/usr/bin/qemu-system-x86_64"]), Some(VmmKind::Qemu));
+        assert_eq!(vmm_kind("vm1", &["/usr/libexec/qemu-kvm (deleted)"]), Some(VmmKind::Qemu));
+        assert_eq!(vmm_kind("x", &["/opt/ch/cloud-hypervisor"]), Some(VmmKind::CloudHypervisor));
         assert_eq!(vmm_kind("bash", &["/usr/bin/bash"]), None);
         assert_eq!(vmm_kind("qemu-img", &["/usr/bin/qemu-img"]), None);
         assert_eq!(vmm_kind("firecracker-x", &[]), None);
@@ -260,30 +230,15 @@ mod tests {
     #[test]
     fn qemu_names() {
         let q = |list: &[&str]| vm_name_from_cmdline(VmmKind::Qemu, &args(list));
-        assert_eq!(
-            q(&["qemu", "-name", "guest=web1,debug-threads=on"]),
-            Some("web1".into())
-        );
+        assert_eq!(q(&["qemu", "-name", "guest=web1,debug-threads=on"]), Some("web1".into()));
         assert_eq!(q(&["qemu", "-name", "web2"]), Some("web2".into()));
-        assert_eq!(
-            q(&["qemu", "-name", "web3,debug-threads=on"]),
-            Some("web3".into())
-        );
-        assert_eq!(
-            q(&["qemu", "-name", "debug-threads=on,guest=web4"]),
-            Some("web4".into())
-        );
+        assert_eq!(q(&["qemu", "-name", "web3,debug-threads=on"]), Some("web3".into()));
+        assert_eq!(q(&["qemu", "-name", "debug-threads=on,guest=web4"]), Some("web4".into()));
         assert_eq!(q(&["qemu", "-name", "debug-threads=on"]), None);
         assert_eq!(q(&["qemu", "--name", "guest=web5"]), Some("web5".into()));
         assert_eq!(q(&["qemu", "-name=guest=web6"]), Some("web6".into()));
-        assert_eq!(
-            q(&["qemu", "-name", "guest=a,,b,process=qemu-a"]),
-            Some("a,b".into())
-        );
-        assert_eq!(
-            q(&["qemu", "-name", "guest=with space"]),
-            Some("with space".into())
-        );
+        assert_eq!(q(&["qemu", "-name", "guest=a,,b,process=qemu-a"]), Some("a,b".into()));
+        assert_eq!(q(&["qemu", "-name", "guest=with space"]), Some("with space".into()));
         assert_eq!(q(&["qemu", "-m", "64", "-smp", "2"]), None);
         assert_eq!(q(&["qemu", "-name"]), None);
         assert_eq!(q(&["qemu", "-name", "guest="]), None);
@@ -307,88 +262,40 @@ mod tests {
     #[test]
     fn other_vmm_names() {
         let fc = args(&["firecracker", "--api-sock", "/tmp/fc.sock", "--id", "fc-7"]);
-        assert_eq!(
-            vm_name_from_cmdline(VmmKind::Firecracker, &fc),
-            Some("fc-7".into())
-        );
+        assert_eq!(vm_name_from_cmdline(VmmKind::Firecracker, &fc), Some("fc-7".into()));
         let fc = args(&["firecracker", "--id=fc-8"]);
-        assert_eq!(
-            vm_name_from_cmdline(VmmKind::Firecracker, &fc),
-            Some("fc-8".into())
-        );
+        assert_eq!(vm_name_from_cmdline(VmmKind::Firecracker, &fc), Some("fc-8".into()));
         let fc = args(&["firecracker", "--api-sock", "/tmp/fc.sock"]);
         assert_eq!(vm_name_from_cmdline(VmmKind::Firecracker, &fc), None);
-        let ch = args(&[
-            "cloud-hypervisor",
-            "--kernel",
-            "vmlinux",
-            "--cpus",
-            "boot=2",
-        ]);
+        let ch = args(&["cloud-hypervisor", "--kernel", "vmlinux", "--cpus", "boot=2"]);
         assert_eq!(vm_name_from_cmdline(VmmKind::CloudHypervisor, &ch), None);
         let other = args(&["microvm", "-name", "guest=m1"]);
-        assert_eq!(
-            vm_name_from_cmdline(VmmKind::Other, &other),
-            Some("m1".into())
-        );
+        assert_eq!(vm_name_from_cmdline(VmmKind::Other, &other), Some("m1".into()));
     }
 
     #[test]
     fn vcpu_thread_names() {
-        assert_eq!(
-            vcpu_index_from_name("CPU 0/KVM", Some(VmmKind::Qemu)),
-            Some(0)
-        );
+        assert_eq!(vcpu_index_from_name("CPU 0/KVM", Some(VmmKind::Qemu)), Some(0));
         assert_eq!(vcpu_index_from_name("CPU 12/KVM", None), Some(12));
         assert_eq!(vcpu_index_from_name("CPU 1/TCG", Some(VmmKind::Qemu)), None);
         assert_eq!(vcpu_index_from_name("CPU x/KVM", None), None);
         assert_eq!(vcpu_index_from_name("CPU /KVM", None), None);
-        assert_eq!(
-            vcpu_index_from_name("vcpu3", Some(VmmKind::CloudHypervisor)),
-            Some(3)
-        );
+        assert_eq!(vcpu_index_from_name("vcpu3", Some(VmmKind::CloudHypervisor)), Some(3));
         assert_eq!(vcpu_index_from_name("vcpu3", None), None);
         assert_eq!(vcpu_index_from_name("vcpu3", Some(VmmKind::Qemu)), None);
-        assert_eq!(
-            vcpu_index_from_name("fc_vcpu 1", Some(VmmKind::Firecracker)),
-            Some(1)
-        );
-        assert_eq!(
-            vcpu_index_from_name("crosvm_vcpu2", Some(VmmKind::Crosvm)),
-            Some(2)
-        );
-        assert_eq!(
-            vcpu_index_from_name("qemu-system-x86", Some(VmmKind::Qemu)),
-            None
-        );
+        assert_eq!(vcpu_index_from_name("fc_vcpu 1", Some(VmmKind::Firecracker)), Some(1));
+        assert_eq!(vcpu_index_from_name("crosvm_vcpu2", Some(VmmKind::Crosvm)), Some(2));
+        assert_eq!(vcpu_index_from_name("qemu-system-x86", Some(VmmKind::Qemu)), None);
     }
 
     #[test]
     fn vm_kernel_threads() {
-        assert_eq!(
-            vm_thread_owner("vhost-4242"),
-            Some(VmKernelThread::Owner(4242))
-        );
-        assert_eq!(
-            vm_thread_owner("kvm-pit/4242"),
-            Some(VmKernelThread::Owner(4242))
-        );
-        assert_eq!(
-            vm_thread_owner("kvm-nx-lpage-recovery-4242"),
-            Some(VmKernelThread::Owner(4242))
-        );
-        assert_eq!(
-            vm_thread_owner("kvm-nx-lpage-re"),
-            Some(VmKernelThread::UnknownOwner)
-        );
-        assert_eq!(
-            vm_thread_owner("kvm-nx-lpage-recovery"),
-            Some(VmKernelThread::UnknownOwner)
-        );
-        assert_eq!(
-            vm_thread_owner("kvm-nx-lpage-recovery-4"),
-            Some(VmKernelThread::Owner(4))
-        );
+        assert_eq!(vm_thread_owner("vhost-4242"), Some(VmKernelThread::Owner(4242)));
+        assert_eq!(vm_thread_owner("kvm-pit/4242"), Some(VmKernelThread::Owner(4242)));
+        assert_eq!(vm_thread_owner("kvm-nx-lpage-recovery-4242"), Some(VmKernelThread::Owner(4242)));
+        assert_eq!(vm_thread_owner("kvm-nx-lpage-re"), Some(VmKernelThread::UnknownOwner));
+        assert_eq!(vm_thread_owner("kvm-nx-lpage-recovery"), Some(VmKernelThread::UnknownOwner));
+        assert_eq!(vm_thread_owner("kvm-nx-lpage-recovery-4"), Some(VmKernelThread::Owner(4)));
         assert_eq!(vm_thread_owner("vhost-"), None);
         assert_eq!(vm_thread_owner("vhost-net"), None);
         assert_eq!(vm_thread_owner("kworker/0:1"), None);
@@ -417,14 +324,7 @@ mod tests {
         ] {
             assert!(is_host_kernel_comm(comm), "{comm}");
         }
-        for comm in [
-            "bash",
-            "CPU 0/KVM",
-            "qemu-system-x86",
-            "vhost-12",
-            "sshd",
-            "rcu",
-        ] {
+        for comm in ["bash", "CPU 0/KVM", "qemu-system-x86", "vhost-12", "sshd", "rcu"] {
             assert!(!is_host_kernel_comm(comm), "{comm}");
         }
     }

@@ -32,10 +32,7 @@ impl std::error::Error for CpuListError {}
 /// newline of a sysfs file) is ignored; an empty list gives an empty vector.
 /// The result is sorted and free of duplicates.
 pub fn parse_cpu_list(input: &str) -> Result<Vec<u32>, CpuListError> {
-    let err = |reason: String| CpuListError {
-        input: input.to_string(),
-        reason,
-    };
+    let err = |reason: String| CpuListError { input: input.to_string(), reason };
     let text = input.trim();
     let mut cpus = Vec::new();
     if text.is_empty() {
@@ -46,8 +43,7 @@ pub fn parse_cpu_list(input: &str) -> Result<Vec<u32>, CpuListError> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err(format!("{s:?} is not a CPU number")));
         }
-        s.parse::<u32>()
-            .map_err(|_| err(format!("CPU number {s} is too large")))
+        s.parse::<u32>().map_err(|_| err(format!("CPU number {s} is too large")))
     };
     for element in text.split(',') {
         if element.trim().is_empty() {
@@ -87,11 +83,7 @@ pub fn format_cpu_list(cpus: &[u32]) -> String {
             end += 1;
             i += 1;
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
         i += 1;
     }
     parts.join(",")
@@ -126,36 +118,20 @@ pub fn parse_stat(text: &str) -> Result<Stat, String> {
     if close < open {
         return Err("')' before '('".to_string());
     }
-    let tid = text[..open]
-        .trim()
-        .parse::<u32>()
-        .map_err(|e| format!("bad pid field {:?}: {e}", text[..open].trim()))?;
+    let tid =
+        text[..open].trim().parse::<u32>().map_err(|e| format!("bad pid field {:?}: {e}", text[..open].trim()))?;
     let comm = text[open + 1..close].to_string();
     let rest: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
     // After the comm: state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9).
     if rest.len() < 7 {
-        return Err(format!(
-            "only {} fields after the comm, expected at least 7",
-            rest.len()
-        ));
+        return Err(format!("only {} fields after the comm, expected at least 7", rest.len()));
     }
     let state = rest[0].chars().next().ok_or("empty state field")?;
-    let ppid = rest[1]
-        .parse::<u32>()
-        .map_err(|e| format!("bad ppid field {:?}: {e}", rest[1]))?;
-    let flags = rest[6]
-        .parse::<u32>()
-        .map_err(|e| format!("bad flags field {:?}: {e}", rest[6]))?;
+    let ppid = rest[1].parse::<u32>().map_err(|e| format!("bad ppid field {:?}: {e}", rest[1]))?;
+    let flags = rest[6].parse::<u32>().map_err(|e| format!("bad flags field {:?}: {e}", rest[6]))?;
     // Field 43 is the 41st after the comm.
     let guest_time_ticks = rest.get(40).and_then(|v| v.parse().ok());
-    Ok(Stat {
-        tid,
-        comm,
-        state,
-        ppid,
-        flags,
-        guest_time_ticks,
-    })
+    Ok(Stat { tid, comm, state, ppid, flags, guest_time_ticks })
 }
 
 /// The fields of `/proc/<pid>/task/<tid>/status` that discovery uses.
@@ -179,16 +155,8 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
         let value = value.trim();
         match key {
             "Name" => status.name = Some(value.to_string()),
-            "Tgid" => {
-                status.tgid = Some(
-                    value
-                        .parse()
-                        .map_err(|e| format!("bad Tgid {value:?}: {e}"))?,
-                )
-            }
-            "Cpus_allowed_list" => {
-                status.cpus_allowed = Some(parse_cpu_list(value).map_err(|e| e.to_string())?)
-            }
+            "Tgid" => status.tgid = Some(value.parse().map_err(|e| format!("bad Tgid {value:?}: {e}"))?),
+            "Cpus_allowed_list" => status.cpus_allowed = Some(parse_cpu_list(value).map_err(|e| e.to_string())?),
             _ => {}
         }
     }
@@ -201,10 +169,7 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
     if bytes.is_empty() {
         return Vec::new();
     }
-    bytes
-        .split(|b| *b == 0)
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect()
+    bytes.split(|b| *b == 0).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect()
 }
 
 #[cfg(test)]
@@ -213,10 +178,7 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(
-            parse_cpu_list("0-3,8,10-11").unwrap(),
-            vec![0, 1, 2, 3, 8, 10, 11]
-        );
+        assert_eq!(parse_cpu_list("0-3,8,10-11").unwrap(), vec![0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(parse_cpu_list("0-1\n").unwrap(), vec![0, 1]);
         assert_eq!(parse_cpu_list("5").unwrap(), vec![5]);
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
@@ -228,29 +190,13 @@ mod tests {
 
     #[test]
     fn cpu_list_errors_are_clear() {
-        for bad in [
-            "a",
-            "1,,2",
-            "3-1",
-            "-3",
-            "1-",
-            "0-3:2",
-            "1;2",
-            ",",
-            "0x1",
-            "99999999999",
-        ] {
+        for bad in ["a", "1,,2", "3-1", "-3", "1-", "0-3:2", "1;2", ",", "0x1", "99999999999"] {
             let err = parse_cpu_list(bad).expect_err(bad);
             let message = err.to_string();
             assert!(message.contains(&format!("{bad:?}")), "{message}");
             assert!(message.contains("e.g. \"0-3,8,10-11\""), "{message}");
         }
-        assert!(
-            parse_cpu_list("3-1")
-                .unwrap_err()
-                .reason
-                .contains("reversed")
-        );
+        assert!(parse_cpu_list("3-1").unwrap_err().reason.contains("reversed"));
     }
 
     #[test]
@@ -305,8 +251,7 @@ mod tests {
     #[test]
     fn stat_kernel_thread() {
         // A kworker as printed by 6.x (full name from the workqueue), flags 0x04208060.
-        let stat =
-            parse_stat("123 (kworker/1:2-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 0 0").unwrap();
+        let stat = parse_stat("123 (kworker/1:2-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 0 0").unwrap();
         assert_eq!(stat.comm, "kworker/1:2-events");
         assert_eq!(stat.ppid, 2);
         assert!(stat.is_kernel_thread());
@@ -338,14 +283,8 @@ mod tests {
 
     #[test]
     fn cmdline_split() {
-        assert_eq!(
-            parse_cmdline(b"qemu\0-name\0guest=a\0"),
-            vec!["qemu", "-name", "guest=a"]
-        );
-        assert_eq!(
-            parse_cmdline(b"no-trailing-nul\0x"),
-            vec!["no-trailing-nul", "x"]
-        );
+        assert_eq!(parse_cmdline(b"qemu\0-name\0guest=a\0"), vec!["qemu", "-name", "guest=a"]);
+        assert_eq!(parse_cmdline(b"no-trailing-nul\0x"), vec!["no-trailing-nul", "x"]);
         assert_eq!(parse_cmdline(b""), Vec::<String>::new());
         assert_eq!(parse_cmdline(b"a\0\0b\0"), vec!["a", "", "b"]);
     }

@@ -17,10 +17,7 @@ fn vanished(err: &io::Error) -> bool {
 }
 
 fn io_error(path: &Path, source: io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    Error::Io { path: path.to_path_buf(), source }
 }
 
 /// Reads a file; `Ok(None)` if the task vanished meanwhile.
@@ -35,10 +32,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, Error> {
 /// The online CPUs, from `/sys/devices/system/cpu/online` (or the given file).
 pub(crate) fn read_online_cpus(path: &Path) -> Result<Vec<u32>, Error> {
     let text = fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-    parse_cpu_list(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    parse_cpu_list(&text).map_err(|e| Error::Parse { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// Every process under `proc_root` with its threads.
@@ -47,11 +41,7 @@ pub(crate) fn read_processes(proc_root: &Path) -> Result<Vec<ProcessSample>, Err
     let mut processes = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| io_error(proc_root, e))?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
             continue;
         };
         if let Some(process) = read_process(&entry.path(), pid)? {
@@ -77,11 +67,7 @@ fn read_process(dir: &Path, pid: u32) -> Result<Option<ProcessSample>, Error> {
             Err(err) if vanished(&err) => return Ok(None),
             Err(err) => return Err(io_error(&task_dir, err)),
         };
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
+        let Some(tid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
             continue;
         };
         if let Some(thread) = read_thread(&entry.path(), tid)? {
@@ -93,18 +79,9 @@ fn read_process(dir: &Path, pid: u32) -> Result<Option<ProcessSample>, Error> {
     }
     threads.sort_by_key(|t| t.tid);
     // Kernel threads have no exe; zombies neither: both are fine.
-    let exe = fs::read_link(dir.join("exe"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned());
-    let cmdline = fs::read(dir.join("cmdline"))
-        .map(|b| parse_cmdline(&b))
-        .unwrap_or_default();
-    Ok(Some(ProcessSample {
-        pid,
-        exe,
-        cmdline,
-        threads,
-    }))
+    let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.to_string_lossy().into_owned());
+    let cmdline = fs::read(dir.join("cmdline")).map(|b| parse_cmdline(&b)).unwrap_or_default();
+    Ok(Some(ProcessSample { pid, exe, cmdline, threads }))
 }
 
 /// One thread; `Ok(None)` if it exited while being read.
@@ -113,29 +90,17 @@ fn read_thread(dir: &Path, tid: u32) -> Result<Option<ThreadSample>, Error> {
     let Some(stat_text) = read_optional(&stat_path)? else {
         return Ok(None);
     };
-    let stat = parse_stat(&stat_text).map_err(|reason| Error::Parse {
-        path: stat_path,
-        reason,
-    })?;
+    let stat = parse_stat(&stat_text).map_err(|reason| Error::Parse { path: stat_path, reason })?;
     let status_path = dir.join("status");
     let Some(status_text) = read_optional(&status_path)? else {
         return Ok(None);
     };
-    let status = parse_status(&status_text).map_err(|reason| Error::Parse {
-        path: status_path.clone(),
-        reason,
-    })?;
-    let cpus_allowed = status.cpus_allowed.ok_or_else(|| Error::Parse {
-        path: status_path,
-        reason: "no Cpus_allowed_list line".to_string(),
-    })?;
+    let status = parse_status(&status_text).map_err(|reason| Error::Parse { path: status_path.clone(), reason })?;
+    let cpus_allowed = status
+        .cpus_allowed
+        .ok_or_else(|| Error::Parse { path: status_path, reason: "no Cpus_allowed_list line".to_string() })?;
     let kernel_thread = stat.is_kernel_thread();
-    Ok(Some(ThreadSample {
-        tid,
-        comm: stat.comm,
-        kernel_thread,
-        cpus_allowed,
-    }))
+    Ok(Some(ThreadSample { tid, comm: stat.comm, kernel_thread, cpus_allowed }))
 }
 
 /// Where discovery reads from: the real /proc and /sys, or a fake tree in tests.
@@ -149,9 +114,6 @@ pub struct HostPaths {
 
 impl Default for HostPaths {
     fn default() -> Self {
-        HostPaths {
-            proc_root: PathBuf::from("/proc"),
-            cpu_online: PathBuf::from("/sys/devices/system/cpu/online"),
-        }
+        HostPaths { proc_root: PathBuf::from("/proc"), cpu_online: PathBuf::from("/sys/devices/system/cpu/online") }
     }
 }

@@ -285,21 +285,31 @@ impl Probes {
             let why = match btf::Btf::from_sys_fs() {
                 Err(e) => Some(format!("/sys/kernel/btf/vmlinux: {e} (kernel without CONFIG_DEBUG_INFO_BTF)")),
                 Ok(Err(e)) => Some(e.to_string()),
-                Ok(Ok(b)) => match (b.typedef_proto_params("btf_trace_sched_switch"), b.member_offset("task_struct", "pid")) {
-                    (Ok(5), Ok(off)) => {
-                        pid_offset = off;
-                        None
+                Ok(Ok(b)) => {
+                    match (b.typedef_proto_params("btf_trace_sched_switch"), b.member_offset("task_struct", "pid")) {
+                        (Ok(5), Ok(off)) => {
+                            pid_offset = off;
+                            None
+                        }
+                        (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
+                        (Ok(n), Ok(_)) => {
+                            Some(format!("sched_switch has {n} BTF arguments, expected 5 (kernel older than 5.18)"))
+                        }
                     }
-                    (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
-                    (Ok(n), Ok(_)) => Some(format!("sched_switch has {n} BTF arguments, expected 5 (kernel older than 5.18)")),
-                },
+                }
             };
             if let Some(reason) = why {
-                features.unavailable.push(Unavailable { probe: "tp_btf:sched_switch".into(), reason: format!("{reason}; using the classic tracepoint") });
+                features.unavailable.push(Unavailable {
+                    probe: "tp_btf:sched_switch".into(),
+                    reason: format!("{reason}; using the classic tracepoint"),
+                });
                 use_btf = false;
             }
         } else {
-            features.unavailable.push(Unavailable { probe: "tp_btf:sched_switch".into(), reason: "not requested (--classic-sched-switch)".into() });
+            features.unavailable.push(Unavailable {
+                probe: "tp_btf:sched_switch".into(),
+                reason: "not requested (--classic-sched-switch)".into(),
+            });
         }
 
         // Where host interrupts that arrived during guest execution are taken (for the
@@ -330,8 +340,10 @@ impl Probes {
                 None
             }
         };
-        let kernel_btf = if use_btf { Some(aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(chain(&e)))?) } else { None };
-        let btf_err = |e: &dyn std::error::Error| ProbeError::Attach { probe: "tp_btf:sched_switch".into(), reason: chain(e) };
+        let kernel_btf =
+            if use_btf { Some(aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(chain(&e)))?) } else { None };
+        let btf_err =
+            |e: &dyn std::error::Error| ProbeError::Attach { probe: "tp_btf:sched_switch".into(), reason: chain(e) };
         if let Some(kb) = &kernel_btf {
             let p: &mut BtfTracePoint = prog(&mut ebpf, "sched_switch_btf")?;
             p.load("sched_switch", kb).map_err(|e| btf_err(&e))?;
@@ -359,7 +371,8 @@ impl Probes {
             }
             if opts.guest_sample_period_ns > 0 {
                 let r = (|| -> Result<(), aya::programs::ProgramError> {
-                    let p: &mut PerfEvent = ebpf.program_mut("guest_sample").ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
+                    let p: &mut PerfEvent =
+                        ebpf.program_mut("guest_sample").ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
                     p.load()?;
                     for &cpu in &online_cpus {
                         p.attach(
@@ -373,10 +386,15 @@ impl Probes {
                 })();
                 match r {
                     Ok(()) => {
-                        features.attached.push(format!("perf_event:cpu-clock every {} ns (guest sampling)", opts.guest_sample_period_ns));
+                        features.attached.push(format!(
+                            "perf_event:cpu-clock every {} ns (guest sampling)",
+                            opts.guest_sample_period_ns
+                        ));
                         guest_sample_period_ns = opts.guest_sample_period_ns;
                     }
-                    Err(e) => features.unavailable.push(Unavailable { probe: "perf_event:cpu-clock (guest sampling)".into(), reason: chain(&e) }),
+                    Err(e) => features
+                        .unavailable
+                        .push(Unavailable { probe: "perf_event:cpu-clock (guest sampling)".into(), reason: chain(&e) }),
                 }
             }
             for (slot, (cat, name)) in KVM_OTHER_EVENTS.iter().enumerate() {
@@ -389,14 +407,27 @@ impl Probes {
                     Ok(()) => {
                         kvm_event_names.insert(slot as u32, format!("{cat}:{name}"));
                     }
-                    Err(e) => features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() }),
+                    Err(e) => {
+                        features.unavailable.push(Unavailable { probe: format!("{cat}:{name}"), reason: e.to_string() })
+                    }
                 }
             }
         }
 
-        let config: Array<MapData, Window> = Array::try_from(ebpf.take_map("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?)
-            .map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
-        Ok(Probes { ebpf, config, window: Window::default(), features, kvm_event_names, nr_cpus, online_cpus, guest_sample_period_ns, logger })
+        let config: Array<MapData, Window> =
+            Array::try_from(ebpf.take_map("CONFIG").ok_or(ProbeError::Map("CONFIG", "missing".into()))?)
+                .map_err(|e| ProbeError::Map("CONFIG", chain(&e)))?;
+        Ok(Probes {
+            ebpf,
+            config,
+            window: Window::default(),
+            features,
+            kvm_event_names,
+            nr_cpus,
+            online_cpus,
+            guest_sample_period_ns,
+            logger,
+        })
     }
 
     /// Starts charging time: the trace window opens now.
@@ -433,9 +464,10 @@ impl Probes {
     /// the probes were attached), so that their time counts as inside KVM_RUN until
     /// they return. Threads already known to the probes are left alone.
     pub fn mark_in_kvm_run(&mut self, tids: &[u32]) -> Result<(), ProbeError> {
-        let mut m: BpfHashMap<_, u32, VcpuState> =
-            BpfHashMap::try_from(self.ebpf.map_mut("VCPU_STATE").ok_or(ProbeError::Map("VCPU_STATE", "missing".into()))?)
-                .map_err(|e| ProbeError::Map("VCPU_STATE", chain(&e)))?;
+        let mut m: BpfHashMap<_, u32, VcpuState> = BpfHashMap::try_from(
+            self.ebpf.map_mut("VCPU_STATE").ok_or(ProbeError::Map("VCPU_STATE", "missing".into()))?,
+        )
+        .map_err(|e| ProbeError::Map("VCPU_STATE", chain(&e)))?;
         for &tid in tids {
             let mut v = VcpuState::default();
             v.on_run_enter();
@@ -459,7 +491,8 @@ impl Probes {
 
     /// Reads every map.
     pub fn read(&self) -> Result<RawCounters, ProbeError> {
-        let map = |name: &'static str| self.ebpf.map(name).ok_or(ProbeError::Map(name, "missing from the object".into()));
+        let map =
+            |name: &'static str| self.ebpf.map(name).ok_or(ProbeError::Map(name, "missing from the object".into()));
         let err = |name: &'static str| move |e: aya::maps::MapError| ProbeError::Map(name, chain(&e));
         let mut raw = RawCounters {
             window: self.window,
@@ -473,12 +506,14 @@ impl Probes {
         let cpu: PerCpuArray<_, CpuState> = PerCpuArray::try_from(map("CPU_STATE")?).map_err(err("CPU_STATE"))?;
         raw.cpus = cpu.get(&0, 0).map_err(err("CPU_STATE"))?.to_vec();
 
-        let stats: PerCpuHashMap<_, u32, ThreadCpuStats> = PerCpuHashMap::try_from(map("THREAD_STATS")?).map_err(err("THREAD_STATS"))?;
+        let stats: PerCpuHashMap<_, u32, ThreadCpuStats> =
+            PerCpuHashMap::try_from(map("THREAD_STATS")?).map_err(err("THREAD_STATS"))?;
         for item in stats.iter() {
             let (tid, vals) = item.map_err(err("THREAD_STATS"))?;
             raw.threads.insert(tid, vals.to_vec());
         }
-        let info: BpfHashMap<_, u32, ThreadInfo> = BpfHashMap::try_from(map("THREAD_INFO")?).map_err(err("THREAD_INFO"))?;
+        let info: BpfHashMap<_, u32, ThreadInfo> =
+            BpfHashMap::try_from(map("THREAD_INFO")?).map_err(err("THREAD_INFO"))?;
         for item in info.iter() {
             let (tid, i) = item.map_err(err("THREAD_INFO"))?;
             raw.thread_info.insert(tid, i);
@@ -491,12 +526,14 @@ impl Probes {
         for i in 0..counter::COUNT {
             raw.counters.push(counters.get(&i, 0).map_err(err("COUNTERS"))?.iter().sum());
         }
-        let vcpus: BpfHashMap<_, u32, VcpuState> = BpfHashMap::try_from(map("VCPU_STATE")?).map_err(err("VCPU_STATE"))?;
+        let vcpus: BpfHashMap<_, u32, VcpuState> =
+            BpfHashMap::try_from(map("VCPU_STATE")?).map_err(err("VCPU_STATE"))?;
         for item in vcpus.iter() {
             let (tid, v) = item.map_err(err("VCPU_STATE"))?;
             raw.vcpus.insert(tid, v);
         }
-        let exits: BpfHashMap<_, TidKey, ExitStats> = BpfHashMap::try_from(map("VCPU_EXITS")?).map_err(err("VCPU_EXITS"))?;
+        let exits: BpfHashMap<_, TidKey, ExitStats> =
+            BpfHashMap::try_from(map("VCPU_EXITS")?).map_err(err("VCPU_EXITS"))?;
         for item in exits.iter() {
             raw.exits.push(item.map_err(err("VCPU_EXITS"))?);
         }
@@ -561,7 +598,8 @@ fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProbeError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or_else(|| ProbeError::Load(format!("program {name} missing from the object")))?;
+    let p =
+        ebpf.program_mut(name).ok_or_else(|| ProbeError::Load(format!("program {name} missing from the object")))?;
     p.try_into().map_err(|e: aya::programs::ProgramError| ProbeError::Load(chain(&e)))
 }
 
@@ -572,7 +610,9 @@ fn attach_tp(ebpf: &mut Ebpf, name: &str, tps: &[(&str, &str)], features: &mut F
     for (cat, tp) in tps {
         match p.attach(cat, tp) {
             Ok(_) => features.attached.push(format!("tracepoint:{cat}:{tp}")),
-            Err(e) if tps.len() > 1 => features.unavailable.push(Unavailable { probe: format!("{cat}:{tp}"), reason: chain(&e) }),
+            Err(e) if tps.len() > 1 => {
+                features.unavailable.push(Unavailable { probe: format!("{cat}:{tp}"), reason: chain(&e) })
+            }
             Err(e) => return Err(ProbeError::Attach { probe: format!("{cat}:{tp}"), reason: chain(&e) }),
         }
     }

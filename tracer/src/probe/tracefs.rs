@@ -80,9 +80,7 @@ pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: mount(2) with constant NUL-terminated strings and no data.
-    let rc = unsafe {
-        libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
-    };
+    let rc = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
     if rc == 0 && Path::new("/sys/kernel/tracing/events").is_dir() {
         return Ok(PathBuf::from("/sys/kernel/tracing"));
     }

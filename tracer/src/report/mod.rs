@@ -195,7 +195,14 @@ pub fn render_text(r: &Report, top: usize) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let cpu_total = r.wall_ns as f64 * r.cpus.len().max(1) as f64;
-    let _ = writeln!(s, "vmmtrace: {:.2} s on {} CPUs ({}), kernel {}", r.wall_ns as f64 / 1e9, r.cpus.len(), r.host.hostname, r.host.kernel);
+    let _ = writeln!(
+        s,
+        "vmmtrace: {:.2} s on {} CPUs ({}), kernel {}",
+        r.wall_ns as f64 / 1e9,
+        r.cpus.len(),
+        r.host.hostname,
+        r.host.kernel
+    );
     for c in &r.cpus {
         let _ = writeln!(
             s,
@@ -207,10 +214,15 @@ pub fn render_text(r: &Report, top: usize) -> String {
     }
     let _ = writeln!(s, "  by role (share of all CPU time):");
     for (role, ns) in &r.by_role_ns {
-        let _ = writeln!(s, "    {:<12} {:>10.1} ms {:>6.1}%", role_name(*role), ms(*ns), 100.0 * *ns as f64 / cpu_total);
+        let _ =
+            writeln!(s, "    {:<12} {:>10.1} ms {:>6.1}%", role_name(*role), ms(*ns), 100.0 * *ns as f64 / cpu_total);
     }
     let _ = writeln!(s, "  top threads:");
-    let _ = writeln!(s, "    {:>8} {:>8} {:<16} {:<12} {:>10} {:>8} {:>8} {:>6}", "tid", "pid", "comm", "role", "on-CPU ms", "switch", "invol", "migr");
+    let _ = writeln!(
+        s,
+        "    {:>8} {:>8} {:<16} {:<12} {:>10} {:>8} {:>8} {:>6}",
+        "tid", "pid", "comm", "role", "on-CPU ms", "switch", "invol", "migr"
+    );
     for t in r.threads.iter().take(top) {
         let _ = writeln!(
             s,
