@@ -7,6 +7,7 @@
 pub mod account;
 pub mod bench;
 pub mod cli;
+pub mod experiment;
 pub mod host;
 pub mod kvm_reasons;
 pub mod probe;

@@ -63,11 +63,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Report(a) => {
             let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+            if let Ok(r) = vmmtrace::experiment::ExperimentResult::from_json(&text) {
+                print!("{}", vmmtrace::experiment::table::render(&r));
+                return Ok(0);
+            }
             let r = Report::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
             print!("{}", render_text(&r, a.top));
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,
+        Command::Experiment(a) => experiment(a).await,
         Command::Microvm(_) => unreachable!("handled before the runtime starts"),
     }
 }
@@ -83,6 +88,28 @@ async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
             Ok(rows) => print!("{}", vmmtrace::bench::render_kvm(&rows)),
             Err(e) => eprintln!("vmmtrace bench: KVM part skipped: {e:#}"),
         }
+    }
+    Ok(0)
+}
+
+async fn experiment(a: vmmtrace::cli::ExperimentArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal as _;
+    let opts = vmmtrace::experiment::ExperimentOptions {
+        config: vmmtrace::experiment::config_from_cli(&a)?,
+        output: a.output.clone(),
+        resume: a.resume,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let out = tokio::task::spawn_blocking(move || vmmtrace::experiment::run_experiment(&opts)).await??;
+    print!("{}", vmmtrace::experiment::table::render(&out.result));
+    eprintln!("result written to {}", a.output.display());
+    if out.interrupted {
+        eprintln!(
+            "interrupted: {} of {} runs kept; continue with --resume",
+            out.result.runs.len(),
+            out.result.plan.len()
+        );
+        return Ok(130);
     }
     Ok(0)
 }
