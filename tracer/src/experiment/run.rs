@@ -269,14 +269,18 @@ fn run_once(
     for i in 0..s.jobs {
         prepared.make_job_dir(i).context("cannot create a job's output directory")?;
     }
+    let t_attach = Instant::now();
     let mut probes = Probes::attach(&ProbeOptions::default())?;
     let disc = Discovery::start();
+    log::debug!("run {}: probes attached in {:?}", planned.id, t_attach.elapsed());
     let started_unix_s = unix_now_s();
     probes.start()?;
     let watch_fd = probes.watch_fd()?;
     let steps: Vec<Vec<Step>> = (0..s.jobs).map(|i| prepared.steps(i)).collect();
     let job_runs = run_jobs(&steps, s.pinning, cpus, watch_fd);
+    let t_finish = Instant::now();
     let report = finish(probes, disc, started_unix_s)?;
+    log::debug!("run {}: trace finished in {:?}", planned.id, t_finish.elapsed());
     let Some(job_runs) = job_runs else { return Ok(None) };
     report::write_atomic(report_path, &serde_json::to_vec_pretty(&report)?)?;
     let jobs = job_runs
