@@ -8,10 +8,64 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::report::Report;
 
-/// The parts of the wall time of the job made of processes `pids`: `on_cpu` (for
+/// The parts of the wall time of a host job made of processes `pids`: `on_cpu` (for
 /// now; the run-queue wait by thief and the blocked time join it with the ledger).
-pub fn job_parts(report: &Report, pids: &[u32]) -> BTreeMap<String, u64> {
+pub fn host_job_parts(report: &Report, pids: &[u32]) -> BTreeMap<String, u64> {
     let pids: BTreeSet<u32> = pids.iter().copied().collect();
     let on_cpu: u64 = report.threads.iter().filter(|t| pids.contains(&t.pid)).map(|t| t.on_cpu_ns).sum();
     [("on_cpu".to_string(), on_cpu)].into_iter().collect()
+}
+
+/// The parts of a VM job (one VMM process per step, `pids`): the vCPU threads' time
+/// on CPU, split into guest and exit handling where kvm_exit fires (else inside
+/// KVM_RUN as a whole) and VMM userspace on the vCPU thread (where a guest program's
+/// system calls are served); and `vm_setup`, the part of the wall time outside the
+/// vCPUs' lives (VM creation, program loading, teardown), by the VMM's own clock.
+pub fn vm_job_parts(report: &Report, pids: &[u32], vcpu_life_ns: Option<u64>, wall_ns: u64) -> BTreeMap<String, u64> {
+    let mut parts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut add = |k: &str, v: u64| *parts.entry(k.to_string()).or_insert(0) += v;
+    for vm in report.vms.iter().filter(|vm| pids.contains(&vm.pid)) {
+        for v in &vm.vcpus {
+            match (v.guest_ns, v.exit_handling_ns) {
+                (Some(g), Some(e)) => {
+                    add("on_cpu.guest", g);
+                    add("on_cpu.exit_handling", e);
+                }
+                _ => add("on_cpu.kvm_run", v.kvm_run_ns),
+            }
+            add("on_cpu.vmm_user", v.vmm_user_ns);
+        }
+    }
+    if let Some(life) = vcpu_life_ns {
+        add("vm_setup", wall_ns.saturating_sub(life));
+    }
+    parts
+}
+
+/// How long the vCPU of a VMM's ground truth ran, from its start to its end by the
+/// VMM's clock (`vcpus[].start_monotonic_ns`, `end_monotonic_ns`; the longest vCPU).
+pub fn vcpu_life_ns(truth_json: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(truth_json).ok()?;
+    v.get("vcpus")?
+        .as_array()?
+        .iter()
+        .filter_map(|c| {
+            let s = c.get("start_monotonic_ns")?.as_u64()?;
+            let e = c.get("end_monotonic_ns")?.as_u64()?;
+            e.checked_sub(s)
+        })
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_life_from_the_truth() {
+        let t = r#"{"vcpus":[{"start_monotonic_ns":100,"end_monotonic_ns":600},{"start_monotonic_ns":150,"end_monotonic_ns":400}]}"#;
+        assert_eq!(vcpu_life_ns(t), Some(500));
+        assert_eq!(vcpu_life_ns("{}"), None);
+        assert_eq!(vcpu_life_ns("not json"), None);
+    }
 }

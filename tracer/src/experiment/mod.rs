@@ -5,6 +5,7 @@
 //!
 //! - [`workloads`]: the jobs, their generated inputs and self-checks;
 //! - [`plan`]: scenarios and the seeded run order (pure);
+//! - [`env`]: how a job starts in each environment (host, micro-VM, QEMU);
 //! - [`run`]: runs the plan, traces each run, keeps the result current on disk;
 //! - [`account`]: a job's interval as the trace tells it (named parts);
 //! - [`result`]: the result file;
@@ -13,6 +14,7 @@
 
 pub mod account;
 pub mod decompose;
+pub mod env;
 pub mod plan;
 pub mod result;
 pub mod run;

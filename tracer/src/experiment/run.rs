@@ -5,7 +5,7 @@
 //! `--resume` continues from there.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Stdio,
@@ -22,6 +22,7 @@ use anyhow::{Context as _, bail};
 use super::{
     account,
     decompose::summarize,
+    env::{self, Launch},
     plan::{Env, Pinning, PlannedRun, available_cpus, plan},
     result::{ExperimentConfig, ExperimentResult, HostSummary, JobResult, KernelTimes, RunResult, closure_error},
     table::run_line,
@@ -30,7 +31,7 @@ use super::{
 use crate::{
     probe::{self, ProbeOptions, Probes},
     record::{Discovery, finish},
-    report::{self, Report},
+    report,
 };
 
 #[derive(Clone, Debug)]
@@ -241,14 +242,6 @@ fn progress_bar(len: u64, done: u64, enabled: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// The CPUs job `index` may run on in a scenario with this pinning.
-pub fn job_cpus(pinning: Pinning, index: usize, cpus: &[u32]) -> Vec<u32> {
-    match pinning {
-        Pinning::None => cpus.to_vec(),
-        Pinning::Vcpu | Pinning::VcpuVmm => vec![cpus[index % cpus.len()]],
-    }
-}
-
 /// What the runner saw of one job.
 struct JobRun {
     pids: Vec<u32>,
@@ -256,6 +249,8 @@ struct JobRun {
     kernel: KernelTimes,
     /// A step that did not exit with 0: what happened.
     failure: Option<String>,
+    /// VMs: how long the vCPUs ran, summed over the steps, by the VMMs' own clocks.
+    vcpu_life_ns: Option<u64>,
 }
 
 /// One traced run: Some(result), or None when it was interrupted (discarded).
@@ -276,8 +271,19 @@ fn run_once(
     let started_unix_s = unix_now_s();
     probes.start()?;
     let watch_fd = probes.watch_fd()?;
-    let steps: Vec<Vec<Step>> = (0..s.jobs).map(|i| prepared.steps(i)).collect();
-    let job_runs = run_jobs(&steps, s.pinning, cpus, watch_fd);
+    let exe = std::env::current_exe().context("cannot find the vmmtrace executable (the micro-VM's VMM)")?;
+    let launches: Vec<Vec<(Launch, Step)>> = (0..s.jobs)
+        .map(|i| {
+            let steps = prepared.steps(i);
+            let truth = |n: usize| prepared.job_file(i, &format!("truth-{n}.json"));
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(n, st)| (env::launch(&s.env, &st, s.pinning, i, cpus, &exe, &truth(n)), st))
+                .collect()
+        })
+        .collect();
+    let job_runs = run_jobs(&launches, watch_fd);
     let t_finish = Instant::now();
     let report = finish(probes, disc, started_unix_s)?;
     log::debug!("run {}: trace finished in {:?}", planned.id, t_finish.elapsed());
@@ -291,7 +297,11 @@ fn run_once(
                 Some(f) => Err(f),
                 None => prepared.check(i),
             };
-            job_result(i, jr, check.err(), &report, (s.pinning != Pinning::None).then(|| cpus[i % cpus.len()]))
+            let parts_ns = match s.env {
+                Env::Host => account::host_job_parts(&report, &jr.pids),
+                _ => account::vm_job_parts(&report, &jr.pids, jr.vcpu_life_ns, jr.wall_ns),
+            };
+            job_result(i, jr, check.err(), parts_ns, (s.pinning != Pinning::None).then(|| cpus[i % cpus.len()]))
         })
         .collect();
     Ok(Some(RunResult {
@@ -307,8 +317,13 @@ fn run_once(
     }))
 }
 
-fn job_result(index: usize, jr: JobRun, check_error: Option<String>, report: &Report, cpu: Option<u32>) -> JobResult {
-    let parts_ns = account::job_parts(report, &jr.pids);
+fn job_result(
+    index: usize,
+    jr: JobRun,
+    check_error: Option<String>,
+    parts_ns: BTreeMap<String, u64>,
+    cpu: Option<u32>,
+) -> JobResult {
     let sum: u64 = parts_ns.values().sum();
     JobResult {
         index,
@@ -324,7 +339,7 @@ fn job_result(index: usize, jr: JobRun, check_error: Option<String>, report: &Re
 
 /// Starts every job at once (a barrier), each on its own thread running its steps one
 /// after the other; None if interrupted, after the jobs' processes are killed.
-fn run_jobs(steps: &[Vec<Step>], pinning: Pinning, cpus: &[u32], watch_fd: i32) -> Option<Vec<JobRun>> {
+fn run_jobs(steps: &[Vec<(Launch, Step)>], watch_fd: i32) -> Option<Vec<JobRun>> {
     let live: Arc<Mutex<Vec<u32>>> = Arc::default();
     let barrier = Arc::new(Barrier::new(steps.len()));
     let (tx, rx) = mpsc::channel::<(usize, JobRun)>();
@@ -332,10 +347,9 @@ fn run_jobs(steps: &[Vec<Step>], pinning: Pinning, cpus: &[u32], watch_fd: i32) 
     std::thread::scope(|scope| {
         for (i, job) in steps.iter().enumerate() {
             let (tx, live, barrier) = (tx.clone(), live.clone(), barrier.clone());
-            let affinity = job_cpus(pinning, i, cpus);
             scope.spawn(move || {
                 barrier.wait();
-                let _ = tx.send((i, run_job(job, &affinity, watch_fd, &live)));
+                let _ = tx.send((i, run_job(job, watch_fd, &live)));
             });
         }
         drop(tx);
@@ -364,32 +378,40 @@ fn run_jobs(steps: &[Vec<Step>], pinning: Pinning, cpus: &[u32], watch_fd: i32) 
 
 /// Runs one job's steps in order; the stopwatch runs from the first start to the last
 /// exit (before the reap, after which its /proc entry is gone).
-fn run_job(steps: &[Step], affinity: &[u32], watch_fd: i32, live: &Mutex<Vec<u32>>) -> JobRun {
-    let mut jr = JobRun { pids: Vec::new(), wall_ns: 0, kernel: KernelTimes::default(), failure: None };
+fn run_job(steps: &[(Launch, Step)], watch_fd: i32, live: &Mutex<Vec<u32>>) -> JobRun {
+    let mut jr =
+        JobRun { pids: Vec::new(), wall_ns: 0, kernel: KernelTimes::default(), failure: None, vcpu_life_ns: None };
     let t0 = Instant::now();
-    for (n, step) in steps.iter().enumerate() {
-        match run_step(step, affinity, watch_fd, live) {
+    for (n, (launch, step)) in steps.iter().enumerate() {
+        match run_step(launch, step, watch_fd, live) {
             Ok((pid, kernel, status)) => {
                 jr.pids.push(pid);
                 jr.kernel.on_cpu_ns += kernel.on_cpu_ns;
                 jr.kernel.run_delay_ns += kernel.run_delay_ns;
                 if !status.success() {
-                    jr.failure = Some(format!("step {} ({}) ended with {status}", n + 1, step.argv.join(" ")));
+                    jr.failure = Some(format!("step {} ({}) ended with {status}", n + 1, launch.argv.join(" ")));
                 }
             }
-            Err(e) => jr.failure = Some(format!("step {} ({}): {e:#}", n + 1, step.argv.join(" "))),
+            Err(e) => jr.failure = Some(format!("step {} ({}): {e:#}", n + 1, launch.argv.join(" "))),
         }
         if jr.failure.is_some() {
             break;
         }
     }
     jr.wall_ns = t0.elapsed().as_nanos() as u64;
+    for (launch, _) in steps {
+        let life =
+            launch.truth.as_ref().and_then(|t| std::fs::read_to_string(t).ok()).and_then(|t| account::vcpu_life_ns(&t));
+        if let Some(l) = life {
+            *jr.vcpu_life_ns.get_or_insert(0) += l;
+        }
+    }
     jr
 }
 
 fn run_step(
+    launch: &Launch,
     step: &Step,
-    affinity: &[u32],
     watch_fd: i32,
     live: &Mutex<Vec<u32>>,
 ) -> anyhow::Result<(u32, KernelTimes, std::process::ExitStatus)> {
@@ -399,9 +421,9 @@ fn run_step(
     };
     let stdout =
         std::fs::File::create(&step.stdout).with_context(|| format!("cannot create {}", step.stdout.display()))?;
-    let mut cmd = std::process::Command::new(&step.argv[0]);
-    cmd.args(&step.argv[1..]).stdin(stdin).stdout(stdout).stderr(Stdio::null());
-    let mask = cpu_set(affinity);
+    let mut cmd = std::process::Command::new(&launch.argv[0]);
+    cmd.args(&launch.argv[1..]).stdin(stdin).stdout(stdout).stderr(Stdio::null());
+    let mask = cpu_set(&launch.affinity);
     // SAFETY: between fork and exec the closure makes raw syscalls only (getpid, bpf,
     // sched_setaffinity) on data it owns.
     unsafe {
@@ -415,7 +437,7 @@ fn run_step(
     }
     let mut child = {
         let mut l = live.lock().unwrap_or_else(|e| e.into_inner());
-        let c = cmd.spawn().with_context(|| format!("cannot start {}", step.argv[0]))?;
+        let c = cmd.spawn().with_context(|| format!("cannot start {}", launch.argv[0]))?;
         l.push(c.id());
         c
     };
@@ -462,14 +484,6 @@ fn read_schedstat(pid: u32) -> KernelTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pinning_puts_job_i_on_cpu_i_else_anywhere() {
-        let cpus = [2, 5];
-        assert_eq!(job_cpus(Pinning::None, 1, &cpus), vec![2, 5]);
-        assert_eq!(job_cpus(Pinning::Vcpu, 0, &cpus), vec![2]);
-        assert_eq!(job_cpus(Pinning::VcpuVmm, 1, &cpus), vec![5]);
-    }
 
     #[test]
     fn reports_go_beside_the_result() {

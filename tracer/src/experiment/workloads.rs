@@ -161,6 +161,11 @@ impl Prepared {
         }
     }
 
+    /// A file of job `job`'s own (removed with its outputs after the check).
+    pub fn job_file(&self, job: usize, name: &str) -> PathBuf {
+        self.job_dir(job).join(name)
+    }
+
     /// Creates job `job`'s output directory (before the run starts).
     pub fn make_job_dir(&self, job: usize) -> std::io::Result<()> {
         std::fs::create_dir_all(self.job_dir(job))
