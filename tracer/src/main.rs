@@ -63,7 +63,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Report(a) => {
             let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
-            if let Ok(r) = vmmtrace::experiment::ExperimentResult::from_json(&text) {
+            if let Ok(mut r) = vmmtrace::experiment::ExperimentResult::from_json(&text) {
+                // The summary is derived from the runs: recomputed, so that older files
+                // get what this version derives.
+                r.summary = vmmtrace::experiment::decompose::summarize(&r.runs, r.config.plan.cpus.len());
                 print!("{}", vmmtrace::experiment::table::render(&r));
                 return Ok(0);
             }

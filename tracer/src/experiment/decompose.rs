@@ -27,6 +27,10 @@ pub struct ScenarioSummary {
     pub parts_mean_s: BTreeMap<String, f64>,
     /// The worst |closure_error| of any job.
     pub closure_error_max_abs: f64,
+    /// Mean run-queue wait per job by the kernel's own count (schedstat), a check
+    /// independent of the probes (s); None if a job has no kernel count.
+    #[serde(default)]
+    pub kernel_run_delay_mean_s: Option<f64>,
     /// Jobs whose self-check failed.
     pub failed_checks: usize,
     /// Against the baseline; None for the baseline itself or when it has no runs yet.
@@ -44,6 +48,9 @@ pub struct Slowdown {
     /// Change of each part's mean in percentage points of the baseline's mean wall
     /// time; they add up to `pct`.
     pub parts_pp: BTreeMap<String, f64>,
+    /// Change of the kernel's count of run-queue wait, in the same points (a check).
+    #[serde(default)]
+    pub kernel_run_delay_pp: Option<f64>,
 }
 
 /// The scenario every other scenario of its environment and workload is compared to.
@@ -77,6 +84,11 @@ fn summarize_one(scenario: &Scenario, runs: &[&RunResult]) -> ScenarioSummary {
         wall_s: Spread::of(&walls),
         parts_mean_s,
         closure_error_max_abs: jobs.iter().map(|j| j.closure_error.abs()).fold(0.0, f64::max),
+        kernel_run_delay_mean_s: jobs
+            .iter()
+            .map(|j| j.kernel.map(|k| k.run_delay_ns as f64 / 1e9))
+            .sum::<Option<f64>>()
+            .map(|sum| sum / jobs.len().max(1) as f64),
         failed_checks: jobs.iter().filter(|j| j.check_error.is_some()).count(),
         slowdown: None,
     }
@@ -95,7 +107,11 @@ pub fn slowdown(s: &ScenarioSummary, base: &ScenarioSummary) -> Slowdown {
             (k.clone(), 100.0 * (a - b) / denom)
         })
         .collect();
-    Slowdown { baseline: base.scenario.clone(), pct, std_error_pct, parts_pp }
+    let kernel_run_delay_pp = match (s.kernel_run_delay_mean_s, base.kernel_run_delay_mean_s) {
+        (Some(a), Some(b)) => Some(100.0 * (a - b) / denom),
+        _ => None,
+    };
+    Slowdown { baseline: base.scenario.clone(), pct, std_error_pct, parts_pp, kernel_run_delay_pp }
 }
 
 /// Every scenario with measured runs, in scenario order, each with its slowdown
@@ -246,6 +262,7 @@ mod tests {
         assert!((pp(UNACCOUNTED) - 0.5).abs() < 1e-9);
         assert!((d.parts_pp.values().sum::<f64>() - d.pct).abs() < 1e-9);
         assert_eq!(s[1].wall_s.n, 4);
+        assert_eq!(d.kernel_run_delay_pp, None, "no kernel counts in the fixture");
         assert!((s[1].closure_error_max_abs - 5.0 / 1050.0).abs() < 1e-12);
     }
 
@@ -257,6 +274,20 @@ mod tests {
             text,
             "+5.0 %: +4.0 pp run-queue wait (+3.0 pp other_jobs, +1.0 pp host_kernel), +0.5 pp CPU time, +0.5 pp unaccounted"
         );
+    }
+
+    #[test]
+    fn the_kernels_run_queue_wait_is_compared_alike() {
+        let mut runs = fixture();
+        for r in &mut runs {
+            for j in &mut r.jobs {
+                let wait = if r.scenario.jobs == 2 { 40_000_000 } else { 0 };
+                j.kernel = Some(crate::experiment::result::KernelTimes { on_cpu_ns: 0, run_delay_ns: wait });
+            }
+        }
+        let s = summarize(&runs, 2);
+        let d = s[1].slowdown.as_ref().unwrap();
+        assert!((d.kernel_run_delay_pp.unwrap() - 4.0).abs() < 1e-9, "{d:?}");
     }
 
     #[test]

@@ -111,9 +111,11 @@ pub fn render(r: &ExperimentResult) -> String {
         let _ = writeln!(out, "  what the slowdown is made of (percentage points of the baseline's wall time):");
         for s in rows.iter().filter(|s| s.slowdown.is_some()) {
             let d = s.slowdown.as_ref().expect("filtered");
+            let check =
+                d.kernel_run_delay_pp.map(|k| format!(" [kernel's run-queue wait: {k:+.1} pp]")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "    {:<8} {} jobs {:<9} {}",
+                "    {:<8} {} jobs {:<9} {}{check}",
                 s.scenario.env.name(),
                 s.scenario.jobs,
                 s.scenario.pinning.name(),
