@@ -69,3 +69,63 @@ mod tests {
         assert_eq!(vcpu_life_ns("not json"), None);
     }
 }
+
+/// The study's thieves, from a job's run-queue wait by thief role (the ledger's
+/// `by_thief_role_ns`, summed over the job's threads) and the part of the `vmm` time
+/// taken by this job's own VMM's threads: `runq_wait.other_jobs` (jobs are host
+/// processes or vCPUs), `runq_wait.vmm_own`, `runq_wait.vmm_other_vms`,
+/// `runq_wait.host_kernel`, `runq_wait.idle` (wake-up latency), `runq_wait.unresolved`
+/// and `runq_wait.other`. They add up to the job's run-queue wait.
+pub fn runq_wait_parts(by_thief_role_ns: &BTreeMap<String, u64>, vmm_own_ns: u64) -> BTreeMap<String, u64> {
+    let mut parts: BTreeMap<String, u64> = BTreeMap::new();
+    for (role, ns) in by_thief_role_ns {
+        let name = match role.as_str() {
+            "workload" | "vcpu" => "other_jobs",
+            "vmm" => {
+                let own = vmm_own_ns.min(*ns);
+                *parts.entry("runq_wait.vmm_own".into()).or_insert(0) += own;
+                *parts.entry("runq_wait.vmm_other_vms".into()).or_insert(0) += ns - own;
+                continue;
+            }
+            "host_kernel" | "idle" | "unresolved" => role.as_str(),
+            _ => "other",
+        };
+        *parts.entry(format!("runq_wait.{name}")).or_insert(0) += ns;
+    }
+    parts.retain(|_, v| *v > 0);
+    parts
+}
+
+#[cfg(test)]
+mod runq_tests {
+    use super::*;
+
+    #[test]
+    fn thieves_are_named_as_the_study_would_and_add_up() {
+        let by: BTreeMap<String, u64> = [
+            ("workload", 10u64),
+            ("vcpu", 5),
+            ("vmm", 30),
+            ("host_kernel", 7),
+            ("other", 3),
+            ("idle", 2),
+            ("unresolved", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let p = runq_wait_parts(&by, 20);
+        let get = |k: &str| p.get(k).copied().unwrap_or(0);
+        assert_eq!(get("runq_wait.other_jobs"), 15);
+        assert_eq!(get("runq_wait.vmm_own"), 20);
+        assert_eq!(get("runq_wait.vmm_other_vms"), 10);
+        assert_eq!(get("runq_wait.host_kernel"), 7);
+        assert_eq!(get("runq_wait.other"), 3);
+        assert_eq!(get("runq_wait.idle"), 2);
+        assert_eq!(get("runq_wait.unresolved"), 1);
+        assert_eq!(p.values().sum::<u64>(), by.values().sum::<u64>());
+        // Own VMM time cannot exceed what the VMM threads took.
+        assert_eq!(runq_wait_parts(&by, 99)["runq_wait.vmm_own"], 30);
+        assert!(!runq_wait_parts(&by, 30).contains_key("runq_wait.vmm_other_vms"));
+    }
+}
