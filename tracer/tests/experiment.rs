@@ -147,3 +147,37 @@ fn an_interrupted_experiment_keeps_its_finished_runs_and_resumes_to_the_end() {
     assert_eq!(ids, (0..full.plan.len()).collect::<Vec<_>>(), "every planned run exactly once");
     assert_runs_sound(&full, d.path());
 }
+
+#[test]
+fn in_the_micro_vm_each_job_runs_the_real_program_as_a_guest_and_its_vcpu_time_is_accounted() {
+    if programs_missing() || !Path::new("/dev/kvm").exists() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("exp.json");
+    let o = vmmtrace()
+        .args(["experiment", "--env", "microvm", "--cpus", "0,1", "--repeat", "1", "--scale", "0.04", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if stderr.contains("which this build lacks") {
+        eprintln!("skipped: {stderr}");
+        return;
+    }
+    assert!(o.status.success(), "{stderr}");
+    let r = load(&out);
+    assert!(r.complete);
+    // 2 workloads x (warm-up + 2 job counts x 3 pinnings).
+    assert_eq!(r.runs.len(), 2 * (1 + 2 * 3));
+    for run in &r.runs {
+        for j in &run.jobs {
+            assert_eq!(j.check_error, None, "run {} job {}", run.id, j.index);
+            let kvm_run = j.parts_ns.get("on_cpu.kvm_run").or(j.parts_ns.get("on_cpu.guest")).copied().unwrap_or(0);
+            assert!(kvm_run > 0, "run {} job {}: {:?}", run.id, j.index, j.parts_ns);
+            assert!(j.parts_ns.contains_key("vm_setup"), "{:?}", j.parts_ns);
+            assert!(j.parts_sum_ns() as f64 <= j.wall_ns as f64 * 1.005, "run {} job {}: {j:?}", run.id, j.index);
+        }
+    }
+}
