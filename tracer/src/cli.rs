@@ -92,8 +92,9 @@ The result is rewritten after every run (each run's record report goes to <outpu
 Ctrl-C keeps every finished run. Needs bzip2 and gnugo (apt-get install bzip2 gnugo)."
 )]
 pub struct ExperimentArgs {
-    /// Environments, comma-separated: host, qemu, microvm, vm.
-    #[arg(long, value_delimiter = ',', default_value = "host")]
+    /// Environments, comma-separated: host, qemu, microvm, vm (default: every one of
+    /// host, microvm and qemu that this build can run).
+    #[arg(long, value_delimiter = ',')]
     pub env: Vec<String>,
     /// Workloads, comma-separated: bzip2, gobmk.
     #[arg(long, value_delimiter = ',', default_value = "bzip2,gobmk")]

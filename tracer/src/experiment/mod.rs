@@ -30,7 +30,10 @@ pub use workloads::Workload;
 /// The experiment's options from the command line, validated.
 pub fn config_from_cli(a: &crate::cli::ExperimentArgs) -> anyhow::Result<result::ExperimentConfig> {
     use anyhow::{Context as _, anyhow, bail};
-    let envs = a.env.iter().map(|e| Env::parse(e)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
+    let mut envs = a.env.iter().map(|e| Env::parse(e)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
+    if envs.is_empty() {
+        envs = [Env::Host, Env::Microvm, Env::Qemu].into_iter().filter(|e| env::unavailable(e).is_none()).collect();
+    }
     let workloads =
         a.workload.iter().map(|w| Workload::parse(w)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
     let cpus = match &a.cpus {
