@@ -106,7 +106,7 @@ pub fn run(args: &MicrovmArgs) -> anyhow::Result<()> {
         "microvm: started pid {} vcpu_tids {:?} emulator_tid {}",
         std::process::id(),
         vm.vcpu_tids(),
-        crate::vm::gettid()
+        crate::sys::gettid()
     );
     let truth = vm.run_here().context("micro-VM")?;
     println!("{}", serde_json::to_string_pretty(&truth)?);
