@@ -20,6 +20,7 @@ pub mod cli;
 pub mod elf;
 mod emulator;
 mod error;
+pub mod guest_program;
 pub mod layout;
 mod mem;
 pub mod sys;
