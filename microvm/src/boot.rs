@@ -8,15 +8,19 @@ use crate::Error;
 use crate::layout::*;
 use crate::mem::GuestMem;
 
-/// Identity-maps guest-physical 0..`gib` GiB with 2 MiB pages, present, writable and
-/// user-accessible: no guest page fault ever needs CPL0 code.
-pub(crate) fn write_page_tables(mem: &GuestMem, gib: u64) -> Result<(), Error> {
-    assert!(gib <= 512, "one PDPT maps at most 512 GiB");
+/// Identity-maps guest-physical 0..`bytes` (rounded up to 2 MiB) with 2 MiB pages,
+/// present, writable and user-accessible: no guest page fault ever needs CPL0 code.
+pub(crate) fn write_page_tables(mem: &GuestMem, bytes: u64) -> Result<(), Error> {
+    let pages = bytes.div_ceil(2 << 20);
+    let gib = pages.div_ceil(512);
+    if PD0 + gib * 0x1000 > VCPU_BLOCK {
+        return Err(Error::Config(format!("{} GiB of guest RAM is more than the page tables can map", bytes >> 30)));
+    }
     mem.write_u64(PML4, PDPT | 7)?;
     for g in 0..gib {
         let pd = PD0 + g * 0x1000;
         mem.write_u64(PDPT + g * 8, pd | 7)?;
-        for i in 0..512u64 {
+        for i in 0..512u64.min(pages - g * 512) {
             mem.write_u64(pd + i * 8, ((g << 30) | (i << 21)) | 0x87)?; // P RW US PS
         }
     }

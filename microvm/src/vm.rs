@@ -95,6 +95,18 @@ pub(crate) fn load_builtin_payload(mem: &GuestMem) -> Result<u64, Error> {
     load_payload(mem, GUEST_ELF)
 }
 
+/// Loads only the CPL0 stub of the built-in payload (the segments below IDT_BASE), for
+/// guest programs, which own the memory the workload would take.
+pub(crate) fn load_builtin_stub(mem: &GuestMem) -> Result<(), Error> {
+    let hdr = Elf::parse(GUEST_ELF).map_err(|e| Error::Payload(format!("guest.elf: {e}")))?;
+    for ph in hdr.loads().filter(|p| p.vaddr + p.memsz <= IDT_BASE) {
+        let (off, filesz) = (ph.offset as usize, ph.filesz as usize);
+        mem.write(ph.vaddr, &GUEST_ELF[off..off + filesz])?;
+        mem.zero(ph.vaddr + ph.filesz, ph.memsz - ph.filesz)?;
+    }
+    Ok(())
+}
+
 impl Shared {
     pub(crate) fn new(cfg: &Config) -> Result<Arc<Shared>, Error> {
         cfg.validate()?;
@@ -102,7 +114,7 @@ impl Shared {
         let mem = GuestMem::new(mem_size(cfg.vcpus))?;
         let (vm, cpuid) = create_vm(&kvm, &mem)?;
         let user_entry = load_builtin_payload(&mem)?;
-        write_page_tables(&mem, IDENTITY_GIB)?;
+        write_page_tables(&mem, IDENTITY_GIB << 30)?;
         write_idt(&mem)?;
         for i in 0..cfg.vcpus {
             write_vcpu_block(&mem, i)?;

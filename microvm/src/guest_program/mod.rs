@@ -11,12 +11,14 @@
 //! * [`kvm::run`] is the KVM platform (vCPU thread "CPU 0/KVM"), [`ptrace::run`] a
 //!   ptrace one.
 
+pub mod kvm;
 mod loader;
 mod names;
 pub mod ptrace;
 mod server;
 mod space;
 
+pub use kvm::{ProgramConfig, ProgramTruth};
 pub use loader::{Loaded, ProgramSpec, load};
 pub use names::syscall_name;
 pub use server::{CallStat, Outcome, Policy, Syscall, SyscallServer, SyscallStats};

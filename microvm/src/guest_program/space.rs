@@ -191,11 +191,11 @@ impl AddressSpace {
         let mut top = self.layout.stack_bottom() - PAGE; // one guard page under the stack
         for (&s, &e) in self.maps.range(..top).rev() {
             if e <= top && top - e >= len {
-                return (top - len >= floor).then_some(top - len);
+                return top.checked_sub(len).filter(|&a| a >= floor);
             }
             top = top.min(s);
         }
-        (top >= floor + len).then_some(top - len)
+        top.checked_sub(len).filter(|&a| a >= floor)
     }
 }
 
@@ -206,7 +206,7 @@ mod tests {
     fn space() -> AddressSpace {
         let mut s = AddressSpace::new(Layout::new(64 << 20));
         s.brk_start = 0x50_0000;
-        s.brk = 0x50_0000;
+        s.brk = 0x58_0000;
         s
     }
 
