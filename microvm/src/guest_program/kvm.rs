@@ -47,7 +47,7 @@ impl Default for ProgramConfig {
 
 impl ProgramConfig {
     pub fn validate(&self) -> Result<(), Error> {
-        if self.mem_bytes % (2 << 20) != 0 || !(64 << 20..=16 << 30).contains(&self.mem_bytes) {
+        if !self.mem_bytes.is_multiple_of(2 << 20) || !(64 << 20..=16 << 30).contains(&self.mem_bytes) {
             return Err(Error::Config(format!(
                 "--mem {} MiB: give a multiple of 2 MiB between 64 MiB and 16 GiB",
                 self.mem_bytes >> 20
