@@ -690,3 +690,86 @@ fn zero_out(mem: &mut GuestMemory, addr: u64, len: u64) -> Sys {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_program::space::Layout;
+
+    const RAM: u64 = 64 << 20;
+
+    fn server(policy: Policy) -> (SyscallServer, Vec<u8>) {
+        let layout = Layout::new(RAM);
+        let mut space = AddressSpace::new(layout);
+        space.brk_start = 0x80_0000;
+        space.brk = 0x80_0000;
+        let loaded = Loaded { entry: 0, stack_pointer: 0, space, exe: "/bin/true".into(), interpreter: None };
+        (SyscallServer::new(&loaded, policy).unwrap(), vec![0u8; RAM as usize])
+    }
+
+    fn call(s: &mut SyscallServer, ram: &mut [u8], nr: u64, a: &[u64]) -> i64 {
+        let mut args = [0u64; 6];
+        args[..a.len()].copy_from_slice(a);
+        match s.serve(ram, Syscall { nr, args }).unwrap() {
+            Outcome::Return(v) => v,
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+
+    #[test]
+    fn anonymous_mmap_reads_zero_after_reuse_and_munmap_frees() {
+        let (mut s, mut ram) = server(Policy::default());
+        let a = call(&mut s, &mut ram, 9, &[0, 8192, 3, 0x22, u64::MAX, 0]) as u64;
+        ram[a as usize..a as usize + 8192].fill(0xaa);
+        assert_eq!(call(&mut s, &mut ram, 11, &[a, 8192]), 0);
+        let b = call(&mut s, &mut ram, 9, &[0, 8192, 3, 0x22, u64::MAX, 0]) as u64;
+        assert_eq!(a, b, "the freed range is reused");
+        assert!(ram[b as usize..b as usize + 8192].iter().all(|&x| x == 0));
+        assert_eq!(call(&mut s, &mut ram, 11, &[a + 1, 4096]), -EINVAL);
+    }
+
+    #[test]
+    fn brk_grows_and_shrinks_and_refuses_below_its_start() {
+        let (mut s, mut ram) = server(Policy::default());
+        assert_eq!(call(&mut s, &mut ram, 12, &[0]), 0x80_0000);
+        assert_eq!(call(&mut s, &mut ram, 12, &[0x82_1000]), 0x82_1000);
+        ram[0x82_0000] = 7;
+        assert_eq!(call(&mut s, &mut ram, 12, &[0x80_0000]), 0x80_0000);
+        assert_eq!(ram[0x82_0000], 0, "released break memory is zeroed");
+        assert_eq!(call(&mut s, &mut ram, 12, &[0x10_0000]), 0x80_0000);
+    }
+
+    #[test]
+    fn writes_only_to_stdout_stderr_and_allowed_dirs() {
+        let dir = std::env::temp_dir().join(format!("microvm-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut s, mut ram) = server(Policy { write_dirs: vec![dir.clone()], ..Default::default() });
+        let path = 0x90_0000u64;
+        let put = |ram: &mut [u8], p: &str| {
+            ram[path as usize..path as usize + p.len() + 1].copy_from_slice(format!("{p}\0").as_bytes());
+        };
+        assert_eq!(call(&mut s, &mut ram, 1, &[0, path, 1]), -EBADF, "stdin is not writable");
+        put(&mut ram, "/etc/microvm-should-not-exist");
+        assert_eq!(call(&mut s, &mut ram, 257, &[AT_FDCWD as u64, path, 0o101, 0o644]), -EACCES);
+        let f = dir.join("out.txt");
+        put(&mut ram, f.to_str().unwrap());
+        let fd = call(&mut s, &mut ram, 257, &[AT_FDCWD as u64, path, 0o101, 0o644]);
+        assert_eq!(fd, 3, "lowest free guest fd");
+        assert_eq!(call(&mut s, &mut ram, 1, &[3, path, 4]), 4);
+        assert_eq!(call(&mut s, &mut ram, 3, &[3]), 0);
+        assert_eq!(std::fs::read(&f).unwrap(), &f.to_str().unwrap().as_bytes()[..4]);
+        assert_eq!(s.stats().bytes_written, 4);
+        assert_eq!(s.stats().by_name["openat"].count, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_calls_stop_unless_enosys_unknown() {
+        let (mut s, mut ram) = server(Policy::default());
+        let e = s.serve(&mut ram, Syscall { nr: 56, args: [0; 6] }).unwrap_err();
+        assert!(e.contains("system call clone (number 56)"), "{e}");
+        let (mut s, mut ram) = server(Policy { enosys_unknown: true, ..Default::default() });
+        assert_eq!(call(&mut s, &mut ram, 56, &[]), -ENOSYS);
+        assert_eq!(s.serve(&mut ram, Syscall { nr: 231, args: [258, 0, 0, 0, 0, 0] }).unwrap(), Outcome::Exit(2));
+    }
+}
