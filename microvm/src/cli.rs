@@ -62,6 +62,17 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     Ok(CpuList(out))
 }
 
+/// Where a guest PROGRAM runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Platform {
+    /// The micro-VM: one KVM vCPU, system calls served at its exits.
+    #[default]
+    Kvm,
+    /// No VM: the program in a PTRACE_SYSEMU child, the same loader and system-call
+    /// server (to check a program where /dev/kvm is missing; no VM exits).
+    Ptrace,
+}
+
 /// Options of `vmmtrace microvm`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MicrovmArgs {
@@ -110,6 +121,10 @@ pub struct MicrovmArgs {
     /// Answer system calls the micro-VM does not serve with ENOSYS instead of stopping.
     #[arg(long)]
     pub enosys_unknown: bool,
+    /// Where a PROGRAM runs: `kvm` (the micro-VM) or `ptrace` (no VM; same loader and
+    /// system-call server, for checking a program without /dev/kvm).
+    #[arg(long, value_enum, default_value_t = Platform::Kvm)]
+    pub platform: Platform,
     /// The Linux x86-64 program to run as the guest (after `--`), and its arguments.
     #[arg(last = true, value_name = "PROGRAM")]
     pub program: Vec<OsString>,
@@ -155,11 +170,21 @@ fn run_program(args: &MicrovmArgs) -> anyhow::Result<()> {
     };
     let policy =
         Policy { write_dirs: args.guest_write.clone(), enosys_unknown: args.enosys_unknown, ..Default::default() };
-    let truth = guest_program::kvm::run(&spec, &cfg, policy)?;
+    let (json, status) = match args.platform {
+        Platform::Kvm => {
+            let t = guest_program::kvm::run(&spec, &cfg, policy)?;
+            (serde_json::to_string_pretty(&t)?, t.exit_status)
+        }
+        Platform::Ptrace => {
+            cfg.validate()?;
+            let t = guest_program::ptrace::run(&spec, cfg.mem_bytes, policy).map_err(anyhow::Error::msg)?;
+            (serde_json::to_string_pretty(&t)?, t.exit_status)
+        }
+    };
     if let Some(p) = &args.truth {
-        write_truth(p, &serde_json::to_string_pretty(&truth)?)?;
+        write_truth(p, &json)?;
     }
-    std::process::exit(truth.exit_status);
+    std::process::exit(status);
 }
 
 /// Runs the micro-VM with the emulator loop on the calling thread (call it from the

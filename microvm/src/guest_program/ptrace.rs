@@ -10,10 +10,17 @@ use super::loader::{Loaded, ProgramSpec, load};
 use super::server::{Outcome, Policy, Syscall, SyscallServer, SyscallStats};
 use super::space::Layout;
 
-/// Result of a run under ptrace.
-#[derive(Debug, Clone)]
+/// Result of a run under ptrace (the ground truth of `--platform ptrace`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PtraceRun {
+    pub platform: String,
+    pub pid: u32,
+    pub program: String,
+    pub argv: Vec<String>,
+    /// From the fork to the program's exit.
+    pub elapsed_ns: u64,
     pub exit_status: i32,
+    #[serde(rename = "syscalls")]
     pub stats: SyscallStats,
 }
 
@@ -122,6 +129,7 @@ pub fn run(spec: &ProgramSpec, ram_size: u64, policy: Policy) -> Result<PtraceRu
     let mut ram = SharedRam::new(ram_size)?;
     let loaded: Loaded = load(ram.bytes(), layout, spec)?;
     let mut server = SyscallServer::new(&loaded, policy)?;
+    let t0 = std::time::Instant::now();
     // SAFETY: fork; the child only makes raw syscalls (see `child`).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -171,7 +179,15 @@ pub fn run(spec: &ProgramSpec, ram_size: u64, policy: Policy) -> Result<PtraceRu
             Outcome::SetFsBase(b) => (r.fs_base, r.rax) = (b, 0),
             Outcome::Exit(code) => {
                 kill(String::new());
-                return Ok(PtraceRun { exit_status: code, stats: server.stats().clone() });
+                return Ok(PtraceRun {
+                    platform: "ptrace".into(),
+                    pid: std::process::id(),
+                    program: loaded.exe.display().to_string(),
+                    argv: spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+                    elapsed_ns: t0.elapsed().as_nanos() as u64,
+                    exit_status: code,
+                    stats: server.stats().clone(),
+                });
             }
         }
         set_regs(pid, &r).map_err(kill)?;
