@@ -330,7 +330,8 @@ impl SyscallServer {
         }
         let mut host_iov = Vec::with_capacity(cnt as usize);
         for k in 0..cnt {
-            let (base, len) = (mem.read_u64(iov + 16 * k)?, mem.read_u64(iov + 16 * k + 8)?);
+            let at = iov.wrapping_add(16 * k); // out of range wraps into an EFAULT below
+            let (base, len) = (mem.read_u64(at)?, mem.read_u64(at.wrapping_add(8))?);
             let p = mem.slice_mut(base, len)?.as_mut_ptr();
             host_iov.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len as usize });
         }
@@ -535,7 +536,7 @@ impl SyscallServer {
 
     fn munmap(&mut self, mem: &mut GuestMemory, addr: u64, len: u64) -> Sys {
         aligned(addr)?;
-        if len == 0 {
+        if len == 0 || addr.checked_add(page_up(len)).is_none() {
             return Err(EINVAL);
         }
         self.unmap(mem, addr, page_up(len));
@@ -547,6 +548,9 @@ impl SyscallServer {
         aligned(old)?;
         if new_len == 0 || flags & !MREMAP_MAYMOVE != 0 {
             return Err(EINVAL);
+        }
+        if old.checked_add(old_len.max(new_len)).is_none_or(|end| end > self.space.layout.ram_size) {
+            return Err(14); // EFAULT: beyond guest memory
         }
         if !self.space.is_mapped(old, old + old_len) {
             return Err(14); // EFAULT
