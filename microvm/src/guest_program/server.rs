@@ -76,6 +76,8 @@ pub struct SyscallStats {
     pub bytes_written: u64,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// brk, mmap and mremap calls refused for lack of guest memory (`--mem`).
+    pub out_of_memory: u64,
 }
 
 const AT_FDCWD: i64 = -100;
@@ -199,6 +201,12 @@ impl SyscallServer {
         let t0 = Instant::now();
         let mut mem = GuestMemory::new(ram, self.space.layout.program_base);
         let out = self.dispatch(&mut mem, call);
+        let refused = match (call.nr, &out) {
+            (9 | 25, Ok(Outcome::Return(r))) => *r == -ENOMEM,
+            (12, Ok(Outcome::Return(r))) => call.args[0] > *r as u64,
+            _ => false,
+        };
+        self.stats.out_of_memory += refused as u64;
         if self.debug {
             eprintln!("[sys] {} {:x?} -> {:x?}", syscall_name(call.nr), call.args, out);
         }
@@ -237,6 +245,10 @@ impl SyscallServer {
             }
             72 => self.fcntl(a[0], a[1], a[2]),
             221 => self.fd(a[0]).map(|_| 0), // fadvise64: advice only
+            217 => self.fd(a[0]).and_then(|f| {
+                let out = mem.slice_mut(a[1], a[2])?.as_mut_ptr() as u64;
+                host(libc::SYS_getdents64, [f as u64, out, a[2], 0, 0])
+            }),
             137 => self.path(mem, a[0]).and_then(|p| {
                 let out = out_ptr(mem, a[1], std::mem::size_of::<libc::statfs>())?;
                 host(libc::SYS_statfs, [p.as_ptr() as u64, out, 0, 0, 0])
