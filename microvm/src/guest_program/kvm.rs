@@ -141,8 +141,8 @@ pub fn run(spec: &ProgramSpec, cfg: &ProgramConfig, policy: Policy) -> Result<Pr
         .name("CPU 0/KVM".into())
         .spawn(move || {
             let r = (|| {
-                if let Some(c) = &pin {
-                    pin_current("vCPU 0", &c[..1])?;
+                if let Some(c) = pin.as_ref().and_then(|c| c.first()) {
+                    pin_current("vCPU 0", &[*c])?;
                 }
                 run_vcpu(vcpu, ram, server, sync_regs)
             })();
