@@ -260,7 +260,8 @@ impl SyscallServer {
             32 => self.dup(a[0], None),
             33 => self.dup(a[0], Some(a[1])),
             292 => self.dup(a[0], Some(a[1])).and_then(|n| if a[0] == a[1] { Err(EINVAL) } else { Ok(n) }),
-            22 | 293 => self.pipe(mem, a[0]),
+            22 => self.pipe(mem, a[0], 0),
+            293 => self.pipe(mem, a[0], a[1]),
             99 => out_ptr(mem, a[0], std::mem::size_of::<libc::sysinfo>())
                 .and_then(|p| host(libc::SYS_sysinfo, [p, 0, 0, 0, 0])),
             // answered as a kernel or file system without them would; programs fall back
@@ -412,7 +413,8 @@ impl SyscallServer {
     }
 
     /// True if the program may write `path`: it lies under a --guest-write directory
-    /// (symlinks resolved, also of a final component that already exists).
+    /// (symlinks resolved, also of a final component that already exists), or is
+    /// /dev/null.
     fn may_write(&self, dirfd: i64, path: &Path) -> bool {
         let Ok(abs) = self.absolute(dirfd, path) else { return false };
         let real = match std::fs::canonicalize(&abs) {
@@ -422,7 +424,7 @@ impl SyscallServer {
                 _ => return false,
             },
         };
-        self.policy.write_dirs.iter().any(|d| real.starts_with(d))
+        real == Path::new("/dev/null") || self.policy.write_dirs.iter().any(|d| real.starts_with(d))
     }
 
     fn openat(&mut self, mem: &GuestMemory, dirfd: u64, path: u64, flags: u64, mode: u64) -> Sys {
@@ -481,9 +483,10 @@ impl SyscallServer {
     }
 
     /// A host pipe; both ends belong to the program (it may write to its own pipe).
-    fn pipe(&mut self, mem: &mut GuestMemory, fds: u64) -> Sys {
+    fn pipe(&mut self, mem: &mut GuestMemory, fds: u64, flags: u64) -> Sys {
         let mut p = [0i32; 2];
-        host(libc::SYS_pipe2, [p.as_mut_ptr() as u64, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+        let flags = (flags & libc::O_NONBLOCK as u64) | libc::O_CLOEXEC as u64;
+        host(libc::SYS_pipe2, [p.as_mut_ptr() as u64, flags, 0, 0, 0])?;
         // SAFETY: pipe2 just created these two fds; they are owned from here.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
         let a = self.free_slot(0)?;
