@@ -16,6 +16,8 @@
 //! the last switch put on it. So the time charged on a CPU sums to the wall time.
 
 pub mod kvm;
+mod layout;
+pub mod names;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
 pub mod globals {

@@ -7,8 +7,9 @@ use aya_ebpf::{
     programs::{PerfEventContext, TracePointContext},
 };
 use tracer_common::{
-    counter,
+    assert_named, counter,
     kvm::{ExitStats, SAMPLE_GUEST, SAMPLE_HOST_KVM, TidKey, VcpuState, basic_exit_reason},
+    names::program,
     tp_off,
 };
 
@@ -41,6 +42,7 @@ fn vcpu_state_in_run(tid: u32) -> Option<*mut VcpuState> {
     get_or_insert(&VCPU_STATE, &tid, &v, counter::DROPPED_KVM)
 }
 
+assert_named!(kvm_entry, program::KVM_ENTRY);
 #[tracepoint(category = "kvm", name = "kvm_entry")]
 pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     bump(counter::KVM_ENTRY);
@@ -59,6 +61,7 @@ pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(kvm_exit, program::KVM_EXIT);
 #[tracepoint(category = "kvm", name = "kvm_exit")]
 pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     bump(counter::KVM_EXIT);
@@ -80,6 +83,7 @@ pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(kvm_userspace_exit, program::KVM_USERSPACE_EXIT);
 #[tracepoint(category = "kvm", name = "kvm_userspace_exit")]
 pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
     bump(counter::KVM_USERSPACE_EXIT);
@@ -107,6 +111,7 @@ fn kvm_event(slot: u32) -> u32 {
 macro_rules! kvm_event_slots {
     ($($name:ident = $slot:expr),*) => {
         $(
+            assert_named!($name, program::KVM_EVENT[$slot]);
             #[tracepoint]
             pub fn $name(_ctx: TracePointContext) -> u32 {
                 kvm_event($slot)
@@ -146,6 +151,7 @@ fn in_guest_irq_handoff(rip: u64) -> bool {
     false
 }
 
+assert_named!(guest_sample, program::GUEST_SAMPLE);
 #[perf_event]
 pub fn guest_sample(ctx: PerfEventContext) -> u32 {
     // Only samples inside the trace window count.

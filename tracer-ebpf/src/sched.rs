@@ -6,7 +6,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::info;
-use tracer_common::{ThreadCpuStats, counter, is_involuntary, is_involuntary_classic, tp_off};
+use tracer_common::{
+    ThreadCpuStats, assert_named, counter, is_involuntary, is_involuntary_classic, names::program, tp_off,
+};
 
 use crate::maps::{
     CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now, remember_current,
@@ -50,6 +52,7 @@ fn log_first<C: aya_ebpf::EbpfContext>(ctx: &C, kind: &str) {
     info!(ctx, "sched_switch ({}) fires on cpu {}", kind, cpu);
 }
 
+assert_named!(sched_switch_btf, program::SCHED_SWITCH_BTF);
 /// tp_btf: args are (bool preempt, task_struct *prev, task_struct *next,
 /// unsigned int prev_state) on kernels >= 5.18 (userspace checks the prototype in
 /// the kernel's BTF before choosing this program).
@@ -67,6 +70,7 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+assert_named!(sched_switch_tp, program::SCHED_SWITCH_TP);
 /// Classic tracepoint fallback; field offsets come from tracefs at load time.
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
@@ -79,6 +83,7 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_migrate_task, program::SCHED_MIGRATE_TASK);
 /// A task moved to another CPU (wakeup placement, load balancing, affinity change).
 #[tracepoint(category = "sched", name = "sched_migrate_task")]
 pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
@@ -99,6 +104,7 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_process_fork, program::SCHED_PROCESS_FORK);
 /// Fork/clone: a child of a workload task is a workload task.
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
@@ -114,6 +120,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_process_exec, program::SCHED_PROCESS_EXEC);
 /// exec: the thread's name changes; keep the new one.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
@@ -126,6 +133,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(task_rename, program::TASK_RENAME);
 /// prctl(PR_SET_NAME) or a write to /proc/<pid>/task/<tid>/comm (how QEMU names its
 /// "CPU n/KVM" threads).
 #[tracepoint(category = "task", name = "task_rename")]

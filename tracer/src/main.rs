@@ -17,7 +17,7 @@ fn main() {
         std::process::exit(match microvm::cli::run(a) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("vmmtrace microvm: {e:#}");
+                eprintln!("vmmtrace microvm: {}", vmmtrace::error::chain(e.as_ref()));
                 1
             }
         });
@@ -32,7 +32,7 @@ fn main() {
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vmmtrace: {e:#}");
+            eprintln!("vmmtrace: {}", vmmtrace::error::chain(e.as_ref()));
             1
         }
     };

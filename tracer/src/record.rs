@@ -20,6 +20,21 @@ use crate::{
     report::{self, CommandInfo, HostInfo, Report},
 };
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert!(in_kvm_run("16 0x5 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(in_kvm_run("running"));
+        assert!(!in_kvm_run("16 0x5 0xae9a 0x0 0x0 0x0 0x0 0x7ffd 0x7f12")); // another ioctl
+        assert!(!in_kvm_run("202 0x55576e1cf3b8 0x89 0xffffffff 0x7ff")); // futex
+        assert!(!in_kvm_run("-1 0x7ffd 0x7f12"));
+        assert!(!in_kvm_run(""));
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
     pub duration: Option<Duration>,
@@ -224,11 +239,10 @@ pub fn build_report(
     disc.registry.add_unseen_vms(&kvm_run_tids, &seen);
     let meta = thread_meta(&raw, &disc.registry);
     let a = account::attribute(&raw, meta);
-    let entry_exit_unavailable = features
-        .unavailable
-        .iter()
-        .find(|u| u.probe.ends_with("kvm_exit") || u.probe.ends_with("kvm_entry") || u.probe.contains("kvm:*"))
-        .map(|u| format!("{} is not attached: {}", u.probe, u.reason));
+    let entry_exit_unavailable = match &features.kvm_split {
+        probe::KvmSplit::Available => None,
+        probe::KvmSplit::Unavailable(why) => Some(why.clone()),
+    };
     let gtime = disc.gtime_ns();
     let vm_list: Vec<_> = disc.registry.vms.values().cloned().collect();
     let vms = account::kvm::vms(
@@ -321,7 +335,7 @@ pub fn live_line(
 /// A snapshot with every CPU's running interval charged up to now, for live use.
 fn live_snapshot(probes: &Probes) -> anyhow::Result<RawCounters> {
     let mut raw = probes.read()?;
-    raw.window.stop_ns = probe::monotonic_ns();
+    raw.window.stop_ns = crate::sys::monotonic_ns();
     account::close_open_intervals(&mut raw);
     Ok(raw)
 }
@@ -341,7 +355,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut probes = Probes::attach(&opts.probe)?;
     let mut disc = Discovery::start();
     if opts.probe.kvm {
-        probes.mark_in_kvm_run(&disc.vcpus_in_kvm_run())?;
+        probes.mark_in_kvm_run(&disc.vcpus_in_kvm_run());
     }
     let started_unix_s =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -351,7 +365,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut child = match opts.command.is_empty() {
         true => None,
         false => {
-            let c = spawn_watched(&opts.command, probes.watch_fd()?)?;
+            let c = spawn_watched(&opts.command, probes.watch_fd())?;
             let pid = c.id().context("command exited before it started")?;
             Some((c, pid))
         }

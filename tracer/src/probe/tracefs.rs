@@ -18,8 +18,8 @@ pub enum TracefsError {
     NoField { tp: String, field: String },
     #[error("cannot parse {0}: {1}")]
     Parse(String, String),
-    #[error("reading {0}: {1}")]
-    Io(String, std::io::Error),
+    #[error("reading {0}")]
+    Io(String, #[source] std::io::Error),
 }
 
 /// One field of a tracepoint record.

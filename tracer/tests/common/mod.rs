@@ -23,7 +23,7 @@ pub fn schedstat(tid: u32) -> (u64, u64) {
 }
 
 pub fn pin_self(cpu: u32) {
-    assert!(vmmtrace::probe::set_affinity(0, &[cpu]), "cannot pin to CPU {cpu}");
+    assert!(vmmtrace::sys::set_affinity(0, &[cpu]), "cannot pin to CPU {cpu}");
 }
 
 /// A thread that runs `work` and then parks until released, so that the test can read
