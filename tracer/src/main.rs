@@ -63,7 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Report(a) => {
             let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
-            let r = Report::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+            let r = Report::from_json(&text).with_context(|| a.file.display().to_string())?;
             print!("{}", render_text(&r, a.top));
             Ok(0)
         }

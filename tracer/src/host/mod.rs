@@ -48,8 +48,8 @@ use names::{VmKernelThread, is_host_kernel_comm, vcpu_index_from_name, vm_name_f
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "cannot read {path}: {source}; host discovery needs procfs on /proc and sysfs on /sys \
-         (run vmmtrace on the host as root, or in a container that shares the host's /proc)"
+        "cannot read {path} (host discovery needs procfs on /proc and sysfs on /sys: \
+         run vmmtrace on the host as root, or in a container that shares the host's /proc)"
     )]
     Io {
         path: PathBuf,

@@ -123,18 +123,31 @@ impl Report {
     }
 
     /// Parses a report, refusing other schemas with a clear message.
-    pub fn from_json(text: &str) -> Result<Report, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Report, ParseError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(ParseError::NotJson)?;
         match v.get("schema").and_then(|s| s.as_str()) {
-            Some(SCHEMA) => serde_json::from_value(v).map_err(|e| format!("not a valid {SCHEMA} report: {e}")),
-            Some(other) => Err(format!("report schema is {other}; this vmmtrace reads {SCHEMA}")),
-            None => Err("not a vmmtrace report (no \"schema\" field)".into()),
+            Some(SCHEMA) => serde_json::from_value(v).map_err(ParseError::Invalid),
+            Some(other) => Err(ParseError::OtherSchema(other.to_string())),
+            None => Err(ParseError::NoSchema),
         }
     }
 }
 
+/// Why a file is not a report this vmmtrace reads.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the report to {path}: {source} (choose another --output)")]
+pub enum ParseError {
+    #[error("not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("not a valid {SCHEMA} report")]
+    Invalid(#[source] serde_json::Error),
+    #[error("report schema is {0}; this vmmtrace reads {SCHEMA}")]
+    OtherSchema(String),
+    #[error("not a vmmtrace report (no \"schema\" field)")]
+    NoSchema,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the report to {path} (choose another --output)")]
 pub struct WriteError {
     pub path: PathBuf,
     pub source: std::io::Error,
@@ -300,8 +313,8 @@ mod tests {
 
     #[test]
     fn other_schemas_are_refused() {
-        assert!(Report::from_json("{\"schema\":\"vmmtrace/0\"}").unwrap_err().contains("vmmtrace/0"));
-        assert!(Report::from_json("[]").unwrap_err().contains("no \"schema\""));
-        assert!(Report::from_json("nope").unwrap_err().contains("not JSON"));
+        assert!(Report::from_json("{\"schema\":\"vmmtrace/0\"}").unwrap_err().to_string().contains("vmmtrace/0"));
+        assert!(Report::from_json("[]").unwrap_err().to_string().contains("no \"schema\""));
+        assert!(Report::from_json("nope").unwrap_err().to_string().contains("not JSON"));
     }
 }
