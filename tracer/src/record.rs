@@ -2,7 +2,6 @@
 //! live summary, and write the report at the end (also on Ctrl-C or SIGTERM).
 
 use std::{
-    collections::HashMap,
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::PathBuf,
     time::{Duration, Instant},
@@ -14,26 +13,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use std::collections::{BTreeMap, HashSet};
 
 use crate::{
-    account::{self, ThreadMeta},
-    host::{HostSnapshot, Role, registry::Registry},
+    account,
+    host::{Discovery, Role, clock_tick_ns, comm_from_bytes, kernel_string, registry::Registry, thread_meta},
     probe::{self, ProbeOptions, Probes, RawCounters},
     report::{self, CommandInfo, HostInfo, Report},
 };
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn syscall_lines() {
-        assert!(in_kvm_run("16 0x5 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
-        assert!(in_kvm_run("running"));
-        assert!(!in_kvm_run("16 0x5 0xae9a 0x0 0x0 0x0 0x0 0x7ffd 0x7f12")); // another ioctl
-        assert!(!in_kvm_run("202 0x55576e1cf3b8 0x89 0xffffffff 0x7ff")); // futex
-        assert!(!in_kvm_run("-1 0x7ffd 0x7f12"));
-        assert!(!in_kvm_run(""));
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
@@ -93,132 +77,8 @@ fn spawn_watched(argv: &[String], watch_fd: std::os::fd::RawFd) -> anyhow::Resul
     tokio::process::Command::from(cmd).spawn().with_context(|| format!("cannot start {}", argv[0]))
 }
 
-fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
-}
-
-/// Guest time of a thread as the kernel accounts it (field 43 of stat), in ticks.
-fn gtime_ticks(pid: u32, tid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    crate::host::parse_stat(&stat).ok()?.guest_time_ticks
-}
-
-/// Whether a /proc/<pid>/task/<tid>/syscall line shows a thread inside KVM_RUN
-/// (or running, for a vCPU thread).
-pub fn in_kvm_run(syscall_line: &str) -> bool {
-    let mut it = syscall_line.split_whitespace();
-    match (it.next(), it.next(), it.next()) {
-        (Some("running"), _, _) => true,
-        (Some("16"), Some(_fd), Some(cmd)) => u64::from_str_radix(cmd.trim_start_matches("0x"), 16) == Ok(0xae80),
-        _ => false,
-    }
-}
-
-fn tick_ns() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { 1_000_000_000 / hz as u64 } else { 10_000_000 }
-}
-
-/// Host discovery over the whole trace: a snapshot at the start, one per second, one
-/// at the end, merged; and guest time (gtime) of vCPU threads at the start and as last
-/// seen.
-pub struct Discovery {
-    pub registry: Registry,
-    gtime_start: HashMap<u32, u64>,
-    gtime_last: HashMap<u32, u64>,
-}
-
-impl Discovery {
-    pub fn start() -> Discovery {
-        let mut d =
-            Discovery { registry: Registry::default(), gtime_start: HashMap::new(), gtime_last: HashMap::new() };
-        if let Ok(s) = HostSnapshot::discover(&HashSet::new(), &HashSet::new()) {
-            d.registry.merge(s);
-        }
-        d.gtime_start = d.vcpu_gtimes();
-        d
-    }
-
-    /// Guest time (ticks) of every known vCPU thread still alive.
-    fn vcpu_gtimes(&self) -> HashMap<u32, u64> {
-        let mut out = HashMap::new();
-        for vm in self.registry.vms.values() {
-            for &tid in &vm.vcpus {
-                if let Some(g) = gtime_ticks(vm.pid, tid) {
-                    out.insert(tid, g);
-                }
-            }
-        }
-        out
-    }
-
-    /// vCPU threads that are inside ioctl(KVM_RUN) now: /proc/<pid>/task/<tid>/syscall
-    /// shows ioctl (16 on x86_64) with KVM_RUN (0xae80) while the thread waits in
-    /// the kernel, or "running" while it runs (a vCPU thread runs inside KVM_RUN nearly
-    /// all the time).
-    pub fn vcpus_in_kvm_run(&self) -> Vec<u32> {
-        let mut out = Vec::new();
-        for vm in self.registry.vms.values() {
-            for &tid in &vm.vcpus {
-                let Ok(s) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", vm.pid)) else { continue };
-                if in_kvm_run(&s) {
-                    out.push(tid);
-                }
-            }
-        }
-        out
-    }
-
-    /// Takes a snapshot, with what the probes know so far.
-    pub fn observe(&mut self, raw: &RawCounters) {
-        let kvm: HashSet<u32> = raw.vcpus.keys().copied().collect();
-        if let Ok(s) = HostSnapshot::discover(&kvm, &raw.workload) {
-            self.registry.merge(s);
-        }
-        // Threads that exited keep their last reading.
-        let now = self.vcpu_gtimes();
-        self.gtime_last.extend(now);
-    }
-
-    /// Guest time (ns) each vCPU thread accumulated in the window, where known.
-    fn gtime_ns(&self) -> BTreeMap<u32, u64> {
-        let t = tick_ns();
-        self.gtime_last
-            .iter()
-            .map(|(tid, last)| (*tid, last.saturating_sub(self.gtime_start.get(tid).copied().unwrap_or(0)) * t))
-            .collect()
-    }
-}
-
-/// What is known of each thread: identity from the probes, refreshed from discovery;
-/// role from discovery, the workload set and the kernel-thread flag.
-pub fn thread_meta<'a>(raw: &'a RawCounters, reg: &'a Registry) -> impl Fn(u32) -> ThreadMeta + 'a {
-    move |tid| {
-        let info = raw.thread_info.get(&tid);
-        let pid = info.map(|i| i.tgid).unwrap_or(tid);
-        let bpf_comm = info.map(|i| comm_str(&i.comm)).unwrap_or_default();
-        let known = reg.threads.get(&tid).filter(|t| t.pid == pid);
-        let comm = known.map(|t| t.comm.clone()).unwrap_or(bpf_comm);
-        let (mut role, vcpu_index, vm) = reg.classify(tid, pid, &comm);
-        if matches!(role, Role::Other) && (raw.workload.contains(&tid) || raw.workload.contains(&pid)) {
-            role = Role::Workload;
-        }
-        ThreadMeta { pid, comm, role, vcpu_index, vm }
-    }
-}
-
-fn comm_str(c: &[u8; 16]) -> String {
-    String::from_utf8_lossy(c).trim_end_matches('\0').to_string()
-}
-
 pub fn host_info(features: probe::Features, online: usize) -> HostInfo {
-    HostInfo {
-        hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_default(),
-        cpus: online,
-        kernel: read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
-        features,
-    }
+    HostInfo { hostname: kernel_string("hostname"), cpus: online, kernel: kernel_string("osrelease"), features }
 }
 
 /// Builds the report from the probes' final counters and what discovery learned.
@@ -233,7 +93,7 @@ pub fn build_report(
     let seen: BTreeMap<u32, (u32, String)> = raw
         .threads
         .keys()
-        .filter_map(|tid| raw.thread_info.get(tid).map(|i| (*tid, (i.tgid, comm_str(&i.comm)))))
+        .filter_map(|tid| raw.thread_info.get(tid).map(|i| (*tid, (i.tgid, comm_from_bytes(&i.comm)))))
         .collect();
     let kvm_run_tids: HashSet<u32> = raw.vcpus.keys().copied().collect();
     disc.registry.add_unseen_vms(&kvm_run_tids, &seen);
@@ -252,7 +112,7 @@ pub fn build_report(
             vms: &vm_list,
             threads: &disc.registry.threads,
             gtime_ns: &gtime,
-            tick_ns: tick_ns(),
+            tick_ns: clock_tick_ns(),
             entry_exit_unavailable,
         },
     );
@@ -325,7 +185,7 @@ pub fn live_line(
         ));
     }
     for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0).take(3) {
-        let comm = now.thread_info.get(tid).map(|i| comm_str(&i.comm)).unwrap_or_else(|| "?".into());
+        let comm = now.thread_info.get(tid).map(|i| comm_from_bytes(&i.comm)).unwrap_or_else(|| "?".into());
         s.push_str(&format!(" {comm}[{tid}] {:.0}%", 100.0 * *d as f64 / interval_ns as f64));
     }
     s.push_str(&format!(" | dropped {}", now.dropped_events()));

@@ -4,9 +4,10 @@
 mod common;
 
 use vmmtrace::{
+    host::Discovery,
     host::Role,
     probe::{ProbeOptions, Probes},
-    record::{Discovery, finish},
+    record::finish,
     report::Report,
 };
 

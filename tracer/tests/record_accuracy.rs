@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use vmmtrace::{
+    host::Discovery,
     probe::{ProbeOptions, Probes},
-    record::{Discovery, finish},
+    record::finish,
 };
 
 fn online_cpus() -> Vec<u32> {
