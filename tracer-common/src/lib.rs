@@ -250,8 +250,11 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs with explicit padding fields; every bit
     // pattern is valid.
     unsafe impl aya::Pod for CpuState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Window {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ThreadCpuStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ThreadInfo {}
 }
 

@@ -51,6 +51,7 @@ pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     let t = now();
     // SAFETY: only this thread updates its own entry.
     checkpoint_current(tid, unsafe { (*v).mode() });
+    // SAFETY: as above.
     if let Some(done) = unsafe { (*v).on_entry(t) } {
         let key = TidKey { tid, code: done.reason, isa: done.isa, _pad: 0 };
         if let Some(s) = exit_stats(&key) {
@@ -69,11 +70,13 @@ pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     let Some(v) = vcpu_state_in_run(tid) else { return 0 };
     // SAFETY: offsets from the format file.
     let reason: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_REASON)) }.unwrap_or(u32::MAX);
+    // SAFETY: as above.
     let isa: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_ISA)) }.unwrap_or(0);
     let reason = basic_exit_reason(isa, reason);
     let t = now();
     // SAFETY: only this thread updates its own entry.
     checkpoint_current(tid, unsafe { (*v).mode() });
+    // SAFETY: as above.
     unsafe { (*v).on_exit(t, reason, isa) };
     let key = TidKey { tid, code: reason, isa, _pad: 0 };
     if let Some(s) = exit_stats(&key) {
@@ -161,7 +164,7 @@ pub fn guest_sample(ctx: PerfEventContext) -> u32 {
     }
     let tid = current_tid();
     // SAFETY: the value is read by copy.
-    let Some(v) = (unsafe { VCPU_STATE.get(&tid) }) else { return 0 };
+    let Some(v) = (unsafe { VCPU_STATE.get(tid) }) else { return 0 };
     if v.mode() == tracer_common::Mode::Outside {
         return 0;
     }

@@ -141,7 +141,7 @@ pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, drop_counter:
 #[inline(always)]
 pub fn mode_of(tid: u32) -> Mode {
     // SAFETY: the value is read once, by value.
-    match unsafe { VCPU_STATE.get(&tid) } {
+    match unsafe { VCPU_STATE.get(tid) } {
         Some(v) => v.mode(),
         None => Mode::Outside,
     }
@@ -151,17 +151,17 @@ pub fn mode_of(tid: u32) -> Mode {
 /// (and its identity, from the current task) the first time.
 #[inline(always)]
 pub fn charge_current(tid: u32, mode: Mode, ns: u64) -> Option<*mut ThreadCpuStats> {
-    if let Some(p) = THREAD_STATS.get_ptr_mut(&tid) {
+    if let Some(p) = THREAD_STATS.get_ptr_mut(tid) {
         // SAFETY: per-CPU value, this CPU only.
         unsafe { (*p).charge(mode, ns) };
         return Some(p);
     }
-    if THREAD_STATS.insert(&tid, &ThreadCpuStats::with_charge(mode, ns), 0).is_err() {
+    if THREAD_STATS.insert(tid, ThreadCpuStats::with_charge(mode, ns), 0).is_err() {
         bump(counter::DROPPED_THREAD_STATS);
         return None;
     }
     remember_current(tid);
-    THREAD_STATS.get_ptr_mut(&tid)
+    THREAD_STATS.get_ptr_mut(tid)
 }
 
 /// Records the current task's identity if not known yet.
@@ -170,10 +170,10 @@ pub fn remember_current(tid: u32) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
     let info = ThreadInfo { tgid, flags: 0, comm };
-    if let Err(e) = THREAD_INFO.insert(&tid, &info, BPF_NOEXIST) {
-        if e as i64 != -EEXIST {
-            bump(counter::DROPPED_THREAD_INFO);
-        }
+    if let Err(e) = THREAD_INFO.insert(tid, info, BPF_NOEXIST)
+        && e as i64 != -EEXIST
+    {
+        bump(counter::DROPPED_THREAD_INFO);
     }
 }
 

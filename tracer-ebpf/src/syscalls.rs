@@ -27,6 +27,7 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
         Some(v) => {
             // SAFETY: only this thread updates its own entry.
             checkpoint_current(tid, unsafe { (*v).mode() });
+            // SAFETY: as above.
             unsafe { (*v).on_run_enter() };
         }
         None => checkpoint_current(tid, Mode::Outside),
@@ -40,7 +41,7 @@ assert_named!(sys_exit_ioctl, program::SYS_EXIT_IOCTL);
 #[tracepoint(category = "syscalls", name = "sys_exit_ioctl")]
 pub fn sys_exit_ioctl(_ctx: TracePointContext) -> u32 {
     let tid = current_tid();
-    let Some(v) = VCPU_STATE.get_ptr_mut(&tid) else { return 0 };
+    let Some(v) = VCPU_STATE.get_ptr_mut(tid) else { return 0 };
     // SAFETY: only this thread updates its own entry.
     let mode = unsafe { (*v).mode() };
     if mode == Mode::Outside {
@@ -48,6 +49,7 @@ pub fn sys_exit_ioctl(_ctx: TracePointContext) -> u32 {
     }
     bump(counter::KVM_RUN_EXIT);
     checkpoint_current(tid, mode);
+    // SAFETY: as above.
     unsafe { (*v).on_run_exit() };
     0
 }

@@ -18,7 +18,7 @@ pub fn set_affinity(tid: u32, cpus: &[u32]) -> bool {
                 libc::CPU_SET(c as usize, &mut set);
             }
         }
-        libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        libc::sched_setaffinity(tid as libc::pid_t, size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
 

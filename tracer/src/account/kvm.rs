@@ -420,13 +420,15 @@ mod tests {
 
     /// A VM with one vCPU whose guest time was measured, and one VMM thread.
     fn measured() -> (RawCounters, Vec<ThreadTime>, Vec<Vm>, HashMap<u32, ThreadIdentity>) {
-        let mut raw = RawCounters::default();
-        raw.exits = vec![(key(VCPU, 30, 1), ExitStats { count: 7, ..Default::default() })];
-        raw.userspace_exits = vec![(key(VCPU, 2, 0), 7)];
-        raw.kvm_events = vec![(key(VCPU, 0, 0), 2), (key(VCPU, 5, 0), 1)];
-        raw.kvm_event_names = HashMap::from([(0, "kvm:kvm_pio".to_string())]);
-        raw.guest_samples = vec![(key(VCPU, SAMPLE_GUEST, 0), 9), (key(VCPU, SAMPLE_HOST_KVM, 0), 1)];
-        raw.guest_sample_period_ns = 1_000;
+        let raw = RawCounters {
+            exits: vec![(key(VCPU, 30, 1), ExitStats { count: 7, ..Default::default() })],
+            userspace_exits: vec![(key(VCPU, 2, 0), 7)],
+            kvm_events: vec![(key(VCPU, 0, 0), 2), (key(VCPU, 5, 0), 1)],
+            kvm_event_names: HashMap::from([(0, "kvm:kvm_pio".to_string())]),
+            guest_samples: vec![(key(VCPU, SAMPLE_GUEST, 0), 9), (key(VCPU, SAMPLE_HOST_KVM, 0), 1)],
+            guest_sample_period_ns: 1_000,
+            ..Default::default()
+        };
         let threads = vec![time(VCPU, 1_000, 800, 600), time(VMM, 300, 0, 0), time(12, 50, 0, 0)];
         let vms = vec![Vm {
             name: "web".into(),

@@ -136,10 +136,10 @@ impl Btf {
             let bits = base_bits + if t.kind_flag { raw & 0xff_ffff } else { raw };
             if name_off == 0 {
                 let inner = self.skip_modifiers(mtype)?;
-                if matches!(self.types[inner as usize].kind, KIND_STRUCT | KIND_UNION) {
-                    if let Some(b) = self.find_member(inner, member, bits)? {
-                        return Ok(Some(b));
-                    }
+                if matches!(self.types[inner as usize].kind, KIND_STRUCT | KIND_UNION)
+                    && let Some(b) = self.find_member(inner, member, bits)?
+                {
+                    return Ok(Some(b));
                 }
             } else if self.string(name_off)? == member {
                 return Ok(Some(bits));

@@ -118,7 +118,7 @@ struct UpdateAttr {
     flags: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<UpdateAttr>() == 32);
+const _: () = assert!(size_of::<UpdateAttr>() == 32);
 
 /// Inserts the calling process's pid into the WATCH map whose fd is `map_fd`, with
 /// nothing but raw syscalls: safe to call between fork and exec.
@@ -137,7 +137,7 @@ pub fn watch_self_raw(map_fd: RawFd) -> std::io::Result<()> {
     // SAFETY: bpf(BPF_MAP_UPDATE_ELEM) reads `attr` and the key/value it points to,
     // all alive on this stack for the duration of the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, &attr as *const UpdateAttr, std::mem::size_of::<UpdateAttr>())
+        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, &attr as *const UpdateAttr, size_of::<UpdateAttr>())
     };
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
