@@ -81,7 +81,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     if !a.no_kvm {
         match tokio::task::spawn_blocking(move || vmmtrace::bench::run_kvm(reps)).await? {
             Ok(rows) => print!("{}", vmmtrace::bench::render_kvm(&rows)),
-            Err(e) => eprintln!("vmmtrace bench: KVM part skipped: {e:#}"),
+            Err(e) => eprintln!("vmmtrace bench: KVM part skipped: {}", vmmtrace::error::chain(e.as_ref())),
         }
     }
     Ok(0)

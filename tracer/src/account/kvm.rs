@@ -452,19 +452,19 @@ mod tests {
         (raw, threads, vms, ids)
     }
 
+    /// `vms` on the VM of [`measured`] with the given counters and thread times.
+    fn report(raw: &RawCounters, threads: &[ThreadTime], entry_exit_unavailable: Option<String>) -> VmReport {
+        let (_, _, vm_list, ids) = measured();
+        let gtime_ns = BTreeMap::new();
+        let inp =
+            KvmInputs { vms: &vm_list, threads: &ids, gtime_ns: &gtime_ns, tick_ns: 4_000_000, entry_exit_unavailable };
+        vms(raw, threads, &inp).remove(0)
+    }
+
     #[test]
     fn a_measured_vcpu_splits_kvm_run_into_guest_and_exit_handling() {
-        let (raw, threads, vm_list, ids) = measured();
-        let gtime_ns = BTreeMap::new();
-        let inp = KvmInputs {
-            vms: &vm_list,
-            threads: &ids,
-            gtime_ns: &gtime_ns,
-            tick_ns: 4_000_000,
-            entry_exit_unavailable: None,
-        };
-        let out = vms(&raw, &threads, &inp);
-        let vm = &out[0];
+        let (raw, threads, _, _) = measured();
+        let vm = &report(&raw, &threads, None);
         assert_eq!((vm.name.as_str(), vm.pid, vm.kind.as_str()), ("web", VMM, "qemu"));
         let v = &vm.vcpus[0];
         assert_eq!(
@@ -485,19 +485,11 @@ mod tests {
 
     #[test]
     fn without_kvm_exit_the_split_is_null_and_estimated() {
-        let (mut raw, mut threads, vm_list, ids) = measured();
+        let (mut raw, mut threads, _, _) = measured();
         raw.exits.clear();
         threads[0].guest_ns = 0;
-        let gtime_ns = BTreeMap::new();
-        let why = Some("kvm:kvm_exit is not attached: no".to_string());
-        let inp = KvmInputs {
-            vms: &vm_list,
-            threads: &ids,
-            gtime_ns: &gtime_ns,
-            tick_ns: 4_000_000,
-            entry_exit_unavailable: why,
-        };
-        let v = &vms(&raw, &threads, &inp)[0].vcpus[0];
+        let vm = report(&raw, &threads, Some("kvm:kvm_exit is not attached: no".to_string()));
+        let v = &vm.vcpus[0];
         assert_eq!((v.guest_ns, v.exit_handling_ns), (None, None));
         assert_eq!(v.split_unavailable.as_deref(), Some("kvm:kvm_exit is not attached: no"));
         assert_eq!(v.guest_estimate.as_ref().unwrap().guest_ns, Some(720), "9 of 10 samples of 800 ns");
@@ -505,16 +497,9 @@ mod tests {
 
     #[test]
     fn a_vcpu_that_never_ran_is_reported_with_zeros() {
-        let (raw, _, vm_list, ids) = measured();
-        let gtime_ns = BTreeMap::new();
-        let inp = KvmInputs {
-            vms: &vm_list,
-            threads: &ids,
-            gtime_ns: &gtime_ns,
-            tick_ns: 4_000_000,
-            entry_exit_unavailable: None,
-        };
-        let v = &vms(&RawCounters { exits: Vec::new(), ..raw }, &[], &inp)[0].vcpus[0];
+        let (raw, _, _, _) = measured();
+        let vm = report(&RawCounters { exits: Vec::new(), ..raw }, &[], None);
+        let v = &vm.vcpus[0];
         assert_eq!((v.on_cpu_ns, v.kvm_run_ns, v.vmm_user_ns, v.switches), (0, 0, 0, 0));
         assert!(v.split_unavailable.as_deref().unwrap().contains("did not run"));
     }
