@@ -52,7 +52,7 @@ pub enum ProbeError {
     },
     #[error("map {0} is missing from the eBPF object (rebuild it: cargo xtask build-ebpf)")]
     MissingMap(&'static str),
-    #[error("map {name}")]
+    #[error("reading or writing map {name} failed")]
     Map {
         name: &'static str,
         #[source]
