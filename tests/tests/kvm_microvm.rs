@@ -15,7 +15,7 @@ fn traced_vm(cfg: &microvm::Config) -> (Report, microvm::GroundTruth) {
 
 #[test]
 fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
-    require_root!();
+    require_kvm!();
     let cfg = microvm::Config {
         vcpus: 2,
         workload: microvm::Workload::Bzip2,
@@ -71,7 +71,7 @@ fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
 
 #[test]
 fn on_a_host_without_kvm_exit_the_split_is_null_with_the_reason_and_pvm_events_are_counted() {
-    require_root!();
+    require_kvm!();
     let fired = {
         let cfg = microvm::Config { vcpus: 1, work: 4, exit_every: 1, timer_hz: 250, ..Default::default() };
         traced_vm(&cfg)
@@ -104,7 +104,7 @@ fn on_a_host_without_kvm_exit_the_split_is_null_with_the_reason_and_pvm_events_a
 /// time in exits (only where kvm_exit does not fire: elsewhere it is not needed).
 #[test]
 fn sampled_guest_time_separates_guest_work_from_exit_handling() {
-    require_root!();
+    require_kvm!();
     let share = |cfg: &microvm::Config| {
         let (report, truth) = traced_vm(cfg);
         if report.events.get("kvm_exit").copied().unwrap_or(0) > 0 {
@@ -143,7 +143,7 @@ fn sampled_guest_time_separates_guest_work_from_exit_handling() {
 /// ioctl(KVM_RUN) and marks it.
 #[test]
 fn a_vcpu_already_inside_kvm_run_when_tracing_starts_counts_as_kvm_run() {
-    require_root!();
+    require_kvm!();
     let cfg = microvm::Config {
         vcpus: 1,
         workload: microvm::Workload::Loop,
