@@ -16,6 +16,8 @@
 //! the last switch put on it. So the time charged on a CPU sums to the wall time.
 
 pub mod kvm;
+mod layout;
+pub mod names;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
 pub mod globals {
@@ -248,8 +250,11 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs with explicit padding fields; every bit
     // pattern is valid.
     unsafe impl aya::Pod for CpuState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Window {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ThreadCpuStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ThreadInfo {}
 }
 

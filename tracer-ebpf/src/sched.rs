@@ -6,7 +6,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::info;
-use tracer_common::{ThreadCpuStats, counter, is_involuntary, is_involuntary_classic, tp_off};
+use tracer_common::{
+    ThreadCpuStats, assert_named, counter, is_involuntary, is_involuntary_classic, names::program, tp_off,
+};
 
 use crate::maps::{
     CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now, remember_current,
@@ -50,6 +52,7 @@ fn log_first<C: aya_ebpf::EbpfContext>(ctx: &C, kind: &str) {
     info!(ctx, "sched_switch ({}) fires on cpu {}", kind, cpu);
 }
 
+assert_named!(sched_switch_btf, program::SCHED_SWITCH_BTF);
 /// tp_btf: args are (bool preempt, task_struct *prev, task_struct *next,
 /// unsigned int prev_state) on kernels >= 5.18 (userspace checks the prototype in
 /// the kernel's BTF before choosing this program).
@@ -67,11 +70,13 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+assert_named!(sched_switch_tp, program::SCHED_SWITCH_TP);
 /// Classic tracepoint fallback; field offsets come from tracefs at load time.
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets read from this kernel's format file; read_at checks bounds.
     let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
+    // SAFETY: as above.
     let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
     if on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64)) {
         log_first(&ctx, "tracepoint");
@@ -79,6 +84,7 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_migrate_task, program::SCHED_MIGRATE_TASK);
 /// A task moved to another CPU (wakeup placement, load balancing, affinity change).
 #[tracepoint(category = "sched", name = "sched_migrate_task")]
 pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
@@ -86,12 +92,12 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the format file.
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_PID)) }) else { return 0 };
     let tid = tid as u32;
-    match THREAD_STATS.get_ptr_mut(&tid) {
+    match THREAD_STATS.get_ptr_mut(tid) {
         // SAFETY: per-CPU value, this CPU only.
         Some(s) => unsafe { (*s).migrations += 1 },
         None => {
             let s = ThreadCpuStats { migrations: 1, ..Default::default() };
-            if THREAD_STATS.insert(&tid, &s, 0).is_err() {
+            if THREAD_STATS.insert(tid, s, 0).is_err() {
                 bump(counter::DROPPED_THREAD_STATS);
             }
         }
@@ -99,33 +105,37 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_process_fork, program::SCHED_PROCESS_FORK);
 /// Fork/clone: a child of a workload task is a workload task.
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     bump(counter::SCHED_FORK);
     // SAFETY: offsets from the format file.
     let parent: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_PARENT_PID)) }.unwrap_or(-1);
+    // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_CHILD_PID)) }.unwrap_or(-1);
     let (parent, child) = (parent as u32, child as u32);
     // SAFETY: value read by copy.
-    if unsafe { WATCH.get(&parent) }.is_some() && WATCH.insert(&child, &1, 0).is_err() {
+    if unsafe { WATCH.get(parent) }.is_some() && WATCH.insert(child, 1, 0).is_err() {
         bump(counter::DROPPED_WATCH);
     }
     0
 }
 
+assert_named!(sched_process_exec, program::SCHED_PROCESS_EXEC);
 /// exec: the thread's name changes; keep the new one.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     bump(counter::COMM_UPDATE);
     let tid = current_tid();
-    if let Some(info) = THREAD_INFO.get_ptr_mut(&tid) {
+    if let Some(info) = THREAD_INFO.get_ptr_mut(tid) {
         // SAFETY: the value belongs to the current task, which only it updates here.
         unsafe { (*info).comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or((*info).comm) };
     }
     0
 }
 
+assert_named!(task_rename, program::TASK_RENAME);
 /// prctl(PR_SET_NAME) or a write to /proc/<pid>/task/<tid>/comm (how QEMU names its
 /// "CPU n/KVM" threads).
 #[tracepoint(category = "task", name = "task_rename")]
@@ -133,10 +143,11 @@ pub fn task_rename(ctx: TracePointContext) -> u32 {
     bump(counter::COMM_UPDATE);
     // SAFETY: offsets from the format file.
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::RENAME_PID)) }) else { return 0 };
+    // SAFETY: as above.
     let Ok(comm) = (unsafe { ctx.read_at::<[u8; 16]>(tp_offset(tp_off::RENAME_NEWCOMM)) }) else {
         return 0;
     };
-    if let Some(info) = THREAD_INFO.get_ptr_mut(&(tid as u32)) {
+    if let Some(info) = THREAD_INFO.get_ptr_mut(tid as u32) {
         // SAFETY: a plain store of a byte array into the map value.
         unsafe { (*info).comm = comm };
     }

@@ -7,9 +7,11 @@
 pub mod account;
 pub mod bench;
 pub mod cli;
+pub mod error;
 pub mod experiment;
 pub mod host;
 pub mod kvm_reasons;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod sys;

@@ -29,8 +29,9 @@ use super::{
     workloads::{self, Prepared, Step, Workload},
 };
 use crate::{
+    host::Discovery,
     probe::{self, ProbeOptions, Probes},
-    record::{Discovery, finish},
+    record::finish,
     report,
 };
 
@@ -270,7 +271,7 @@ fn run_once(
     log::debug!("run {}: probes attached in {:?}", planned.id, t_attach.elapsed());
     let started_unix_s = unix_now_s();
     probes.start()?;
-    let watch_fd = probes.watch_fd()?;
+    let watch_fd = probes.watch_fd();
     let exe = std::env::current_exe().context("cannot find the vmmtrace executable (the micro-VM's VMM)")?;
     let launches: Vec<Vec<(Launch, Step)>> = (0..s.jobs)
         .map(|i| {
@@ -429,7 +430,7 @@ fn run_step(
     unsafe {
         cmd.pre_exec(move || {
             probe::watch_self_raw(watch_fd)?;
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask) != 0 {
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &mask) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
