@@ -31,9 +31,10 @@ pub fn job_cpus(pinning: Pinning, index: usize, cpus: &[u32]) -> Vec<u32> {
 pub fn unavailable(env: &Env) -> Option<String> {
     match env {
         Env::Host => None,
-        Env::Microvm => Some(
-            "the microvm environment needs the micro-VM to run unmodified programs (issue 9), which this build lacks; run with --env host".into(),
+        Env::Microvm if !Path::new("/dev/kvm").exists() => Some(
+            "the microvm environment needs /dev/kvm, which this host lacks (load kvm-intel, kvm-amd or kvm-pvm; dmesg says why it did not bind); run with --env host".into(),
         ),
+        Env::Microvm => None,
         Env::Qemu => Some(
             "the qemu environment needs QEMU to run unmodified programs as guests (issue 10), which this build lacks; run with --env host".into(),
         ),

@@ -130,9 +130,9 @@ fn start_or_resume(opts: &ExperimentOptions) -> anyhow::Result<ExperimentResult>
 /// Fails before anything runs if an environment cannot run here yet, or a program
 /// is missing.
 fn check_ready(cfg: &ExperimentConfig) -> anyhow::Result<()> {
-    for env in &cfg.plan.envs {
-        if *env != Env::Host {
-            bail!("the {} environment is not available in this build yet; run with --env host", env.name());
+    for e in &cfg.plan.envs {
+        if let Some(why) = env::unavailable(e) {
+            bail!("{why}");
         }
     }
     for &w in &cfg.plan.workloads {
