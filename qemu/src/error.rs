@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("qemu-system-x86_64 not found on PATH: install it with `apt-get install qemu-system-x86`")]
-    QemuMissing,
+    #[error("{0} not found: install QEMU with `apt-get install qemu-system-x86`")]
+    QemuMissing(String),
     #[error(
         "cannot open /dev/kvm ({0}): run as root on a host with KVM, or use --accel tcg (emulation: exits are then not KVM exits)"
     )]

@@ -249,14 +249,14 @@ pub fn run(cfg: &Config) -> Result<GroundTruth, Error> {
 /// The QEMU binary: `configured`, else `qemu-system-x86_64` on PATH.
 pub fn find_qemu(configured: Option<&std::path::Path>) -> Result<PathBuf, Error> {
     if let Some(p) = configured {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(Error::QemuMissing) };
+        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(Error::QemuMissing(p.display().to_string())) };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
         .map(|dir| dir.join("qemu-system-x86_64"))
         .find(|candidate| candidate.is_file())
-        .ok_or(Error::QemuMissing)
+        .ok_or_else(|| Error::QemuMissing("qemu-system-x86_64 (on PATH, /usr/bin, /usr/local/bin)".into()))
 }
 
 /// The accelerator to use: `Auto` becomes KVM when /dev/kvm opens, else TCG.
