@@ -1,0 +1,84 @@
+//! Real QEMU traced by the real probes: userspace exits per vCPU against the guest's
+//! own count, and the roles of every QEMU thread in the report.
+//!
+//! Needs qemu-system-x86_64 and /dev/kvm. Without /dev/kvm QEMU runs under TCG (no
+//! KVM_RUN, no KVM exits): the test then checks only that the VM and its threads are
+//! found and says that the exit counts were not checked.
+
+use vmm_qemu::{Accel, ThreadRole, Workload};
+use vmmtrace::{
+    host::Role,
+    probe::{ProbeOptions, Probes},
+    record::{Discovery, finish},
+    report::Report,
+};
+
+fn traced_qemu(cfg: &vmm_qemu::Config) -> (Report, vmm_qemu::GroundTruth) {
+    // Boot first: the firmware's exits and the "ready" lines are not part of the count;
+    // the vCPUs now spin at their gate without exits, inside KVM_RUN.
+    let vm = vmm_qemu::Vm::boot(cfg).unwrap_or_else(|e| panic!("boot QEMU: {e}"));
+    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach the probes (run the tests as root)");
+    let disc = Discovery::start();
+    probes.mark_in_kvm_run(&disc.vcpus_in_kvm_run()).unwrap();
+    probes.start().unwrap();
+    let truth = vm.start().wait().unwrap_or_else(|e| panic!("QEMU run: {e}"));
+    (finish(probes, disc, 0).unwrap(), truth)
+}
+
+#[test]
+fn userspace_exits_per_vcpu_equal_the_guests_count_and_qemu_threads_have_their_roles() {
+    let cfg = vmm_qemu::Config {
+        name: Some(format!("vmmtrace-traced-{}", std::process::id())),
+        vcpus: 2,
+        workload: Workload::Bzip2,
+        work: 6,
+        exit_every: 1,
+        bzip2_unit_bytes: 64 << 10,
+        iothreads: 1,
+        pin_vcpus: Some(vec![0, 1]),
+        ..Default::default()
+    };
+    let (report, truth) = traced_qemu(&cfg);
+    assert_eq!(report.dropped_events, 0);
+    let vm = report
+        .vms
+        .iter()
+        .find(|v| v.pid == truth.pid)
+        .unwrap_or_else(|| panic!("no VM {} in {:?}", truth.pid, report.vms));
+    assert_eq!(vm.name, truth.name);
+    assert_eq!(vm.kind, "qemu");
+
+    // Every non-vCPU thread of QEMU (main loop, RCU, iothreads) is a VMM thread of this VM.
+    for t in truth.threads.iter().filter(|t| t.role != ThreadRole::Vcpu) {
+        assert!(vm.vmm_threads.iter().any(|v| v.tid == t.tid), "{t:?} not among {:?}", vm.vmm_threads);
+        if let Some(th) = report.thread(t.tid) {
+            assert_eq!((th.role, th.vm.as_deref()), (Role::Vmm, Some(truth.name.as_str())), "{t:?}");
+        }
+    }
+    let main = report.thread(truth.pid).expect("QEMU's main loop ran during the trace");
+    assert_eq!(main.role, Role::Vmm);
+
+    if truth.accel == Accel::Tcg {
+        eprintln!("no /dev/kvm: QEMU ran under TCG, so there were no KVM exits to count; exit counts NOT checked");
+        return;
+    }
+    assert_eq!(vm.vcpus.len(), 2);
+    for t in &truth.vcpus {
+        let v = vm.vcpus.iter().find(|v| v.tid == t.tid).expect("vCPU in the report");
+        assert_eq!(v.index, Some(t.index));
+        let th = report.thread(t.tid).expect("vCPU thread in the report");
+        assert_eq!((th.role, th.vcpu), (Role::Vcpu, Some(t.index)));
+        assert_eq!(th.comm, format!("CPU {}/KVM", t.index));
+        // Exactly the port exits the guest counted after "go" (progress bytes, its
+        // result line, the final isa-debug-exit), every one served by QEMU.
+        let io = v.userspace_exits.get("KVM_EXIT_IO").copied().unwrap_or(0);
+        assert_eq!(io, t.exits["io"], "vCPU {}: {:?}", t.index, v.userspace_exits);
+        assert_eq!(t.progress_exits, cfg.expected_progress_exits());
+        // The only other return to userspace: a halted vCPU interrupted once when the
+        // other vCPU ends QEMU (exit_group).
+        for (reason, n) in v.userspace_exits.iter().filter(|(r, _)| *r != "KVM_EXIT_IO") {
+            assert!(reason == "KVM_EXIT_INTR" && *n <= 1, "vCPU {}: {:?}", t.index, v.userspace_exits);
+        }
+        assert!(v.kvm_run_ns > 10 * v.vmm_user_ns, "{v:?}");
+    }
+}
