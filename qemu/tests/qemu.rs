@@ -126,8 +126,8 @@ fn timer_interrupts_are_counted_by_the_guest() {
 #[test]
 fn a_missing_qemu_says_how_to_install_it() {
     let cfg = Config { qemu: Some("/nonexistent/qemu-system-x86_64".into()), ..Default::default() };
-    let err = vmm_qemu::run(&cfg).err().expect("no QEMU there").to_string();
+    let err = vmm_qemu::run(&cfg).expect_err("no QEMU there").to_string();
     assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
     let cfg = Config { vcpus: 17, ..Default::default() };
-    assert!(vmm_qemu::run(&cfg).err().unwrap().to_string().contains("--vcpus 17 out of range"));
+    assert!(vmm_qemu::run(&cfg).unwrap_err().to_string().contains("--vcpus 17 out of range"));
 }
