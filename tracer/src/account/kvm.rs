@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ThreadTime;
 use crate::{
-    host::{ThreadIdentity, Vm},
+    host::{ThreadIdentity, Vm, VmmThreadKind, vmm_thread_kind},
     kvm_reasons::{Isa, exit_reason_name, is_guest_idle, userspace_exit_name},
     probe::RawCounters,
 };
@@ -77,6 +77,10 @@ pub struct VcpuReport {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct VmmThreadReport {
     pub tid: u32,
+    /// What the thread does (main loop, RCU, iothread, ...), from its name; reports
+    /// written before this field existed read as `other`.
+    #[serde(default)]
+    pub kind: VmmThreadKind,
     pub comm: String,
     pub on_cpu_ns: u64,
     pub migrations: u64,
@@ -239,15 +243,19 @@ this KVM backend does not account guest time (PVM); the upper bound is kvm_run_n
                 pinned: id.map(|i| i.pinned).unwrap_or(false),
             });
         }
+        let process_comm = ident(vm.pid).map(|i| i.comm.as_str()).unwrap_or_default();
+        let vcpus_named = vm.vcpus.iter().any(|&t| ident(t).is_some_and(|i| !i.vcpu_index_inferred));
         let mut vmm_threads: Vec<VmmThreadReport> = vm
             .vmm_threads
             .iter()
             .map(|&tid| {
                 let id = ident(tid);
                 let t = by_tid.get(&tid);
+                let comm = id.map(|i| i.comm.clone()).unwrap_or_default();
                 VmmThreadReport {
                     tid,
-                    comm: id.map(|i| i.comm.clone()).unwrap_or_default(),
+                    kind: vmm_thread_kind(vm.kind, &comm, tid == vm.pid, process_comm, vcpus_named),
+                    comm,
                     on_cpu_ns: t.map(|t| t.on_cpu_ns).unwrap_or(0),
                     migrations: t.map(|t| t.migrations).unwrap_or(0),
                     affinity: id.map(|i| i.affinity.clone()).unwrap_or_default(),

@@ -38,7 +38,7 @@ pub mod registry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-pub use names::VmmKind;
+pub use names::{VmmKind, VmmThreadKind, vmm_thread_kind};
 pub use parse::{CpuListError, PF_KTHREAD, Stat, format_cpu_list, parse_cpu_list, parse_stat};
 pub use procfs::HostPaths;
 
