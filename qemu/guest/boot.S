@@ -64,9 +64,13 @@ entry64:
 	lea 1(%r12), %rax
 	shl $12, %rax
 	lea kstacks - KSTACK_RESERVE(%rax), %rsp	/* RSP0 of this vCPU */
-	mov $0xC0000081, %ecx		/* STAR as Linux sets it (PVM wants it); no syscalls */
+	mov $0xC0000081, %ecx		/* STAR as Linux sets it (PVM wants it) */
 	xor %eax, %eax
 	mov $0x00230010, %edx
+	wrmsr
+	mov $0xC0000082, %ecx		/* LSTAR: system calls of a guest program */
+	mov $(CPL0_BASE + SYSCALL_OFF), %eax
+	xor %edx, %edx
 	wrmsr
 	mov %r12d, %eax
 	shl $4, %eax
@@ -82,10 +86,10 @@ entry64:
 	rdmsr
 	or $0xc00, %eax
 	wrmsr
-2:	mov %r12d, %edi			/* user_main(cpu) on the top of its region */
+2:	mov %r12d, %edi			/* user_main(cpu) on its own stack */
 	lea 1(%r12), %rax
-	shl $25, %rax
-	add $VCPU_REGION_BASE, %rax
+	shl $16, %rax
+	add $USER_STACKS, %rax
 	pushq $0x2b			/* SS */
 	push %rax			/* RSP */
 	pushq $0x2			/* RFLAGS: IOPL 0 (the TSS bitmap allows the ports), IF 0 */
@@ -220,6 +224,53 @@ exc_common:				/* record the fault in the mailbox, end QEMU with EXIT_FAULT */
 1:	cli
 	hlt
 	jmp 1b
+
+	.org SYSCALL_OFF
+syscall_entry:
+	/* A guest program's SYSCALL. On PVM it stays at CPL3 and jumps here; on VT-x, SVM
+	 * and TCG it enters CPL0 without switching stacks. Either way no stack is touched
+	 * (the program's red zone) and only rax, rcx, r11 change, as the ABI allows: the
+	 * call goes to the mailbox, one byte to the system-call port (QEMU writes it to
+	 * vmmtrace's socket), and the answer comes back in the mailbox. */
+	mov %rax, SC_AT(SC_NR)
+	mov %rdi, SC_AT(8)
+	mov %rsi, SC_AT(16)
+	mov %rdx, SC_AT(24)
+	mov %r10, SC_AT(32)
+	mov %r8, SC_AT(40)
+	mov %r9, SC_AT(48)
+	mov %rcx, SC_AT(SC_RIP)
+	mov %r11, SC_AT(SC_RFLAGS)
+	movq $0, SC_AT(SC_ANSWERED)
+	incq SC_AT(SC_COUNT)
+	incq MAILBOX + MB_SLOTS_OFF + 8	/* vCPU 0's exit count */
+	mov $PORT_SYSCALL, %dx
+	out %al, %dx
+1:	pause
+	cmpq $0, SC_AT(SC_ANSWERED)
+	je 1b
+	mov SC_AT(SC_ACTION), %rax
+	cmp $SC_EXIT, %rax
+	je 4f
+	cmp $SC_SET_FS, %rax
+	jne 2f
+	mov SC_AT(SC_RESULT), %rax
+	wrfsbase %rax
+	xor %eax, %eax
+	mov %rax, SC_AT(SC_RESULT)
+2:	mov SC_AT(24), %rdx
+	mov SC_AT(SC_RESULT), %rax
+	mov %cs, %ecx
+	test $3, %cl
+	mov SC_AT(SC_RIP), %rcx
+	jnz 3f
+	sysretq
+3:	jmp *%rcx
+4:	incq MAILBOX + MB_SLOTS_OFF + 8
+	mov $PORT_EXIT, %dx
+	mov $EXIT_OK, %eax
+	out %eax, %dx
+5:	jmp 5b
 
 	/* Real-mode trampoline of the other vCPUs, copied to AP_TRAMPOLINE (CS = 0x800). */
 	.code16

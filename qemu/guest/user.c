@@ -48,7 +48,7 @@ extern uint8_t apic_x2;
 extern char kstacks[];
 
 static struct {
-	uint64_t vcpus, workload, work, exit_every, bz_bytes, loop_iters, timer_hz;
+	uint64_t vcpus, workload, work, exit_every, bz_bytes, loop_iters, timer_hz, program;
 } cfg;
 
 void *memset(void *d, int c, size_t n)
@@ -152,6 +152,7 @@ static void read_config(void)
 	cfg.bz_bytes = arg(c, "unit_bytes", 256 << 10);
 	cfg.loop_iters = arg(c, "unit_iters", 1 << 16);
 	cfg.timer_hz = arg(c, "timer_hz", 0);
+	cfg.program = arg(c, "program", 0);
 }
 
 static void progress(struct wl_params *p, uint64_t units)
@@ -194,7 +195,7 @@ static void run_vcpu(unsigned cpu)
 	p->bz_bytes = (uint32_t)cfg.bz_bytes;
 	p->loop_iters = (uint32_t)cfg.loop_iters;
 	p->heap_lo = region;
-	p->heap_hi = region + VCPU_REGION_SIZE - USER_STACK_SIZE;
+	p->heap_hi = region + VCPU_REGION_SIZE;
 	s->state = SLOT_READY;
 	lock_console();
 	put_u64(s, "vmmtrace-qemu: ready vcpu=", cpu);
@@ -227,6 +228,24 @@ static void run_vcpu(unsigned cpu)
 	__asm__ volatile("int $" "0x81" ::: "memory");
 }
 
+/* Guest-program mode: after "go", become the program vmmtrace loaded (its entry and
+ * initial stack are in the mailbox). Its system calls go to syscall_entry (boot.S). */
+static void run_program(volatile struct vcpu_slot *s)
+{
+	s->state = SLOT_READY;
+	lock_console();
+	put_str(s, "vmmtrace-qemu: ready vcpu=0\n");
+	unlock_console();
+	while (!MB->go)
+		cpu_relax();
+	s->tsc_go = s->tsc_start = rdtsc();
+	s->state = SLOT_RUNNING;
+	uint64_t entry = *(volatile uint64_t *)SC(SC_ENTRY), sp = *(volatile uint64_t *)SC(SC_SP);
+	/* rdx = 0: no rtld_fini for the program's _start (the ELF ABI's entry state) */
+	__asm__ volatile("mov %0, %%rsp\n\txor %%edx, %%edx\n\tjmp *%1" ::"S"(sp), "a"(entry) : "memory");
+	__builtin_unreachable();
+}
+
 void user_main(unsigned cpu)
 {
 	if (cpu >= MAX_VCPUS)
@@ -236,6 +255,8 @@ void user_main(unsigned cpu)
 		MB->vcpus = cfg.vcpus;
 		MB->apic_x2 = apic_x2;
 		MB->magic = MAILBOX_MAGIC;
+		if (cfg.program)
+			run_program(SLOT(0));
 		if (cfg.vcpus > 1)
 			__asm__ volatile("int $" "0x82" ::: "memory");
 	}
