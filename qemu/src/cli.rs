@@ -1,10 +1,13 @@
 //! `vmmtrace qemu ...`: run the guest under real QEMU and print its ground truth.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use microvm::cli::{CpuList, parse_cpu_list};
+use microvm::cli::{CpuList, parse_cpu_list, parse_size};
+use microvm::guest_program::{Policy, ProgramSpec};
 
+use crate::program::ProgramOptions;
 use crate::{Accel, Config, Vm, Workload};
 
 /// Options of `vmmtrace qemu`.
@@ -53,9 +56,23 @@ pub struct QemuArgs {
     /// The QEMU binary (default: qemu-system-x86_64 on PATH).
     #[arg(long, value_name = "PATH")]
     pub qemu: Option<PathBuf>,
-    /// Write the ground truth JSON here (atomically) instead of to stdout.
+    /// Write the ground truth JSON here (atomically) instead of to stdout (with a
+    /// PROGRAM, stdout is the program's: the truth is written only with --truth).
     #[arg(long, value_name = "FILE")]
     pub truth: Option<PathBuf>,
+    /// Guest RAM for a PROGRAM, e.g. "512M" or "1G" (64M..2G, multiple of 2 MiB).
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    pub mem: u64,
+    /// A PROGRAM may create and write files under DIR (repeatable); otherwise only its
+    /// stdout and stderr.
+    #[arg(long, value_name = "DIR")]
+    pub guest_write: Vec<PathBuf>,
+    /// Answer system calls the server does not know with ENOSYS instead of stopping.
+    #[arg(long)]
+    pub enosys_unknown: bool,
+    /// An unmodified Linux x86-64 program to run as the guest (after `--`), and its arguments.
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub program: Vec<OsString>,
 }
 
 impl QemuArgs {
@@ -74,12 +91,40 @@ impl QemuArgs {
             iothreads: self.iothreads,
             accel: self.accel,
             qemu: self.qemu.clone(),
+            program_mem_mib: None,
         }
     }
 }
 
-/// Boots QEMU, runs the guest and prints (or writes) the ground truth.
+/// Runs `args.program` under QEMU; ends the process with its exit status (stdout and
+/// stderr are the program's).
+fn run_program(args: &QemuArgs) -> anyhow::Result<()> {
+    let (prog, rest) = args.program.split_first().expect("called with a program");
+    let spec = ProgramSpec::from_command(Path::new(prog), rest).map_err(anyhow::Error::msg)?;
+    let policy =
+        Policy { write_dirs: args.guest_write.clone(), enosys_unknown: args.enosys_unknown, ..Default::default() };
+    let opts = ProgramOptions {
+        mem_mib: args.mem >> 20,
+        pin_vcpus: args.pin_vcpus.as_ref().map(|c| c.0.clone()),
+        pin_vmm: args.pin_vmm.as_ref().map(|c| c.0.clone()),
+        accel: args.accel,
+        qemu: args.qemu.clone(),
+        name: args.name.clone(),
+    };
+    let truth = crate::program::run(&spec, policy, &opts).context("QEMU")?;
+    if let Some(path) = &args.truth {
+        let json = serde_json::to_string_pretty(&truth)?;
+        write_atomic(path, json.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    }
+    std::process::exit(truth.exit_status);
+}
+
+/// Boots QEMU, runs the guest and prints (or writes) the ground truth. With a PROGRAM,
+/// runs it and exits with its status.
 pub fn run(args: &QemuArgs) -> anyhow::Result<()> {
+    if !args.program.is_empty() {
+        return run_program(args);
+    }
     let cfg = args.to_config();
     let vm = Vm::boot(&cfg).context("QEMU")?;
     if vm.accel() == Accel::Tcg && cfg.accel == Accel::Auto {

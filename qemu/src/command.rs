@@ -10,10 +10,20 @@ pub(crate) struct RunPaths {
     pub guest_ram: PathBuf,
     pub qmp_socket: PathBuf,
     pub progress: PathBuf,
+    /// Guest programs: the socket QEMU forwards the system-call port to.
+    pub syscall_socket: Option<PathBuf>,
+}
+
+/// Guest RAM in MiB.
+pub(crate) fn ram_mib(cfg: &Config) -> u64 {
+    cfg.program_mem_mib.unwrap_or_else(|| layout::ram_mib(cfg.vcpus))
 }
 
 /// The guest's kernel command line: its whole configuration.
 pub fn guest_cmdline(cfg: &Config) -> String {
+    if cfg.program_mem_mib.is_some() {
+        return "vcpus=1 program=1".into();
+    }
     format!(
         "vcpus={} workload={} work={} exit_every={} unit_bytes={} unit_iters={} timer_hz={}",
         cfg.vcpus,
@@ -37,7 +47,8 @@ fn workload_code(w: microvm::Workload) -> u32 {
 
 /// QEMU's arguments (without argv[0]) for `accel` (already resolved: Kvm or Tcg).
 pub(crate) fn qemu_args(cfg: &Config, name: &str, accel: Accel, paths: &RunPaths) -> Vec<String> {
-    let ram_mib = layout::ram_mib(cfg.vcpus);
+    let program = paths.syscall_socket.as_ref();
+    let ram_mib = ram_mib(cfg);
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     match accel {
@@ -66,6 +77,10 @@ pub(crate) fn qemu_args(cfg: &Config, name: &str, accel: Accel, paths: &RunPaths
     push(&["-device", &format!("isa-debugcon,iobase={:#x},chardev=console", layout::PORT_CONSOLE)]);
     push(&["-chardev", &format!("file,id=progress,path={}", paths.progress.display())]);
     push(&["-device", &format!("isa-debugcon,iobase={:#x},chardev=progress", layout::PORT_PROGRESS)]);
+    if let Some(socket) = program {
+        push(&["-chardev", &format!("socket,id=syscalls,path={}", socket.display())]);
+        push(&["-device", &format!("isa-debugcon,iobase={:#x},chardev=syscalls", layout::PORT_SYSCALL)]);
+    }
     push(&["-device", &format!("isa-debug-exit,iobase={:#x},iosize=4", layout::PORT_EXIT)]);
     push(&["-kernel", &paths.kernel.display().to_string(), "-append", &guest_cmdline(cfg)]);
     a
@@ -81,6 +96,7 @@ mod tests {
             guest_ram: "/dev/shm/ram".into(),
             qmp_socket: "/run/qmp.sock".into(),
             progress: "/run/progress".into(),
+            syscall_socket: None,
         }
     }
 

@@ -52,6 +52,8 @@ pub enum Error {
         rflags: u64,
         cr2: u64,
     },
+    #[error("guest program: {0}")]
+    Program(String),
     #[error("vCPU {vcpu}: workload failed with status {status} (see microvm/guest/workload.c for the codes)")]
     Workload { vcpu: u32, status: i64 },
 }

@@ -45,6 +45,17 @@ impl GuestRam {
         Ok(GuestRam { path: path.to_path_buf(), ptr: ptr.cast(), len: len as usize })
     }
 
+    /// The whole RAM as bytes, for the program loader and the system-call server.
+    ///
+    /// # Safety
+    /// The guest must not touch the memory the caller reads or writes meanwhile: the
+    /// guest waits at its gate (loading) or spins on the mailbox in its system-call
+    /// entry (serving), reading only the mailbox.
+    pub(crate) unsafe fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: our live mapping of `len` bytes; exclusivity as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

@@ -15,6 +15,7 @@ pub const VCPU_REGION_SIZE: u64 = 0x200_0000;
 
 pub const PORT_CONSOLE: u16 = 0xe9;
 pub const PORT_PROGRESS: u16 = 0xea;
+pub const PORT_SYSCALL: u16 = 0xeb;
 pub const PORT_EXIT: u16 = 0xf4;
 /// QEMU's exit status when the guest wrote EXIT_OK (0x10) to isa-debug-exit: (0x10 << 1) | 1.
 pub const QEMU_STATUS_OK: i32 = 33;
@@ -54,6 +55,23 @@ pub mod slot {
     pub const STATUS: u64 = PARAMS + 72;
     /// `state` once the vCPU finished its work.
     pub const STATE_DONE: u64 = 3;
+}
+
+/// The system call being served (`SC_*` in layout.h), at MAILBOX + MB_SYSCALL_OFF.
+pub mod syscall {
+    pub const BASE: u64 = super::MAILBOX + 0x1100;
+    pub const NR: u64 = BASE;
+    /// rdi, rsi, rdx, r10, r8, r9.
+    pub const ARGS: u64 = BASE + 8;
+    pub const RESULT: u64 = BASE + 72;
+    pub const ACTION: u64 = BASE + 80;
+    pub const ANSWERED: u64 = BASE + 88;
+    pub const ENTRY: u64 = BASE + 96;
+    pub const SP: u64 = BASE + 104;
+    pub const COUNT: u64 = BASE + 112;
+    pub const RETURN: u64 = 0;
+    pub const SET_FS: u64 = 1;
+    pub const EXIT: u64 = 2;
 }
 
 /// Address of vCPU `index`'s slot.

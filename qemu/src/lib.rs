@@ -28,6 +28,7 @@ mod console;
 mod error;
 mod guest_ram;
 pub mod layout;
+pub mod program;
 mod qmp;
 pub mod threads;
 mod vm;
@@ -84,6 +85,10 @@ pub struct Config {
     pub accel: Accel,
     /// The QEMU binary; `None`: `qemu-system-x86_64` on PATH.
     pub qemu: Option<PathBuf>,
+    /// Set by [`program::run`]: the guest runs a Linux program instead of a workload
+    /// (one vCPU, this much RAM in MiB).
+    #[serde(default)]
+    pub program_mem_mib: Option<u64>,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             iothreads: 0,
             accel: Accel::Auto,
             qemu: None,
+            program_mem_mib: None,
         }
     }
 }
@@ -127,6 +133,11 @@ impl Config {
         }
         if self.loop_unit_iters < 1 {
             return bad("loop unit iterations must be >= 1".into());
+        }
+        if let Some(mib) = self.program_mem_mib
+            && (self.vcpus != 1 || !(64..=2048).contains(&mib) || mib % 2 != 0)
+        {
+            return bad(format!("--mem {mib}M: a guest program needs 1 vCPU and 64M..2G of RAM, in 2 MiB steps"));
         }
         if self.iothreads > 16 {
             return bad(format!("--iothreads {} too many (max 16)", self.iothreads));

@@ -33,26 +33,7 @@ pub struct IoThread {
 impl Qmp {
     /// Waits for QEMU to connect (or to exit, or for `deadline`), then negotiates.
     pub(crate) fn accept(listener: &UnixListener, qemu: &mut Child, deadline: Duration) -> Result<Qmp, Error> {
-        let start = Instant::now();
-        loop {
-            let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
-            if ready > 0 {
-                let (stream, _) = listener.accept().map_err(|e| Error::Qmp(format!("accept: {e}")))?;
-                return Qmp::negotiate(stream);
-            }
-            if let Ok(Some(status)) = qemu.try_wait() {
-                return Err(Error::QemuExited {
-                    status: status.to_string(),
-                    when: "before connecting to QMP".into(),
-                    stderr: String::new(),
-                });
-            }
-            if start.elapsed() > deadline {
-                return Err(Error::Qmp(format!("QEMU did not connect to QMP within {deadline:?}")));
-            }
-        }
+        Qmp::negotiate(accept_from_qemu(listener, qemu, deadline, "QMP")?)
     }
 
     fn negotiate(stream: UnixStream) -> Result<Qmp, Error> {
@@ -103,6 +84,36 @@ impl Qmp {
 
     pub(crate) fn iothreads(&mut self) -> Result<Vec<IoThread>, Error> {
         parse_iothreads(&self.execute("query-iothreads", None)?)
+    }
+}
+
+/// Waits for QEMU to connect to `listener` (a `-chardev socket` in client mode), or to
+/// exit, or for `deadline`.
+pub(crate) fn accept_from_qemu(
+    listener: &UnixListener,
+    qemu: &mut Child,
+    deadline: Duration,
+    what: &str,
+) -> Result<UnixStream, Error> {
+    let start = Instant::now();
+    loop {
+        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if ready > 0 {
+            let (stream, _) = listener.accept().map_err(|e| Error::Qmp(format!("accept {what}: {e}")))?;
+            return Ok(stream);
+        }
+        if let Ok(Some(status)) = qemu.try_wait() {
+            return Err(Error::QemuExited {
+                status: status.to_string(),
+                when: format!("before connecting to {what}"),
+                stderr: String::new(),
+            });
+        }
+        if start.elapsed() > deadline {
+            return Err(Error::Qmp(format!("QEMU did not connect to {what} within {deadline:?}")));
+        }
     }
 }
 

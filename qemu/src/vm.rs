@@ -1,19 +1,19 @@
 //! Launching QEMU, finding and pinning its threads, the "go" gate, and the ground truth.
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::command::{RunPaths, qemu_args};
+use crate::command::{self, RunPaths, qemu_args};
 use crate::console::{self, Console, Short};
 use crate::error::exception_name;
 use crate::guest_ram::GuestRam;
 use crate::layout::{self, mailbox, slot};
-use crate::qmp::{IoThread, Qmp, VcpuThread};
+use crate::qmp::{IoThread, Qmp, VcpuThread, accept_from_qemu};
 use crate::threads::{self, Classified, ThreadRole};
 use crate::{Accel, Config, Error, GroundTruth, ThreadTruth, VcpuTruth};
 
@@ -25,9 +25,9 @@ static RUNS: AtomicU32 = AtomicU32::new(0);
 
 /// A host clock reading: CLOCK_MONOTONIC and the TSC, taken together.
 #[derive(Clone, Copy, Debug)]
-struct Stamp {
-    mono_ns: u64,
-    tsc: u64,
+pub(crate) struct Stamp {
+    pub mono_ns: u64,
+    pub tsc: u64,
 }
 
 fn monotonic_ns() -> u64 {
@@ -37,7 +37,7 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn stamp() -> Stamp {
+pub(crate) fn stamp() -> Stamp {
     // SAFETY: rdtsc has no preconditions on x86_64.
     let tsc = unsafe { std::arch::x86_64::_rdtsc() };
     Stamp { mono_ns: monotonic_ns(), tsc }
@@ -67,31 +67,33 @@ impl Drop for RunDir {
 /// A QEMU VM booted to its gate: every vCPU at CPL3, waiting for "go". Dropping it
 /// kills QEMU.
 pub struct Vm {
-    cfg: Config,
-    name: String,
-    accel: Accel,
-    qemu: PathBuf,
-    command: Vec<String>,
+    pub(crate) cfg: Config,
+    pub(crate) name: String,
+    pub(crate) accel: Accel,
+    pub(crate) qemu: PathBuf,
+    pub(crate) command: Vec<String>,
     child: Child,
     qmp: Qmp,
+    /// Guest programs: where QEMU forwards the system-call port.
+    pub(crate) syscalls: Option<UnixStream>,
     console: Console,
     stderr: Option<JoinHandle<String>>,
-    vcpus: Vec<VcpuThread>,
+    pub(crate) vcpus: Vec<VcpuThread>,
     iothreads: Vec<IoThread>,
     threads: Vec<Classified>,
     launched: Stamp,
-    qmp_ready_ns: u64,
-    boot_ns: u64,
-    guest_boot_ns: u64,
-    ram: GuestRam,
+    pub(crate) qmp_ready_ns: u64,
+    pub(crate) boot_ns: u64,
+    pub(crate) guest_boot_ns: u64,
+    pub(crate) ram: GuestRam,
     progress: PathBuf,
     _dir: RunDir,
 }
 
 /// A VM whose vCPUs run the workload. `wait` returns the ground truth.
 pub struct RunningVm {
-    vm: Vm,
-    go: Stamp,
+    pub(crate) vm: Vm,
+    pub(crate) go: Stamp,
 }
 
 impl Vm {
@@ -107,10 +109,15 @@ impl Vm {
             guest_ram: dir.0.join("ram"),
             qmp_socket: dir.0.join("qmp.sock"),
             progress: dir.0.join("progress"),
+            syscall_socket: cfg.program_mem_mib.map(|_| dir.0.join("syscalls.sock")),
         };
         std::fs::write(&paths.kernel, GUEST_ELF).map_err(io_error("write", &paths.kernel))?;
-        let ram = GuestRam::create(&paths.guest_ram, layout::ram_mib(cfg.vcpus) << 20)?;
+        let ram = GuestRam::create(&paths.guest_ram, command::ram_mib(cfg) << 20)?;
         let listener = UnixListener::bind(&paths.qmp_socket).map_err(io_error("listen on", &paths.qmp_socket))?;
+        let syscall_listener = match &paths.syscall_socket {
+            Some(p) => Some(UnixListener::bind(p).map_err(io_error("listen on", p))?),
+            None => None,
+        };
         let name = cfg.name.clone().unwrap_or_else(|| format!("vmmtrace-qemu-{}-{}", std::process::id(), dir.1));
         let args = qemu_args(cfg, &name, accel, &paths);
         let launched = stamp();
@@ -134,6 +141,12 @@ impl Vm {
             Ok(q) => q,
             Err(e) => return Err(fail_early(child, stderr, e)),
         };
+        let syscalls =
+            match syscall_listener.map(|l| accept_from_qemu(&l, &mut child, QMP_DEADLINE, "the system-call socket")) {
+                Some(Err(e)) => return Err(fail_early(child, stderr, e)),
+                Some(Ok(stream)) => Some(stream),
+                None => None,
+            };
         let mut vm = Vm {
             cfg: cfg.clone(),
             name,
@@ -142,6 +155,7 @@ impl Vm {
             command,
             child,
             qmp,
+            syscalls,
             console,
             stderr,
             vcpus: Vec::new(),
@@ -218,6 +232,22 @@ impl Vm {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The guest is done: reads every QEMU thread from /proc while QEMU still runs,
+    /// then `let_go` lets the guest end QEMU through isa-debug-exit (status 33).
+    pub(crate) fn end(&mut self, let_go: impl FnOnce(&GuestRam)) -> Result<Vec<ThreadTruth>, Error> {
+        let pid = self.pid();
+        let samples = threads::list_threads(pid)?;
+        let classified = threads::classify(pid, &samples, &self.vcpus, &self.iothreads);
+        let threads = samples.iter().zip(&classified).map(|(s, c)| thread_truth(pid, s, c)).collect();
+        let_go(&self.ram);
+        let status =
+            self.child.wait().map_err(|source| Error::Io { what: "wait for", path: self.qemu.clone(), source })?;
+        if status.code() != Some(layout::QEMU_STATUS_OK) {
+            return Err(self.failure("instead of through isa-debug-exit"));
+        }
+        Ok(threads)
+    }
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -249,7 +279,7 @@ impl Vm {
     }
 
     /// QEMU ended early: why, with its stderr or the guest's exception.
-    fn failure(&mut self, when: &str) -> Error {
+    pub(crate) fn failure(&mut self, when: &str) -> Error {
         let status = self.child.wait();
         let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
         if let Some(e) = self.guest_exception() {
@@ -323,14 +353,7 @@ impl RunningVm {
         }
         let done = stamp();
         let pid = vm.pid();
-        let samples = threads::list_threads(pid)?;
-        let classified = threads::classify(pid, &samples, &vm.vcpus, &vm.iothreads);
-        let threads: Vec<ThreadTruth> = samples.iter().zip(&classified).map(|(s, c)| thread_truth(pid, s, c)).collect();
-        vm.ram.write_u64(layout::MAILBOX + mailbox::EXIT_REQ, 1);
-        let status = vm.child.wait().map_err(|source| Error::Io { what: "wait for", path: vm.qemu.clone(), source })?;
-        if status.code() != Some(layout::QEMU_STATUS_OK) {
-            return Err(vm.failure("instead of through isa-debug-exit"));
-        }
+        let threads = vm.end(|ram| ram.write_u64(layout::MAILBOX + mailbox::EXIT_REQ, 1))?;
         let tsc_hz = (done.tsc - vm.launched.tsc) as f64 * 1e9 / (done.mono_ns - vm.launched.mono_ns) as f64;
         let vcpus = vm.vcpus.iter().map(|v| vcpu_truth(vm, self.go, tsc_hz, v, &threads)).collect::<Result<_, _>>()?;
         let progress_bytes = std::fs::metadata(&vm.progress).map(|m| m.len()).unwrap_or(0);
