@@ -73,8 +73,22 @@ pub struct ProgramTruth {
 }
 
 /// Boots QEMU, loads the program into its RAM, runs it and serves its system calls
-/// until it exits. The program's stdin, stdout and stderr are this process's.
+/// until it exits. The program's stdin, stdout and stderr are `policy.stdio`.
 pub fn run(spec: &ProgramSpec, policy: Policy, opts: &ProgramOptions) -> Result<ProgramTruth, Error> {
+    boot(spec, policy, opts)?.run()
+}
+
+/// A program loaded into a booted QEMU whose vCPU waits at its gate: attach probes,
+/// then [`BootedProgram::run`].
+pub struct BootedProgram {
+    vm: Vm,
+    server: SyscallServer,
+    spec: ProgramSpec,
+    mem_mib: u64,
+}
+
+/// Boots QEMU in program mode and loads the program (its vCPU waits for "go").
+pub fn boot(spec: &ProgramSpec, policy: Policy, opts: &ProgramOptions) -> Result<BootedProgram, Error> {
     let cfg = Config {
         name: opts.name.clone(),
         vcpus: 1,
@@ -92,8 +106,23 @@ pub fn run(spec: &ProgramSpec, policy: Policy, opts: &ProgramOptions) -> Result<
     vm.ram.write_u64(syscall::ENTRY, loaded.entry);
     vm.ram.write_u64(syscall::SP, loaded.stack_pointer);
     let server = SyscallServer::new(&loaded, policy).map_err(Error::Program)?;
-    let running = vm.start();
-    serve(running, server, spec, opts.mem_mib)
+    Ok(BootedProgram { vm, server, spec: spec.clone(), mem_mib: opts.mem_mib })
+}
+
+impl BootedProgram {
+    pub fn pid(&self) -> u32 {
+        self.vm.pid()
+    }
+    pub fn vcpu_tids(&self) -> Vec<u32> {
+        self.vm.vcpu_tids()
+    }
+    pub fn vmm_tids(&self) -> Vec<u32> {
+        self.vm.vmm_tids()
+    }
+    /// Starts the program and serves its system calls until it exits.
+    pub fn run(self) -> Result<ProgramTruth, Error> {
+        serve(self.vm.start(), self.server, &self.spec, self.mem_mib)
+    }
 }
 
 /// Serves system calls until the program exits; then the truth.

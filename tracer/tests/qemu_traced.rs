@@ -96,3 +96,37 @@ fn userspace_exits_per_vcpu_equal_the_guests_count_and_qemu_threads_have_their_r
         assert!(v.kvm_run_ns > 10 * v.vmm_user_ns, "{v:?}");
     }
 }
+
+/// An unmodified program under QEMU: each system call is one `KVM_EXIT_IO` on the vCPU
+/// (the byte QEMU forwards to vmmtrace), plus the final isa-debug-exit.
+#[test]
+fn a_guest_programs_system_calls_are_its_userspace_exits() {
+    use microvm::guest_program::{Policy, ProgramSpec};
+    let spec = ProgramSpec::from_command(std::path::Path::new("/usr/games/gnugo"), &["--version".into()])
+        .expect("gnugo (apt-get install gnugo)");
+    let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+    use std::os::fd::AsRawFd as _;
+    let policy = Policy { stdio: [0, devnull.as_raw_fd(), 2], ..Default::default() };
+    let opts = vmm_qemu::program::ProgramOptions { mem_mib: 256, ..Default::default() };
+    let booted = vmm_qemu::program::boot(&spec, policy, &opts).unwrap_or_else(|e| panic!("gnugo under QEMU: {e}"));
+    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach the probes (run the tests as root)");
+    let disc = Discovery::start();
+    probes.mark_in_kvm_run(&disc.vcpus_in_kvm_run()).unwrap();
+    probes.start().unwrap();
+    let truth = booted.run().unwrap_or_else(|e| panic!("gnugo under QEMU: {e}"));
+    let report = finish(probes, disc, 0).unwrap();
+    assert_eq!(truth.exit_status, 0);
+    assert_eq!(truth.vcpu.exits["io"], truth.syscalls.total + 1);
+    let vm = report.vms.iter().find(|v| v.pid == truth.pid).expect("the QEMU VM in the report");
+    let main = vm.vmm_threads.iter().find(|t| t.tid == truth.pid).expect("main loop");
+    assert_eq!(main.kind, VmmThreadKind::MainLoop);
+    if truth.accel != Accel::Kvm {
+        eprintln!("no /dev/kvm: QEMU ran under TCG; exit counts NOT checked");
+        return;
+    }
+    let v = vm.vcpus.iter().find(|v| v.tid == truth.vcpu.tid).expect("the vCPU in the report");
+    // Traced from the gate on: exactly the guest's count.
+    let io = v.userspace_exits.get("KVM_EXIT_IO").copied().unwrap_or(0);
+    assert_eq!(io, truth.vcpu.exits["io"], "{:?}", v.userspace_exits);
+    assert!(v.userspace_exits.keys().all(|r| r == "KVM_EXIT_IO"), "{:?}", v.userspace_exits);
+}
