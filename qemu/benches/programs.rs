@@ -81,7 +81,7 @@ fn cases(dir: &Path) -> Vec<Case> {
         x ^= x >> 7;
         x ^= x << 17;
         out.extend_from_slice(words[(x % 10) as usize].as_bytes());
-        out.push(if x % 13 == 0 { b'\n' } else { b' ' });
+        out.push(if x.is_multiple_of(13) { b'\n' } else { b' ' });
     }
     std::fs::write(&text, out).unwrap();
     let gtp = dir.join("game.gtp");
