@@ -229,9 +229,11 @@ exc_common:				/* record the fault in the mailbox, end QEMU with EXIT_FAULT */
 syscall_entry:
 	/* A guest program's SYSCALL. On PVM it stays at CPL3 and jumps here; on VT-x, SVM
 	 * and TCG it enters CPL0 without switching stacks. Either way no stack is touched
-	 * (the program's red zone) and only rax, rcx, r11 change, as the ABI allows: the
-	 * call goes to the mailbox, one byte to the system-call port (QEMU writes it to
-	 * vmmtrace's socket), and the answer comes back in the mailbox. */
+	 * (the program's red zone) and only rax, rcx, r11 change, as the ABI allows. The
+	 * call goes to the mailbox and one byte to a 16550 whose chardev is vmmtrace's
+	 * socket; vmmtrace serves the call, writes the answer to the mailbox and one byte
+	 * back, which QEMU's main loop receives into the UART: the guest polls the line
+	 * status for it and reads it. Every port access is counted, before it is made. */
 	mov %rax, SC_AT(SC_NR)
 	mov %rdi, SC_AT(8)
 	mov %rsi, SC_AT(16)
@@ -241,14 +243,18 @@ syscall_entry:
 	mov %r9, SC_AT(48)
 	mov %rcx, SC_AT(SC_RIP)
 	mov %r11, SC_AT(SC_RFLAGS)
-	movq $0, SC_AT(SC_ANSWERED)
 	incq SC_AT(SC_COUNT)
 	incq MAILBOX + MB_SLOTS_OFF + 8	/* vCPU 0's exit count */
-	mov $PORT_SYSCALL, %dx
+	mov $PORT_SERIAL, %dx
 	out %al, %dx
-1:	pause
-	cmpq $0, SC_AT(SC_ANSWERED)
-	je 1b
+	mov $PORT_SERIAL_LSR, %dx
+1:	incq MAILBOX + MB_SLOTS_OFF + 8
+	in %dx, %al
+	test $1, %al
+	jz 1b
+	incq MAILBOX + MB_SLOTS_OFF + 8
+	mov $PORT_SERIAL, %dx
+	in %dx, %al
 	mov SC_AT(SC_ACTION), %rax
 	cmp $SC_EXIT, %rax
 	je 4f

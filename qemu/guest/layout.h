@@ -22,7 +22,6 @@
 #define SC_RFLAGS        64
 #define SC_RESULT        72      /* host -> guest: rax, or the FS base for SC_SET_FS */
 #define SC_ACTION        80      /* host -> guest: SC_RETURN, SC_SET_FS, SC_EXIT */
-#define SC_ANSWERED      88      /* host -> guest: 1 once the fields above are written */
 #define SC_ENTRY         96      /* host -> guest: the program's entry point ... */
 #define SC_SP            104     /* ... and initial stack pointer */
 #define SC_COUNT         112     /* system calls made (guest's count) */
@@ -63,7 +62,8 @@
 /* Ports (QEMU devices, see src/command.rs). */
 #define PORT_CONSOLE     0xe9    /* isa-debugcon -> the host reads lines on QEMU's stdout */
 #define PORT_PROGRESS    0xea    /* isa-debugcon -> a file: one byte per progress exit */
-#define PORT_SYSCALL     0xeb    /* isa-debugcon -> a socket to vmmtrace: one byte per system call */
+#define PORT_SERIAL      0x3f8   /* guest programs: a 16550 on a socket to vmmtrace (THR/RBR) ... */
+#define PORT_SERIAL_LSR  0x3fd   /* ... and its line status (bit 0: a byte arrived) */
 #define PORT_EXIT        0xf4    /* isa-debug-exit: QEMU exits with (value << 1) | 1 */
 #define EXIT_OK          0x10    /* -> QEMU exit status 33 */
 #define EXIT_FAULT       0x7f    /* -> 255: a CPU exception, details in the mailbox */

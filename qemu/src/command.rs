@@ -79,7 +79,9 @@ pub(crate) fn qemu_args(cfg: &Config, name: &str, accel: Accel, paths: &RunPaths
     push(&["-device", &format!("isa-debugcon,iobase={:#x},chardev=progress", layout::PORT_PROGRESS)]);
     if let Some(socket) = program {
         push(&["-chardev", &format!("socket,id=syscalls,path={}", socket.display())]);
-        push(&["-device", &format!("isa-debugcon,iobase={:#x},chardev=syscalls", layout::PORT_SYSCALL)]);
+        // A UART, not a debugcon: the answer comes back through it, so QEMU's main loop
+        // receives a byte per system call, as it serves a real guest's device.
+        push(&["-device", &format!("isa-serial,chardev=syscalls,iobase={:#x},irq=4", layout::PORT_SERIAL)]);
     }
     push(&["-device", &format!("isa-debug-exit,iobase={:#x},iosize=4", layout::PORT_EXIT)]);
     push(&["-kernel", &paths.kernel.display().to_string(), "-append", &guest_cmdline(cfg)]);

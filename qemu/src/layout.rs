@@ -15,7 +15,8 @@ pub const VCPU_REGION_SIZE: u64 = 0x200_0000;
 
 pub const PORT_CONSOLE: u16 = 0xe9;
 pub const PORT_PROGRESS: u16 = 0xea;
-pub const PORT_SYSCALL: u16 = 0xeb;
+/// Guest programs: the 16550 whose chardev is vmmtrace's system-call socket.
+pub const PORT_SERIAL: u16 = 0x3f8;
 pub const PORT_EXIT: u16 = 0xf4;
 /// QEMU's exit status when the guest wrote EXIT_OK (0x10) to isa-debug-exit: (0x10 << 1) | 1.
 pub const QEMU_STATUS_OK: i32 = 33;
@@ -65,7 +66,6 @@ pub mod syscall {
     pub const ARGS: u64 = BASE + 8;
     pub const RESULT: u64 = BASE + 72;
     pub const ACTION: u64 = BASE + 80;
-    pub const ANSWERED: u64 = BASE + 88;
     pub const ENTRY: u64 = BASE + 96;
     pub const SP: u64 = BASE + 104;
     pub const COUNT: u64 = BASE + 112;

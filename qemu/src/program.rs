@@ -2,12 +2,14 @@
 //! program loader and system-call server (`microvm::guest_program`), run as an external
 //! device model the way a vhost-user backend is: vmmtrace maps the guest RAM (a shared
 //! memory backend), loads the program into it, and serves its system calls. The guest's
-//! SYSCALL entry posts the call in the mailbox and writes one byte to a port that QEMU
-//! forwards on a chardev socket to vmmtrace, which serves the call and answers in the
-//! mailbox. So every system call is one userspace exit that QEMU handles.
+//! SYSCALL entry posts the call in the mailbox and writes one byte to a UART whose
+//! chardev is vmmtrace's socket; vmmtrace serves the call, puts the answer in the
+//! mailbox and writes one byte back, which QEMU's main loop receives into the UART,
+//! where the guest polls for it. Every port access is a userspace exit QEMU serves,
+//! counted by the guest.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 
 use microvm::guest_program::{Layout, Outcome, Policy, ProgramSpec, Syscall, SyscallServer, SyscallStats, load};
@@ -40,7 +42,8 @@ impl Default for ProgramOptions {
 pub struct ProgramVcpuTruth {
     pub tid: u32,
     pub name: String,
-    /// Port exits counted by the guest from "go": one per system call, plus the final
+    /// Port exits counted by the guest from "go": per system call, the byte out, the
+    /// line-status polls until the answer is there, the byte in; then the final
     /// isa-debug-exit.
     pub exits: BTreeMap<String, u64>,
     /// System calls the guest's entry counted (equals `syscalls.total`).
@@ -151,12 +154,16 @@ fn serve(
         };
         vm.ram.write_u64(syscall::RESULT, result);
         vm.ram.write_u64(syscall::ACTION, action);
-        vm.ram.write_u64(syscall::ANSWERED, 1);
+        if socket.write_all(&[1]).is_err() {
+            return Err(vm.failure("while the program ran"));
+        }
     };
+    let mut answer_exit = Ok(());
     let threads = vm.end(|ram| {
         ram.write_u64(syscall::ACTION, syscall::EXIT);
-        ram.write_u64(syscall::ANSWERED, 1);
+        answer_exit = socket.write_all(&[1]);
     })?;
+    answer_exit.map_err(|e| Error::Qmp(format!("answer the program's exit: {e}")))?;
     let tid = vm.vcpus[0].tid;
     let thread = threads.iter().find(|t| t.tid == tid && t.role == ThreadRole::Vcpu);
     let exits = vm.ram.read_u64(layout::slot_addr(0) + slot::EXITS);

@@ -46,10 +46,12 @@ fn host_output(program: &str, args: &[&str], input: &Path) -> Vec<u8> {
     out.stdout
 }
 
-/// Every system call was one port exit, counted by the guest, plus the final isa-debug-exit.
+/// Every system call the server handled went through the guest's entry, and each made
+/// at least 3 port exits (byte out, a line-status poll, byte in), plus the final
+/// isa-debug-exit.
 fn check_exits(t: &ProgramTruth) {
     assert_eq!(t.vcpu.syscalls, t.syscalls.total, "{:?}", t.vcpu);
-    assert_eq!(t.vcpu.exits["io"], t.syscalls.total + 1, "{:?}", t.vcpu);
+    assert!(t.vcpu.exits["io"] > 3 * t.syscalls.total, "{:?}", t.vcpu);
 }
 
 #[test]
