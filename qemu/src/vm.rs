@@ -121,21 +121,7 @@ impl Vm {
         let name = cfg.name.clone().unwrap_or_else(|| format!("vmmtrace-qemu-{}-{}", std::process::id(), dir.1));
         let args = qemu_args(cfg, &name, accel, &paths);
         let launched = stamp();
-        let mut child = Command::new(&qemu)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Spawn { path: qemu.clone(), source })?;
-        let console = Console::start(child.stdout.take().expect("piped stdout"));
-        let stderr = child.stderr.take().map(|mut pipe| {
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
-                s
-            })
-        });
+        let (mut child, console, stderr) = launch(&qemu, &args)?;
         let command = std::iter::once(qemu.display().to_string()).chain(args).collect();
         let qmp = match Qmp::accept(&listener, &mut child, QMP_DEADLINE) {
             Ok(q) => q,
@@ -314,6 +300,26 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts QEMU with its console (stdout) and stderr read by threads.
+fn launch(qemu: &Path, args: &[String]) -> Result<(Child, Console, Option<JoinHandle<String>>), Error> {
+    let mut child = Command::new(qemu)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { path: qemu.to_path_buf(), source })?;
+    let console = Console::start(child.stdout.take().expect("piped stdout"));
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
+            s
+        })
+    });
+    Ok((child, console, stderr))
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
