@@ -7,7 +7,7 @@
 //!     cargo bench -p microvm --bench guest_programs
 //!
 //! Tuning: MICROVM_BENCH_REPS (3), MICROVM_BENCH_BZIP2_MIB (40), MICROVM_BENCH_GNUGO_MOVES
-//! (40 genmoves on 13x13 at level 10), MICROVM_BENCH_CPU (1). Without /dev/kvm the guest
+//! (20 genmoves on 13x13 at level 10), MICROVM_BENCH_CPU (1). Without /dev/kvm the guest
 //! side runs on the ptrace platform (same loader and server, no VM) and says so.
 
 use std::fs::File;
@@ -113,7 +113,7 @@ fn main() {
     }
     let reps = env_u64("MICROVM_BENCH_REPS", 3) as usize;
     let mib = env_u64("MICROVM_BENCH_BZIP2_MIB", 40) as usize;
-    let moves = env_u64("MICROVM_BENCH_GNUGO_MOVES", 40);
+    let moves = env_u64("MICROVM_BENCH_GNUGO_MOVES", 20);
     let cpu = env_u64("MICROVM_BENCH_CPU", 1) as usize;
     microvm::sys::set_affinity(0, &[cpu]).expect("pin the benchmark to MICROVM_BENCH_CPU");
     let kvm = Path::new("/dev/kvm").exists();

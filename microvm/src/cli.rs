@@ -170,17 +170,24 @@ fn run_program(args: &MicrovmArgs) -> anyhow::Result<()> {
     };
     let policy =
         Policy { write_dirs: args.guest_write.clone(), enosys_unknown: args.enosys_unknown, ..Default::default() };
-    let (json, status) = match args.platform {
+    let (json, status, oom) = match args.platform {
         Platform::Kvm => {
             let t = guest_program::kvm::run(&spec, &cfg, policy)?;
-            (serde_json::to_string_pretty(&t)?, t.exit_status)
+            (serde_json::to_string_pretty(&t)?, t.exit_status, t.syscalls.out_of_memory)
         }
         Platform::Ptrace => {
             cfg.validate()?;
             let t = guest_program::ptrace::run(&spec, cfg.mem_bytes, policy).map_err(anyhow::Error::msg)?;
-            (serde_json::to_string_pretty(&t)?, t.exit_status)
+            (serde_json::to_string_pretty(&t)?, t.exit_status, t.stats.out_of_memory)
         }
     };
+    if status != 0 && oom > 0 {
+        eprintln!(
+            "vmmtrace microvm: the program exited with status {status} after {oom} memory request(s) failed for \
+             lack of guest memory: give it more with --mem (now {} MiB)",
+            cfg.mem_bytes >> 20
+        );
+    }
     if let Some(p) = &args.truth {
         write_truth(p, &json)?;
     }

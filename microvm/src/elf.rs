@@ -70,7 +70,8 @@ impl Elf {
         }
         let mut phdrs = Vec::with_capacity(phnum as usize);
         for k in 0..phnum as usize {
-            let p = usize::try_from(phoff).map_err(|_| short())? + k * phentsize as usize;
+            let p =
+                usize::try_from(phoff).ok().and_then(|o| o.checked_add(k * phentsize as usize)).ok_or_else(short)?;
             phdrs.push(Phdr {
                 kind: rd32(head, p).ok_or_else(short)?,
                 flags: rd32(head, p + 4).ok_or_else(short)?,
@@ -103,6 +104,19 @@ mod tests {
         h[5] = 1;
         h[0x12] = 40; // ARM
         assert!(Elf::parse(&h).unwrap_err().contains("not x86-64"));
+    }
+
+    #[test]
+    fn truncated_or_hostile_headers_are_errors_not_panics() {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        (h[4], h[5], h[0x10], h[0x12]) = (2, 1, 3, 62);
+        h[0x36] = 56;
+        h[0x38] = 1; // one program header...
+        h[0x20..0x28].copy_from_slice(&(u64::MAX - 8).to_le_bytes()); // ...at an absurd offset
+        assert!(Elf::parse(&h).unwrap_err().contains("truncated"));
+        h[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // right after the header, but cut off
+        assert!(Elf::parse(&h).unwrap_err().contains("truncated"));
     }
 
     #[test]

@@ -193,6 +193,17 @@ fn writes_outside_guest_write_dirs_are_refused(p: Platform) {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+fn a_guest_fault_names_the_address_and_stops_only_the_guest(p: Platform) {
+    let d = tmpdir(&format!("fault-{p:?}"));
+    let src = d.join("crash.c");
+    std::fs::write(&src, "int main(void) { volatile int *p = (int *)0x7ff000001000; return *p; }\n").unwrap();
+    let exe = d.join("crash");
+    assert!(Command::new("gcc").arg("-O2").arg("-o").arg(&exe).arg(&src).status().unwrap().success());
+    let e = run_on(p, &spec(exe.to_str().unwrap(), &[]), Policy::default()).err().expect("the guest faults");
+    assert!(e.contains("0x7ff000001000") && !e.contains('\n'), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 fn a_non_elf_program_is_a_one_line_error(p: Platform) {
     let e = run_on(p, &spec("/etc/passwd", &[]), Policy::default()).err().unwrap();
     assert!(e.contains("/etc/passwd") && e.contains("not an ELF file") && !e.contains('\n'), "{e}");
@@ -225,4 +236,5 @@ on_both_platforms!(
     a_static_binary_runs,
     writes_outside_guest_write_dirs_are_refused,
     a_non_elf_program_is_a_one_line_error,
+    a_guest_fault_names_the_address_and_stops_only_the_guest,
 );

@@ -129,6 +129,11 @@ pub fn run(spec: &ProgramSpec, cfg: &ProgramConfig, policy: Policy) -> Result<Pr
         create_vcpu(&vm, &cpuid, 0, &[(MSR_STAR, STAR_LINUX), (MSR_LSTAR, STUB_SYSCALL), (MSR_SYSCALL_MASK, 0)])?;
     set_entry_regs(&vcpu, &loaded)?;
 
+    // pin the emulator (this thread) before the vCPU thread exists: once it runs, this
+    // function must not return before joining it (it uses guest RAM)
+    if let Some(c) = &cfg.pin_emulator {
+        pin_current("emulator thread", c)?;
+    }
     let (emu_tx, emu_rx) = mpsc::channel();
     let pin = cfg.pin_vcpu.clone();
     let started = Instant::now();
@@ -136,8 +141,8 @@ pub fn run(spec: &ProgramSpec, cfg: &ProgramConfig, policy: Policy) -> Result<Pr
         .name("CPU 0/KVM".into())
         .spawn(move || {
             let r = (|| {
-                if let Some(c) = &pin {
-                    pin_current("vCPU 0", &c[..1])?;
+                if let Some(c) = pin.as_ref().and_then(|c| c.first()) {
+                    pin_current("vCPU 0", &[*c])?;
                 }
                 run_vcpu(vcpu, ram, server, sync_regs)
             })();
@@ -145,7 +150,7 @@ pub fn run(spec: &ProgramSpec, cfg: &ProgramConfig, policy: Policy) -> Result<Pr
             r
         })
         .map_err(|e| Error::Thread(format!("spawn vCPU thread: {e}")))?;
-    let emu = run_emulator(&mem, cfg, layout, emu_rx)?;
+    let emu = run_emulator(&mem, cfg, layout, emu_rx);
     let end = handle.join().map_err(|_| Error::Thread("vCPU thread panicked".into()))??;
     let elapsed_ns = started.elapsed().as_nanos() as u64;
     drop(vm);
@@ -164,19 +169,11 @@ pub fn run(spec: &ProgramSpec, cfg: &ProgramConfig, policy: Policy) -> Result<Pr
 }
 
 /// The emulator (main loop) on this thread: its timer scans the program's memory.
-fn run_emulator(
-    mem: &GuestMem,
-    cfg: &ProgramConfig,
-    layout: Layout,
-    rx: Receiver<EmuMsg>,
-) -> Result<EmulatorTruth, Error> {
-    if let Some(c) = &cfg.pin_emulator {
-        pin_current("emulator thread", c)?;
-    }
+fn run_emulator(mem: &GuestMem, cfg: &ProgramConfig, layout: Layout, rx: Receiver<EmuMsg>) -> EmulatorTruth {
     let tid = sys::gettid();
     let scan =
         ScanArea { base: layout.program_base, regions: 1, stride: 0, window: layout.ram_size - layout.program_base };
-    Ok(emulator_loop(mem, 1, cfg.emulator_hz, scan, rx, tid, sys::thread_comm(tid)))
+    emulator_loop(mem, 1, cfg.emulator_hz, scan, rx, tid, sys::thread_comm(tid))
 }
 
 /// The vCPU starts at the stub, which IRETQs to `entry` at CPL3 with RSP = the initial

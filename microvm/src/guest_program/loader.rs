@@ -111,9 +111,9 @@ fn place(mem: &mut GuestMemory, space: &mut AddressSpace, file: &[u8], elf: Elf,
                 ph.memsz, space.layout.program_base, space.layout.ram_size
             ));
         }
-        let data = file
-            .get(ph.offset as usize..(ph.offset + ph.filesz) as usize)
-            .ok_or("an ELF segment lies beyond the end of the file")?;
+        let beyond = || "an ELF segment lies beyond the end of the file".to_string();
+        let file_end = ph.offset.checked_add(ph.filesz).ok_or_else(beyond)?;
+        let data = file.get(ph.offset as usize..file_end as usize).ok_or_else(beyond)?;
         mem.write(start, data).map_err(|_| format!("segment at {start:#x} is outside guest memory"))?;
         space.insert(lo, hi);
         end = end.max(hi);
@@ -124,7 +124,7 @@ fn place(mem: &mut GuestMemory, space: &mut AddressSpace, file: &[u8], elf: Elf,
 /// The span [lowest page, highest page end) of an image's segments, before bias.
 fn span(elf: &Elf) -> (u64, u64) {
     let lo = elf.loads().map(|p| page_down(p.vaddr)).min().unwrap_or(0);
-    let hi = elf.loads().map(|p| page_up(p.vaddr + p.memsz)).max().unwrap_or(0);
+    let hi = elf.loads().map(|p| page_up(p.vaddr.saturating_add(p.memsz))).max().unwrap_or(0);
     (lo, hi)
 }
 
@@ -138,13 +138,15 @@ pub fn load(ram: &mut [u8], layout: Layout, spec: &ProgramSpec) -> Result<Loaded
     let elf = Elf::parse(&file).map_err(|e| format!("program {}: {e}", spec.path.display()))?;
     let interp_path = match elf.phdrs.iter().find(|p| p.kind == PT_INTERP) {
         Some(p) => {
-            let raw = file.get(p.offset as usize..(p.offset + p.filesz) as usize).ok_or("bad PT_INTERP")?;
+            let end = p.offset.saturating_add(p.filesz) as usize;
+            let raw = file.get(p.offset as usize..end).ok_or("the ELF interpreter path lies beyond the file")?;
             let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
             Some(PathBuf::from(OsString::from_vec(raw.to_vec())))
         }
         None => None,
     };
-    let bias = if elf.kind == ET_DYN { layout.pie_base - span(&elf).0 } else { 0 };
+    // wrapping: a PIE linked above pie_base gets a "negative" bias, added back wrapping
+    let bias = if elf.kind == ET_DYN { layout.pie_base.wrapping_sub(span(&elf).0) } else { 0 };
     let exe =
         place(&mut mem, &mut space, &file, elf, bias).map_err(|e| format!("program {}: {e}", spec.path.display()))?;
     space.brk_start = exe.end;
@@ -154,17 +156,19 @@ pub fn load(ram: &mut [u8], layout: Layout, spec: &ProgramSpec) -> Result<Loaded
             let f = read_file(p, "interpreter").map_err(|e| format!("{e} (needed by {})", spec.path.display()))?;
             let ie = Elf::parse(&f).map_err(|e| format!("interpreter {}: {e}", p.display()))?;
             let (lo, hi) = span(&ie);
-            let at = space.find_free(hi - lo).ok_or("no room for the interpreter in guest memory (use --mem)")?;
+            let at = space
+                .find_free(hi.saturating_sub(lo))
+                .ok_or("no room for the interpreter in guest memory (use --mem)")?;
             Some(
-                place(&mut mem, &mut space, &f, ie, at - lo)
+                place(&mut mem, &mut space, &f, ie, at.wrapping_sub(lo))
                     .map_err(|e| format!("interpreter {}: {e}", p.display()))?,
             )
         }
         None => None,
     };
     let entry = match &interp {
-        Some(i) => i.bias + i.elf.entry,
-        None => exe.bias + exe.elf.entry,
+        Some(i) => i.bias.wrapping_add(i.elf.entry),
+        None => exe.bias.wrapping_add(exe.elf.entry),
     };
     let stack_pointer = build_stack(&mut mem, &layout, spec, &exe, interp.as_ref())?;
     Ok(Loaded { entry, stack_pointer, space, exe: spec.path.clone(), interpreter: interp_path })
@@ -173,11 +177,11 @@ pub fn load(ram: &mut [u8], layout: Layout, spec: &ProgramSpec) -> Result<Loaded
 /// The address of the executable's program headers in guest memory.
 fn phdr_addr(img: &Image) -> u64 {
     if let Some(p) = img.elf.phdrs.iter().find(|p| p.kind == PT_PHDR) {
-        return p.vaddr + img.bias;
+        return p.vaddr.wrapping_add(img.bias);
     }
     // the first PT_LOAD maps file offset 0 in practice: headers are at its start + phoff
-    let first = img.elf.loads().next().map(|p| p.vaddr - p.offset).unwrap_or(0);
-    first + img.elf.phoff + img.bias
+    let first = img.elf.loads().next().map(|p| p.vaddr.wrapping_sub(p.offset)).unwrap_or(0);
+    first.wrapping_add(img.elf.phoff).wrapping_add(img.bias)
 }
 
 fn getauxval(t: u64) -> u64 {
@@ -231,7 +235,7 @@ fn build_stack(
         (AT_PAGESZ, PAGE),
         (AT_BASE, interp.map(|i| i.bias).unwrap_or(0)),
         (AT_FLAGS, 0),
-        (AT_ENTRY, exe.bias + exe.elf.entry),
+        (AT_ENTRY, exe.bias.wrapping_add(exe.elf.entry)),
         (AT_UID, getauxval(AT_UID)),
         (AT_EUID, getauxval(AT_EUID)),
         (AT_GID, getauxval(AT_GID)),

@@ -97,6 +97,16 @@ fn child(ram: &SharedRam, layout: &Layout) -> ! {
     }
 }
 
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        _ => "SIGTRAP",
+    }
+}
+
 fn wait(pid: i32) -> Result<i32, String> {
     let mut st = 0;
     // SAFETY: waitpid on our own child.
@@ -169,7 +179,18 @@ pub fn run(spec: &ProgramSpec, ram_size: u64, policy: Policy) -> Result<PtraceRu
         let mut r = regs(pid).map_err(kill)?;
         if s != (libc::SIGTRAP | 0x80) {
             if matches!(s, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP) {
-                return Err(kill(format!("guest fault: signal {s} at rip {:#x} (rsp {:#x})", r.rip, r.rsp)));
+                // SAFETY: siginfo_t is plain data; PTRACE_GETSIGINFO fills it for a stopped tracee.
+                let addr = unsafe {
+                    let mut si: libc::siginfo_t = std::mem::zeroed();
+                    libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut si);
+                    si.si_addr() as u64
+                };
+                return Err(kill(format!(
+                    "guest fault: signal {s} ({}) at address {addr:#x}, rip {:#x}, rsp {:#x}",
+                    signal_name(s),
+                    r.rip,
+                    r.rsp
+                )));
             }
             continue; // other signals are the VMM's, not the program's: not delivered
         }

@@ -76,6 +76,8 @@ pub struct SyscallStats {
     pub bytes_written: u64,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// brk, mmap and mremap calls refused for lack of guest memory (`--mem`).
+    pub out_of_memory: u64,
 }
 
 const AT_FDCWD: i64 = -100;
@@ -93,10 +95,15 @@ const MADV_DONTNEED: u64 = 4;
 const ARCH_SET_FS: u64 = 0x1002;
 const ARCH_GET_FS: u64 = 0x1003;
 const W_OK: u64 = 2;
+const FUTEX_WAIT: u64 = 0;
+const FUTEX_WAKE: u64 = 1;
+const FUTEX_WAIT_BITSET: u64 = 9;
+const FUTEX_WAKE_BITSET: u64 = 10;
 
 const EPERM: i64 = 1;
 const ENOENT: i64 = 2;
 const EBADF: i64 = 9;
+const EAGAIN: i64 = 11;
 const ENOMEM: i64 = 12;
 const EACCES: i64 = 13;
 const EEXIST: i64 = 17;
@@ -104,6 +111,7 @@ const EINVAL: i64 = 22;
 const EMFILE: i64 = 24;
 const ENOTTY: i64 = 25;
 const ENOSYS: i64 = 38;
+const ENOTSUP: i64 = 95;
 
 /// A guest file descriptor: a host fd the VMM owns, or one of the VMM's stdio fds.
 #[derive(Debug)]
@@ -138,6 +146,8 @@ pub struct SyscallServer {
     exe: PathBuf,
     fs_base: u64,
     pid: u32,
+    /// MICROVM_DEBUG_SYSCALLS is set: print every call and its result on stderr.
+    debug: bool,
 }
 
 fn host_errno() -> i64 {
@@ -172,6 +182,7 @@ impl SyscallServer {
             exe: loaded.exe.clone(),
             fs_base: 0,
             pid: std::process::id(),
+            debug: std::env::var_os("MICROVM_DEBUG_SYSCALLS").is_some(),
         })
     }
 
@@ -190,6 +201,15 @@ impl SyscallServer {
         let t0 = Instant::now();
         let mut mem = GuestMemory::new(ram, self.space.layout.program_base);
         let out = self.dispatch(&mut mem, call);
+        let refused = match (call.nr, &out) {
+            (9 | 25, Ok(Outcome::Return(r))) => *r == -ENOMEM,
+            (12, Ok(Outcome::Return(r))) => call.args[0] > *r as u64,
+            _ => false,
+        };
+        self.stats.out_of_memory += refused as u64;
+        if self.debug {
+            eprintln!("[sys] {} {:x?} -> {:x?}", syscall_name(call.nr), call.args, out);
+        }
         let ns = t0.elapsed().as_nanos() as u64;
         let st = self.stats.by_name.entry(syscall_name(call.nr).into_owned()).or_default();
         st.count += 1;
@@ -223,7 +243,31 @@ impl SyscallServer {
             79 => {
                 mem.slice_mut(a[0], a[1]).and_then(|b| host(libc::SYS_getcwd, [b.as_mut_ptr() as u64, a[1], 0, 0, 0]))
             }
-            72 => self.fcntl(a[0], a[1]),
+            72 => self.fcntl(a[0], a[1], a[2]),
+            221 => self.fd(a[0]).map(|_| 0), // fadvise64: advice only
+            217 => self.fd(a[0]).and_then(|f| {
+                let out = mem.slice_mut(a[1], a[2])?.as_mut_ptr() as u64;
+                host(libc::SYS_getdents64, [f as u64, out, a[2], 0, 0])
+            }),
+            137 => self.path(mem, a[0]).and_then(|p| {
+                let out = out_ptr(mem, a[1], std::mem::size_of::<libc::statfs>())?;
+                host(libc::SYS_statfs, [p.as_ptr() as u64, out, 0, 0, 0])
+            }),
+            138 => self.fd(a[0]).and_then(|f| {
+                let out = out_ptr(mem, a[1], std::mem::size_of::<libc::statfs>())?;
+                host(libc::SYS_fstatfs, [f as u64, out, 0, 0, 0])
+            }),
+            32 => self.dup(a[0], None),
+            33 => self.dup(a[0], Some(a[1])),
+            292 => self.dup(a[0], Some(a[1])).and_then(|n| if a[0] == a[1] { Err(EINVAL) } else { Ok(n) }),
+            22 => self.pipe(mem, a[0], 0),
+            293 => self.pipe(mem, a[0], a[1]),
+            99 => out_ptr(mem, a[0], std::mem::size_of::<libc::sysinfo>())
+                .and_then(|p| host(libc::SYS_sysinfo, [p, 0, 0, 0, 0])),
+            // answered as a kernel or file system without them would; programs fall back
+            326 => Err(ENOSYS),        // copy_file_range: cat & co. fall back to read/write
+            191..=196 => Err(ENOTSUP), // *getxattr, *listxattr: no extended attributes
+            41 => Err(EACCES),         // socket: the guest has no network
             16 => self.fd(a[0]).and(Err(ENOTTY)),
             12 => Ok(self.brk(mem, a[0])),
             9 => self.mmap(mem, a),
@@ -258,6 +302,7 @@ impl SyscallServer {
             98 => self.getrusage(mem, a[0], a[1]),
             100 => self.times(mem, a[0]),
             204 => self.sched_getaffinity(mem, a[1], a[2]),
+            202 => return self.futex(mem, a[0], a[1], a[2]),
             60 | 231 => return Ok(Outcome::Exit((a[0] & 0xff) as i32)),
             nr => {
                 if !self.policy.enosys_unknown {
@@ -330,7 +375,8 @@ impl SyscallServer {
         }
         let mut host_iov = Vec::with_capacity(cnt as usize);
         for k in 0..cnt {
-            let (base, len) = (mem.read_u64(iov + 16 * k)?, mem.read_u64(iov + 16 * k + 8)?);
+            let at = iov.wrapping_add(16 * k); // out of range wraps into an EFAULT below
+            let (base, len) = (mem.read_u64(at)?, mem.read_u64(at.wrapping_add(8))?);
             let p = mem.slice_mut(base, len)?.as_mut_ptr();
             host_iov.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len as usize });
         }
@@ -367,7 +413,8 @@ impl SyscallServer {
     }
 
     /// True if the program may write `path`: it lies under a --guest-write directory
-    /// (symlinks resolved, also of a final component that already exists).
+    /// (symlinks resolved, also of a final component that already exists), or is
+    /// /dev/null.
     fn may_write(&self, dirfd: i64, path: &Path) -> bool {
         let Ok(abs) = self.absolute(dirfd, path) else { return false };
         let real = match std::fs::canonicalize(&abs) {
@@ -377,7 +424,7 @@ impl SyscallServer {
                 _ => return false,
             },
         };
-        self.policy.write_dirs.iter().any(|d| real.starts_with(d))
+        real == Path::new("/dev/null") || self.policy.write_dirs.iter().any(|d| real.starts_with(d))
     }
 
     fn openat(&mut self, mem: &GuestMemory, dirfd: u64, path: u64, flags: u64, mode: u64) -> Sys {
@@ -390,16 +437,77 @@ impl SyscallServer {
         let f = host(libc::SYS_openat, [d as u64, p.as_ptr() as u64, flags | libc::O_CLOEXEC as u64, mode, 0])?;
         // SAFETY: the host just returned this new fd; the server owns it from here.
         let file = unsafe { OwnedFd::from_raw_fd(f as i32) };
-        let slot = match self.fds.iter().position(Option::is_none) {
-            Some(s) => s,
-            None if self.fds.len() < 1024 => {
-                self.fds.push(None);
-                self.fds.len() - 1
-            }
-            None => return Err(EMFILE),
-        };
+        let slot = self.free_slot(0)?;
         self.fds[slot] = Some(Fd::File { file, writable: writes });
         Ok(slot as u64)
+    }
+
+    /// A free guest fd (the lowest at or above `from`), the table grown as needed.
+    fn free_slot(&mut self, from: usize) -> Result<usize, i64> {
+        if from >= 1024 {
+            return Err(EMFILE);
+        }
+        if self.fds.len() <= from {
+            self.fds.resize_with(from + 1, || None);
+        }
+        match self.fds[from..].iter().position(Option::is_none) {
+            Some(k) => Ok(from + k),
+            None if self.fds.len() < 1024 => {
+                self.fds.push(None);
+                Ok(self.fds.len() - 1)
+            }
+            None => Err(EMFILE),
+        }
+    }
+
+    /// dup (to the lowest free fd) or dup2/dup3 (onto `to`, closing what was there).
+    fn dup(&mut self, g: u64, to: Option<u64>) -> Sys {
+        let e = self.entry(g)?;
+        let writable = e.writable();
+        let f = host(libc::SYS_fcntl, [e.host() as u64, libc::F_DUPFD_CLOEXEC as u64, 3, 0, 0])?;
+        // SAFETY: F_DUPFD_CLOEXEC just returned this new fd; it is owned from here.
+        let file = unsafe { OwnedFd::from_raw_fd(f as i32) };
+        let slot = match to {
+            Some(t) if t == g => return Ok(t),
+            Some(t) if t >= 1024 => return Err(EBADF),
+            Some(t) => {
+                if self.fds.len() <= t as usize {
+                    self.fds.resize_with(t as usize + 1, || None);
+                }
+                t as usize // what was there is closed when its OwnedFd is dropped
+            }
+            None => self.free_slot(0)?,
+        };
+        self.fds[slot] = Some(Fd::File { file, writable });
+        Ok(slot as u64)
+    }
+
+    /// A host pipe; both ends belong to the program (it may write to its own pipe).
+    fn pipe(&mut self, mem: &mut GuestMemory, fds: u64, flags: u64) -> Sys {
+        let mut p = [0i32; 2];
+        let flags = (flags & libc::O_NONBLOCK as u64) | libc::O_CLOEXEC as u64;
+        host(libc::SYS_pipe2, [p.as_mut_ptr() as u64, flags, 0, 0, 0])?;
+        // SAFETY: pipe2 just created these two fds; they are owned from here.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+        let a = self.free_slot(0)?;
+        self.fds[a] = Some(Fd::File { file: r, writable: false });
+        let b = match self.free_slot(0) {
+            Ok(b) => b,
+            Err(e) => {
+                self.fds[a] = None;
+                return Err(e);
+            }
+        };
+        self.fds[b] = Some(Fd::File { file: w, writable: true });
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&(a as i32).to_le_bytes());
+        out[4..].copy_from_slice(&(b as i32).to_le_bytes());
+        if let Err(e) = mem.write(fds, &out) {
+            self.fds[a] = None;
+            self.fds[b] = None;
+            return Err(e);
+        }
+        Ok(0)
     }
 
     fn close(&mut self, g: u64) -> Sys {
@@ -446,12 +554,13 @@ impl SyscallServer {
         host(libc::SYS_readlinkat, [d as u64, p.as_ptr() as u64, out.as_mut_ptr() as u64, len, 0])
     }
 
-    fn fcntl(&self, g: u64, cmd: u64) -> Sys {
+    fn fcntl(&self, g: u64, cmd: u64, arg: u64) -> Sys {
         let f = self.fd(g)?;
         match cmd as i32 {
             libc::F_GETFD => Ok(1), // every guest fd is close-on-exec: the guest cannot exec
             libc::F_SETFD => Ok(0),
             libc::F_GETFL => host(libc::SYS_fcntl, [f as u64, cmd, 0, 0, 0]),
+            libc::F_SETFL => host(libc::SYS_fcntl, [f as u64, cmd, arg, 0, 0]),
             _ => Err(EINVAL),
         }
     }
@@ -535,7 +644,7 @@ impl SyscallServer {
 
     fn munmap(&mut self, mem: &mut GuestMemory, addr: u64, len: u64) -> Sys {
         aligned(addr)?;
-        if len == 0 {
+        if len == 0 || addr.checked_add(page_up(len)).is_none() {
             return Err(EINVAL);
         }
         self.unmap(mem, addr, page_up(len));
@@ -547,6 +656,9 @@ impl SyscallServer {
         aligned(old)?;
         if new_len == 0 || flags & !MREMAP_MAYMOVE != 0 {
             return Err(EINVAL);
+        }
+        if old.checked_add(old_len.max(new_len)).is_none_or(|end| end > self.space.layout.ram_size) {
+            return Err(14); // EFAULT: beyond guest memory
         }
         if !self.space.is_mapped(old, old + old_len) {
             return Err(14); // EFAULT
@@ -591,6 +703,26 @@ impl SyscallServer {
             ARCH_GET_FS => Outcome::Return(mem.write_u64(addr, self.fs_base).map(|_| 0).unwrap_or_else(|e| -e)),
             _ => Outcome::Return(-EINVAL),
         })
+    }
+
+    /// One thread: nobody waits, so a wake wakes no one (glibc's pthread_once always
+    /// wakes); a wait whose value still matches could never end, so it stops the guest.
+    fn futex(&self, mem: &GuestMemory, addr: u64, op: u64, val: u64) -> Result<Outcome, String> {
+        let r = match op & 0x7f {
+            FUTEX_WAKE | FUTEX_WAKE_BITSET => Ok(0),
+            FUTEX_WAIT | FUTEX_WAIT_BITSET => match mem.slice(addr, 4) {
+                Err(e) => Err(e),
+                Ok(w) if u32::from_le_bytes(w.try_into().unwrap()) != val as u32 => Err(EAGAIN),
+                Ok(_) => {
+                    return Err(format!(
+                        "the program waits on futex {addr:#x}, which no other thread can wake (the guest has one \
+                         thread): a deadlock"
+                    ));
+                }
+            },
+            _ => Err(ENOSYS),
+        };
+        Ok(Outcome::Return(r.map(|v| v as i64).unwrap_or_else(|e| -e)))
     }
 
     fn sigaltstack(&self, mem: &mut GuestMemory, old: u64) -> Sys {
