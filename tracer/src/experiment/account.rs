@@ -24,6 +24,12 @@ pub fn host_job_parts(report: &Report, pids: &[u32]) -> BTreeMap<String, u64> {
 pub fn vm_job_parts(report: &Report, pids: &[u32], vcpu_life_ns: Option<u64>, wall_ns: u64) -> BTreeMap<String, u64> {
     let mut parts: BTreeMap<String, u64> = BTreeMap::new();
     let mut add = |k: &str, v: u64| *parts.entry(k.to_string()).or_insert(0) += v;
+    if !report.vms.iter().any(|vm| pids.contains(&vm.pid)) {
+        // No KVM VM (QEMU emulating, TCG): the vCPU threads' time as a whole.
+        for t in report.threads.iter().filter(|t| pids.contains(&t.pid) && t.comm.starts_with("CPU ")) {
+            add("on_cpu", t.on_cpu_ns);
+        }
+    }
     for vm in report.vms.iter().filter(|vm| pids.contains(&vm.pid)) {
         for v in &vm.vcpus {
             match (v.guest_ns, v.exit_handling_ns) {
@@ -42,10 +48,16 @@ pub fn vm_job_parts(report: &Report, pids: &[u32], vcpu_life_ns: Option<u64>, wa
     parts
 }
 
-/// How long the vCPU of a VMM's ground truth ran, from its start to its end by the
-/// VMM's clock (`vcpus[].start_monotonic_ns`, `end_monotonic_ns`; the longest vCPU).
+/// How long the vCPU of a VMM's ground truth ran, by the VMM's clock: the micro-VM's
+/// `vcpus[].start_monotonic_ns` to `end_monotonic_ns` (the longest vCPU); QEMU's
+/// `elapsed_ns` less `boot_ns` (launch to the guest program's start).
 pub fn vcpu_life_ns(truth_json: &str) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_str(truth_json).ok()?;
+    if let (Some(e), Some(b)) =
+        (v.get("elapsed_ns").and_then(|x| x.as_u64()), v.get("boot_ns").and_then(|x| x.as_u64()))
+    {
+        return e.checked_sub(b);
+    }
     v.get("vcpus")?
         .as_array()?
         .iter()
@@ -66,8 +78,42 @@ mod tests {
         let t = r#"{"vcpus":[{"start_monotonic_ns":100,"end_monotonic_ns":600},{"start_monotonic_ns":150,"end_monotonic_ns":400}]}"#;
         assert_eq!(vcpu_life_ns(t), Some(500));
         assert_eq!(vcpu_life_ns("{}"), None);
+        assert_eq!(vcpu_life_ns(r#"{"elapsed_ns":1000,"boot_ns":130,"vcpu":{}}"#), Some(870));
+    }
+
+    #[test]
+    fn qemu_truth_names_the_vmm_and_the_vcpus_kernel_counts() {
+        let t = r#"{"pid":7,"threads":[{"role":"main_loop","on_cpu_ns":5,"run_delay_ns":1},
+            {"role":"vcpu","on_cpu_ns":100,"run_delay_ns":20}]}"#;
+        assert_eq!(truth_pid(t), Some(7));
+        let k = truth_vcpu_kernel_times(t).unwrap();
+        assert_eq!((k.on_cpu_ns, k.run_delay_ns), (100, 20));
+        assert!(truth_vcpu_kernel_times(r#"{"pid":7,"vcpus":[]}"#).is_none());
         assert_eq!(vcpu_life_ns("not json"), None);
     }
+}
+
+/// The VMM process a ground truth names (`pid`).
+pub fn truth_pid(truth_json: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(truth_json).ok()?;
+    v.get("pid")?.as_u64().map(|p| p as u32)
+}
+
+/// The kernel's on-CPU time and run-queue wait of the vCPU threads, where the truth
+/// gives both (QEMU's `threads[]` with role `vcpu`).
+pub fn truth_vcpu_kernel_times(truth_json: &str) -> Option<super::result::KernelTimes> {
+    let v: serde_json::Value = serde_json::from_str(truth_json).ok()?;
+    let vcpus: Vec<&serde_json::Value> = v
+        .get("threads")?
+        .as_array()?
+        .iter()
+        .filter(|t| t.get("role").and_then(|r| r.as_str()) == Some("vcpu"))
+        .collect();
+    if vcpus.is_empty() {
+        return None;
+    }
+    let sum = |k: &str| vcpus.iter().map(|t| t.get(k).and_then(|x| x.as_u64())).sum::<Option<u64>>();
+    Some(super::result::KernelTimes { on_cpu_ns: sum("on_cpu_ns")?, run_delay_ns: sum("run_delay_ns")? })
 }
 
 /// The study's thieves, from a job's run-queue wait by thief role (the ledger's

@@ -35,9 +35,10 @@ pub fn unavailable(env: &Env) -> Option<String> {
             "the microvm environment needs /dev/kvm, which this host lacks (load kvm-intel, kvm-amd or kvm-pvm; dmesg says why it did not bind); run with --env host".into(),
         ),
         Env::Microvm => None,
-        Env::Qemu => Some(
-            "the qemu environment needs QEMU to run unmodified programs as guests (issue 10), which this build lacks; run with --env host".into(),
+        Env::Qemu if crate::record::resolve_command("qemu-system-x86_64").is_err() => Some(
+            "the qemu environment needs qemu-system-x86_64: run `apt-get install qemu-system-x86`, or leave out qemu".into(),
         ),
+        Env::Qemu => None,
         Env::Vm => Some("the vm environment (--vm NAME=COMMAND) is not implemented yet; run with --env host".into()),
     }
 }
@@ -58,13 +59,19 @@ pub fn launch(
         Env::Host => Launch { argv: step.argv.clone(), affinity: own, truth: None },
         Env::Microvm | Env::Qemu | Env::Vm => {
             let cpu = own[0].to_string();
-            let mut argv = vec![exe.to_string_lossy().into_owned(), "microvm".into()];
+            // The micro-VM's only other thread is its emulator; QEMU confines all of
+            // its other threads (main loop, RCU, iothreads).
+            let (vmm, pin_vmm) = match env {
+                Env::Qemu => ("qemu", "--pin-vmm"),
+                _ => ("microvm", "--pin-emulator"),
+            };
+            let mut argv = vec![exe.to_string_lossy().into_owned(), vmm.into()];
             argv.extend(["--truth".into(), truth.to_string_lossy().into_owned()]);
             if pinning != Pinning::None {
                 argv.extend(["--pin-vcpus".into(), cpu.clone()]);
             }
             if pinning == Pinning::VcpuVmm {
-                argv.extend(["--pin-emulator".into(), cpu]);
+                argv.extend([pin_vmm.into(), cpu]);
             }
             argv.push("--".into());
             argv.extend(step.argv.iter().cloned());
@@ -112,5 +119,14 @@ mod tests {
         assert_eq!(l.affinity, vec![1]);
         let l = launch(&Env::Microvm, &step(), Pinning::None, 0, &[0, 1], exe, Path::new("/t.json"));
         assert!(!l.argv.iter().any(|a| a.starts_with("--pin")), "{:?}", l.argv);
+    }
+
+    #[test]
+    fn under_qemu_every_other_qemu_thread_is_confined_with_vcpu_vmm() {
+        let l = launch(&Env::Qemu, &step(), Pinning::VcpuVmm, 0, &[0, 1], Path::new("/v"), Path::new("/t"));
+        assert_eq!(l.argv[..2], ["/v", "qemu"]);
+        assert!(l.argv.windows(2).any(|w| w == ["--pin-vmm", "0"]), "{:?}", l.argv);
+        assert!(l.argv.windows(2).any(|w| w == ["--pin-vcpus", "0"]), "{:?}", l.argv);
+        assert_eq!(l.affinity, vec![0]);
     }
 }

@@ -32,7 +32,12 @@ pub fn config_from_cli(a: &crate::cli::ExperimentArgs) -> anyhow::Result<result:
     use anyhow::{Context as _, anyhow, bail};
     let mut envs = a.env.iter().map(|e| Env::parse(e)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
     if envs.is_empty() {
-        envs = [Env::Host, Env::Microvm, Env::Qemu].into_iter().filter(|e| env::unavailable(e).is_none()).collect();
+        // Without /dev/kvm QEMU would emulate (TCG), several times slower: not by default.
+        let kvm = std::path::Path::new("/dev/kvm").exists();
+        envs = [Env::Host, Env::Microvm, Env::Qemu]
+            .into_iter()
+            .filter(|e| env::unavailable(e).is_none() && (kvm || *e != Env::Qemu))
+            .collect();
     }
     let workloads =
         a.workload.iter().map(|w| Workload::parse(w)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;

@@ -138,6 +138,11 @@ fn check_ready(cfg: &ExperimentConfig) -> anyhow::Result<()> {
     for &w in &cfg.plan.workloads {
         workloads::find_program(w)?;
     }
+    if cfg.plan.envs.contains(&Env::Qemu) && !Path::new("/dev/kvm").exists() {
+        log::warn!(
+            "no /dev/kvm: QEMU will emulate the guests (TCG), so the qemu figures say nothing about KVM and take several times longer"
+        );
+    }
     Ok(())
 }
 
@@ -252,6 +257,8 @@ struct JobRun {
     failure: Option<String>,
     /// VMs: how long the vCPUs ran, summed over the steps, by the VMMs' own clocks.
     vcpu_life_ns: Option<u64>,
+    /// VMs: the kernel's counts for the vCPU threads, where the VMM reports them.
+    kernel_vcpu: Option<KernelTimes>,
 }
 
 /// One traced run: Some(result), or None when it was interrupted (discarded).
@@ -334,7 +341,9 @@ fn job_result(
         wall_ns: jr.wall_ns,
         check_error,
         parts_ns,
-        kernel: Some(jr.kernel),
+        // For a VM job, the process the runner started is the VMM: the kernel's counts
+        // that compare with the vCPU's account are the vCPU thread's, if known.
+        kernel: if jr.vcpu_life_ns.is_some() { jr.kernel_vcpu } else { Some(jr.kernel) },
     }
 }
 
@@ -380,8 +389,14 @@ fn run_jobs(steps: &[Vec<(Launch, Step)>], watch_fd: i32) -> Option<Vec<JobRun>>
 /// Runs one job's steps in order; the stopwatch runs from the first start to the last
 /// exit (before the reap, after which its /proc entry is gone).
 fn run_job(steps: &[(Launch, Step)], watch_fd: i32, live: &Mutex<Vec<u32>>) -> JobRun {
-    let mut jr =
-        JobRun { pids: Vec::new(), wall_ns: 0, kernel: KernelTimes::default(), failure: None, vcpu_life_ns: None };
+    let mut jr = JobRun {
+        pids: Vec::new(),
+        wall_ns: 0,
+        kernel: KernelTimes::default(),
+        failure: None,
+        vcpu_life_ns: None,
+        kernel_vcpu: None,
+    };
     let t0 = Instant::now();
     for (n, (launch, step)) in steps.iter().enumerate() {
         match run_step(launch, step, watch_fd, live) {
@@ -400,14 +415,37 @@ fn run_job(steps: &[(Launch, Step)], watch_fd: i32, live: &Mutex<Vec<u32>>) -> J
         }
     }
     jr.wall_ns = t0.elapsed().as_nanos() as u64;
-    for (launch, _) in steps {
-        let life =
-            launch.truth.as_ref().and_then(|t| std::fs::read_to_string(t).ok()).and_then(|t| account::vcpu_life_ns(&t));
-        if let Some(l) = life {
-            *jr.vcpu_life_ns.get_or_insert(0) += l;
-        }
+    let truths: Vec<String> =
+        steps.iter().filter_map(|(l, _)| l.truth.as_ref().and_then(|t| std::fs::read_to_string(t).ok())).collect();
+    if !truths.is_empty() {
+        add_vm_truths(&mut jr, &truths);
     }
     jr
+}
+
+/// What the VMMs' ground truths add to a VM job: the vCPU's life, the VMM process
+/// when it is not the one the runner started (QEMU under `vmmtrace qemu`), and the
+/// kernel's counts for the vCPU thread in place of the wrapper's where given.
+fn add_vm_truths(jr: &mut JobRun, truths: &[String]) {
+    let mut kernel = Some(KernelTimes::default());
+    for t in truths {
+        if let Some(l) = account::vcpu_life_ns(t) {
+            *jr.vcpu_life_ns.get_or_insert(0) += l;
+        }
+        if let Some(pid) = account::truth_pid(t)
+            && !jr.pids.contains(&pid)
+        {
+            jr.pids.push(pid);
+        }
+        kernel = match (kernel, account::truth_vcpu_kernel_times(t)) {
+            (Some(a), Some(b)) => Some(KernelTimes {
+                on_cpu_ns: a.on_cpu_ns + b.on_cpu_ns,
+                run_delay_ns: a.run_delay_ns + b.run_delay_ns,
+            }),
+            _ => None,
+        };
+    }
+    jr.kernel_vcpu = kernel;
 }
 
 fn run_step(
