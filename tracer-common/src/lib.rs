@@ -16,6 +16,7 @@
 //! the last switch put on it. So the time charged on a CPU sums to the wall time.
 
 pub mod kvm;
+pub mod ledger;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
 pub mod globals {
@@ -53,7 +54,13 @@ pub mod tp_off {
     pub const RENAME_PID: usize = 9;
     /// task:task_rename `newcomm` (char[16])
     pub const RENAME_NEWCOMM: usize = 10;
-    pub const COUNT: usize = 11;
+    /// sched:sched_wakeup `pid`
+    pub const WAKEUP_PID: usize = 11;
+    /// sched:sched_wakeup_new `pid`
+    pub const WAKEUP_NEW_PID: usize = 12;
+    /// sched:sched_migrate_task `dest_cpu`
+    pub const MIGRATE_DEST_CPU: usize = 13;
+    pub const COUNT: usize = 14;
 }
 
 /// What the thread on a CPU is doing, for the split of its on-CPU time.
@@ -237,9 +244,18 @@ pub mod counter {
     pub const KVM_OTHER: u32 = 12;
     /// sched_process_exec and task_rename events (comm updates).
     pub const COMM_UPDATE: u32 = 13;
-    pub const COUNT: u32 = 16;
-    /// How many of the first counters count lost data.
+    /// sched_wakeup events handled.
+    pub const SCHED_WAKEUP: u32 = 14;
+    /// sched_wakeup_new events handled.
+    pub const SCHED_WAKEUP_NEW: u32 = 15;
+    /// Threads whose run-queue state was lost because `THREAD_SCHED` was full.
+    pub const DROPPED_THREAD_SCHED: u32 = 16;
+    pub const COUNT: u32 = 20;
+    /// How many of the first counters count lost data ...
     pub const DROPPED_COUNT: u32 = 4;
+    /// ... and every counter of lost data.
+    pub const DROPPED: [u32; 5] =
+        [DROPPED_THREAD_STATS, DROPPED_THREAD_INFO, DROPPED_WATCH, DROPPED_KVM, DROPPED_THREAD_SCHED];
 }
 
 #[cfg(feature = "user")]
@@ -251,6 +267,10 @@ mod pod {
     unsafe impl aya::Pod for Window {}
     unsafe impl aya::Pod for ThreadCpuStats {}
     unsafe impl aya::Pod for ThreadInfo {}
+    unsafe impl aya::Pod for ledger::ThreadSched {}
+    unsafe impl aya::Pod for ledger::CpuHistory {}
+    unsafe impl aya::Pod for ledger::PairKey {}
+    unsafe impl aya::Pod for ledger::PairStats {}
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use aya_ebpf::{
 use tracer_common::{
     CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
+    ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
     tp_off,
 };
 
@@ -89,6 +90,20 @@ pub static KVM_EVENTS: HashMap<TidKey, u64> = HashMap::with_max_entries(16384, 0
 /// (tid, SAMPLE_GUEST or SAMPLE_HOST_KVM) -> cpu-clock samples taken inside KVM_RUN.
 #[map]
 pub static GUEST_SAMPLES: HashMap<TidKey, u64> = HashMap::with_max_entries(8192, 0);
+
+/// tid -> run-queue state and totals (see `tracer_common::ledger`). Max entries is
+/// set by userspace at load time.
+#[map]
+pub static THREAD_SCHED: HashMap<u32, ThreadSched> = HashMap::with_max_entries(32768, 0);
+
+/// CPU id -> its recent on-CPU intervals. Max entries is set by userspace to the
+/// number of possible CPUs.
+#[map]
+pub static CPU_HISTORY: Array<CpuHistory> = Array::with_max_entries(256, 0);
+
+/// (victim, thief) -> wait time the thief took from the victim.
+#[map]
+pub static LEDGER: HashMap<PairKey, PairStats> = HashMap::with_max_entries(65536, 0);
 
 /// Event and drop counters, indexed by `tracer_common::counter`.
 #[map]

@@ -1,0 +1,158 @@
+//! Wakeups and the preemption ledger: every thread's run-queue state, and who ran on
+//! a CPU while a thread waited for it. The state machines are
+//! `tracer_common::ledger`; this file feeds them events and keeps the maps.
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    Window, counter,
+    ledger::{CpuHistory, PairKey, PairStats, SwitchOut, ThreadSched, unresolved},
+    tp_off,
+};
+
+use crate::maps::{CPU_HISTORY, LEDGER, THREAD_SCHED, bump, get_or_insert, now, task_pid_offset, tp_offset, window};
+
+/// A thread's entry, created empty the first time.
+#[inline(always)]
+fn sched_entry(tid: u32) -> Option<*mut ThreadSched> {
+    get_or_insert(&THREAD_SCHED, &tid, &ThreadSched::UNSEEN, counter::DROPPED_THREAD_SCHED)
+}
+
+/// Adds `ns` to (victim, thief); false when the map is full.
+#[inline(always)]
+fn add_pair(victim: u32, thief: u32, ns: u64) -> bool {
+    let key = PairKey { victim, thief };
+    if let Some(p) = LEDGER.get_ptr_mut(&key) {
+        // SAFETY: a victim's charges are serialized by its run-queue lock.
+        unsafe {
+            (*p).ns += ns;
+            (*p).intervals += 1;
+        }
+        return true;
+    }
+    LEDGER.insert(&key, &PairStats { ns, intervals: 1 }, 0).is_ok()
+}
+
+/// Charges the victim's wait `[from, to)` on the CPU of `history` to its thieves.
+#[inline(always)]
+fn charge_wait(victim: u32, t: *mut ThreadSched, history: &CpuHistory, from: u64, to: u64, w: &Window) {
+    let mut lost = 0u64;
+    let overflow = history.walk(from, to, w, |thief, ns| {
+        if !add_pair(victim, thief, ns) {
+            lost += ns;
+        }
+    });
+    // SAFETY: the victim's entry; its updates are serialized by its run-queue lock.
+    unsafe {
+        (*t).add_unresolved(unresolved::HISTORY_OVERFLOW, overflow);
+        (*t).add_unresolved(unresolved::LEDGER_FULL, lost);
+    }
+}
+
+/// The ledger's part of a context switch on this CPU at `now`: prev's interval ends
+/// and it leaves as `how`; next's begins, and its wait (if it waited) is charged.
+#[inline(always)]
+pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(h) = CPU_HISTORY.get_ptr_mut(cpu) else { return };
+    // SAFETY: this CPU's history, written under its run-queue lock (held here).
+    unsafe { (*h).switch(prev, next, now) };
+    if prev != 0 {
+        if let Some(t) = sched_entry(prev) {
+            // SAFETY: prev's entry, serialized by its run-queue lock.
+            unsafe { (*t).on_switch_out(now, cpu, how, w) };
+        }
+    }
+    if next == 0 {
+        return;
+    }
+    let Some(t) = sched_entry(next) else { return };
+    // SAFETY: next's entry, serialized by its run-queue lock.
+    if let Some(from) = unsafe { (*t).on_switch_in(now, cpu, w) } {
+        // SAFETY: as above.
+        charge_wait(next, t, unsafe { &*h }, from, now, w);
+    }
+}
+
+/// The ledger's part of a migration of `tid` to `dest`: a waiting thread's wait on
+/// the CPU it leaves is charged to that CPU's thieves now. The migration holds the
+/// old CPU's run-queue lock, so its history is not being written meanwhile.
+#[inline(always)]
+pub fn on_migrate(tid: u32, dest: u32) {
+    let Some(t) = sched_entry(tid) else { return };
+    let now = now();
+    // SAFETY: tid's entry, serialized by its run-queue lock.
+    let Some((old, from)) = (unsafe { (*t).on_migrate(now, dest) }) else { return };
+    let w = window();
+    match CPU_HISTORY.get(old) {
+        Some(h) => charge_wait(tid, t, h, from, now, &w),
+        // SAFETY: as above.
+        None => unsafe { (*t).add_unresolved(unresolved::MIGRATED, tracer_common::ledger::clip(from, now, &w)) },
+    }
+}
+
+#[inline(always)]
+fn on_wakeup(tid: u32) {
+    bump(counter::SCHED_WAKEUP);
+    if let Some(t) = sched_entry(tid) {
+        // SAFETY: the wakee's entry; the wakeup holds its run-queue lock.
+        unsafe { (*t).on_wakeup(now(), &window()) };
+    }
+}
+
+#[inline(always)]
+fn on_wakeup_new(tid: u32) {
+    bump(counter::SCHED_WAKEUP_NEW);
+    if let Some(t) = sched_entry(tid) {
+        // SAFETY: a new thread's entry, before it ever ran.
+        unsafe { (*t).start_new(now()) };
+    }
+}
+
+/// The tid of a tp_btf argument `struct task_struct *`.
+#[inline(always)]
+fn task_tid(task: *const u8) -> Option<u32> {
+    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
+    unsafe { bpf_probe_read_kernel(task.add(task_pid_offset()) as *const i32) }.ok().map(|p| p as u32)
+}
+
+/// tp_btf: `sched_wakeup(struct task_struct *p)`.
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
+    if let Some(tid) = task_tid(ctx.arg(0)) {
+        on_wakeup(tid);
+    }
+    0
+}
+
+/// tp_btf: `sched_wakeup_new(struct task_struct *p)`.
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
+    if let Some(tid) = task_tid(ctx.arg(0)) {
+        on_wakeup_new(tid);
+    }
+    0
+}
+
+/// Classic tracepoint fallback; `pid` offset from tracefs.
+#[tracepoint(category = "sched", name = "sched_wakeup")]
+pub fn sched_wakeup_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from this kernel's format file; read_at checks bounds.
+    if let Ok(tid) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::WAKEUP_PID)) } {
+        on_wakeup(tid as u32);
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_wakeup_new")]
+pub fn sched_wakeup_new_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    if let Ok(tid) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::WAKEUP_NEW_PID)) } {
+        on_wakeup_new(tid as u32);
+    }
+    0
+}
