@@ -232,6 +232,11 @@ impl Probes {
         offsets[tp_off::SWITCH_NEXT_PID] = sw.offset("sched_switch", "next_pid")?;
         let mig = tracefs::read_format(&root, "sched", "sched_migrate_task")?;
         offsets[tp_off::MIGRATE_PID] = mig.offset("sched_migrate_task", "pid")?;
+        offsets[tp_off::MIGRATE_DEST_CPU] = mig.offset("sched_migrate_task", "dest_cpu")?;
+        let wk = tracefs::read_format(&root, "sched", "sched_wakeup")?;
+        offsets[tp_off::WAKEUP_PID] = wk.offset("sched_wakeup", "pid")?;
+        let wkn = tracefs::read_format(&root, "sched", "sched_wakeup_new")?;
+        offsets[tp_off::WAKEUP_NEW_PID] = wkn.offset("sched_wakeup_new", "pid")?;
         let fork = tracefs::read_format(&root, "sched", "sched_process_fork")?;
         offsets[tp_off::FORK_PARENT_PID] = fork.offset("sched_process_fork", "parent_pid")?;
         offsets[tp_off::FORK_CHILD_PID] = fork.offset("sched_process_fork", "child_pid")?;
@@ -330,6 +335,8 @@ impl Probes {
             .override_global(globals::GUEST_IRQ_TEXT, &guest_irq, true)
             .map_max_entries("THREAD_STATS", opts.max_threads)
             .map_max_entries("THREAD_INFO", opts.max_threads * 2)
+            .map_max_entries("THREAD_SCHED", opts.max_threads * 2)
+            .map_max_entries("CPU_HISTORY", nr_cpus as u32)
             .load(EBPF_OBJ)
             .map_err(|e| ProbeError::Load(chain(&e)))?;
 
@@ -350,8 +357,19 @@ impl Probes {
             p.attach().map_err(|e| btf_err(&e))?;
             features.sched_switch = "tp_btf".into();
             features.attached.push("tp_btf:sched_switch".into());
+            for (prog_name, tp) in [("sched_wakeup_btf", "sched_wakeup"), ("sched_wakeup_new_btf", "sched_wakeup_new")]
+            {
+                let e =
+                    |e: &dyn std::error::Error| ProbeError::Attach { probe: format!("tp_btf:{tp}"), reason: chain(e) };
+                let p: &mut BtfTracePoint = prog(&mut ebpf, prog_name)?;
+                p.load(tp, kb).map_err(|x| e(&x))?;
+                p.attach().map_err(|x| e(&x))?;
+                features.attached.push(format!("tp_btf:{tp}"));
+            }
         } else {
             attach_tp(&mut ebpf, "sched_switch_tp", &[("sched", "sched_switch")], &mut features)?;
+            attach_tp(&mut ebpf, "sched_wakeup_tp", &[("sched", "sched_wakeup")], &mut features)?;
+            attach_tp(&mut ebpf, "sched_wakeup_new_tp", &[("sched", "sched_wakeup_new")], &mut features)?;
             features.sched_switch = "tracepoint".into();
         }
         attach_tp(&mut ebpf, "sched_migrate_task", &[("sched", "sched_migrate_task")], &mut features)?;
