@@ -57,9 +57,12 @@ pub mod unresolved {
     /// Switched in on a CPU other than the one the probes last saw it queued on (a
     /// migration the probes missed).
     pub const CPU_UNKNOWN: usize = 3;
-    pub const COUNT: usize = 4;
+    /// The thread was put on a CPU by a switch the tracepoint did not report (see
+    /// [`super::ThreadSched::on_missed_switch_out`]).
+    pub const MISSED_SWITCH: usize = 4;
+    pub const COUNT: usize = 5;
     /// Names used in the report.
-    pub const NAMES: [&str; COUNT] = ["history_overflow", "migrated", "ledger_full", "cpu_unknown"];
+    pub const NAMES: [&str; COUNT] = ["history_overflow", "migrated", "ledger_full", "cpu_unknown", "missed_switch"];
 }
 
 /// How a thread left the CPU, from sched_switch's `preempt` and `prev_state`.
@@ -145,6 +148,10 @@ pub struct ThreadSched {
     pub unresolved_ns: [u64; unresolved::COUNT],
     /// Log2 histogram of single waits (bucket as `kvm::log2_bucket`).
     pub wait_hist: [u32; HIST_BUCKETS],
+    /// Switches of this thread the tracepoint did not report (see
+    /// [`ThreadSched::on_missed_switch_out`]).
+    pub missed_switches: u32,
+    pub _pad: u32,
 }
 
 impl Default for ThreadSched {
@@ -175,6 +182,8 @@ impl ThreadSched {
         preemptions: 0,
         unresolved_ns: [0; unresolved::COUNT],
         wait_hist: [0; HIST_BUCKETS],
+        missed_switches: 0,
+        _pad: 0,
     };
 
     /// Closes the time spent in the current state up to `now`.
@@ -194,9 +203,14 @@ impl ThreadSched {
         self.since_ns = now;
     }
 
-    /// Switched out of `cpu` at `now`.
+    /// Switched out of `cpu` at `now`; `on_cpu_since` is the CPU's previous switch
+    /// (when the on-CPU accounting starts charging this thread). A thread the probes
+    /// did not see put on the CPU is taken as put there then.
     #[inline(always)]
-    pub fn on_switch_out(&mut self, now: u64, cpu: u32, how: SwitchOut, w: &Window) {
+    pub fn on_switch_out(&mut self, now: u64, cpu: u32, how: SwitchOut, on_cpu_since: u64, w: &Window) {
+        if self.state != state::ON_CPU && self.state != state::UNKNOWN {
+            self.on_missed_switch_in(on_cpu_since, cpu, w);
+        }
         self.cpu = cpu;
         match how {
             SwitchOut::Runnable => {
@@ -301,6 +315,39 @@ impl ThreadSched {
         }
     }
 
+    /// The CPU this thread was put on switched away from it without a sched_switch
+    /// event (seen on this kernel for some threads: the next event on that CPU names
+    /// another prev). The on-CPU accounting gives the time since `at`, the last
+    /// switch on that CPU, to that prev; the thread is taken off the CPU at `at` too,
+    /// as blocked (what it did meanwhile is not known), unless it was already seen
+    /// on another CPU.
+    #[inline(always)]
+    pub fn on_missed_switch_out(&mut self, at: u64, cpu: u32) {
+        self.missed_switches += 1;
+        if self.state == state::ON_CPU && self.cpu == cpu {
+            self.enter(state::BLOCKED, at);
+        }
+    }
+
+    /// `prev` of a switch was not put on the CPU by a reported switch: it is taken
+    /// as switched in at `at`, the last switch on that CPU (from when the on-CPU
+    /// accounting charges it), or when it was last seen if that is later; its wait
+    /// up to then, if any, is unresolved. When it was seen after `at`, the time in
+    /// between counts twice, on CPU and in its state then: the closure of such a
+    /// thread is off by that much (`missed_switches` says so).
+    #[inline(always)]
+    pub fn on_missed_switch_in(&mut self, at: u64, cpu: u32, w: &Window) {
+        self.missed_switches += 1;
+        if self.state == state::ON_CPU {
+            return;
+        }
+        let seen = if self.state == state::RUNNABLE { self.wait_on_cpu_since_ns } else { self.since_ns };
+        let at = if seen > at { seen } else { at };
+        if let Some(from) = self.on_switch_in(at, cpu, w) {
+            self.unresolved_ns[unresolved::MISSED_SWITCH] += clip(from, at, w);
+        }
+    }
+
     /// Charges `ns` of wait to an unresolved bucket.
     #[inline(always)]
     pub fn add_unresolved(&mut self, reason: usize, ns: u64) {
@@ -361,9 +408,13 @@ impl Default for CpuHistory {
 
 impl CpuHistory {
     /// A context switch at `now`: `prev`'s interval ends, `next`'s begins. At the
-    /// first switch prev has been on the CPU since before the probes.
+    /// first switch prev has been on the CPU since before the probes. Returns the
+    /// thread the previous switch put here and since when: when it is not `prev`, a
+    /// switch in between was not reported (the interval is prev's, as the on-CPU
+    /// accounting counts it).
     #[inline(always)]
-    pub fn switch(&mut self, prev: u32, next: u32, now: u64) {
+    pub fn switch(&mut self, prev: u32, next: u32, now: u64) -> (u32, u64) {
+        let was = (self.curr_tid, self.curr_since_ns);
         let i = (self.head & HISTORY_MASK) as usize;
         if let (Some(s), Some(t)) = (self.starts_ns.get_mut(i), self.tids.get_mut(i)) {
             *s = self.curr_since_ns;
@@ -372,6 +423,7 @@ impl CpuHistory {
         self.head = self.head.wrapping_add(1);
         self.curr_tid = next;
         self.curr_since_ns = now;
+        was
     }
 
     /// Charges the part of `[from, to)` inside the window to whoever ran on this CPU

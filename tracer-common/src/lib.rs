@@ -28,6 +28,9 @@ pub mod globals {
     /// [u32; N]: byte offsets of the fields of classic tracepoint records that the
     /// probes read, indexed by the `OFF_*` constants (from tracefs `format` files).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
+    /// u32: 1 = keep run-queue states and the preemption ledger (`ledger`), 0 = not
+    /// (the verifier then drops that code, so the cost is exactly that of the rest).
+    pub const LEDGER_ON: &str = "LEDGER_ON";
 }
 
 /// Indices into the `TP_OFFSETS` global.
@@ -250,6 +253,9 @@ pub mod counter {
     pub const SCHED_WAKEUP_NEW: u32 = 15;
     /// Threads whose run-queue state was lost because `THREAD_SCHED` was full.
     pub const DROPPED_THREAD_SCHED: u32 = 16;
+    /// Context switches whose prev was not the thread the previous switch on that CPU
+    /// put there: a switch in between was not reported by the tracepoint.
+    pub const MISSED_SWITCH: u32 = 17;
     pub const COUNT: u32 = 20;
     /// How many of the first counters count lost data ...
     pub const DROPPED_COUNT: u32 = 4;

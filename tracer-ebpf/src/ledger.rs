@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    Window, counter,
+    NO_TID, Window, counter,
     ledger::{CpuHistory, PairKey, PairStats, SwitchOut, ThreadSched, unresolved},
     tp_off,
 };
@@ -60,11 +60,14 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(h) = CPU_HISTORY.get_ptr_mut(cpu) else { return };
     // SAFETY: this CPU's history, written under its run-queue lock (held here).
-    unsafe { (*h).switch(prev, next, now) };
+    let (was, was_since) = unsafe { (*h).switch(prev, next, now) };
+    if was != prev && was != NO_TID {
+        missed_switch(was, was_since, cpu);
+    }
     if prev != 0 {
         if let Some(t) = sched_entry(prev) {
             // SAFETY: prev's entry, serialized by its run-queue lock.
-            unsafe { (*t).on_switch_out(now, cpu, how, w) };
+            unsafe { (*t).on_switch_out(now, cpu, how, was_since, w) };
         }
     }
     if next == 0 {
@@ -75,6 +78,19 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
     if let Some(from) = unsafe { (*t).on_switch_in(now, cpu, w) } {
         // SAFETY: as above.
         charge_wait(next, t, unsafe { &*h }, from, now, w);
+    }
+}
+
+/// A switch on this CPU since `at` was not reported: `was` left without a switch-out
+/// (`prev`, which came without a switch-in, is handled by its switch-out).
+#[inline(always)]
+fn missed_switch(was: u32, at: u64, cpu: u32) {
+    bump(counter::MISSED_SWITCH);
+    if was != 0 {
+        if let Some(t) = THREAD_SCHED.get_ptr_mut(&was) {
+            // SAFETY: its entry; it is off every CPU, and its next events need this CPU's lock.
+            unsafe { (*t).on_missed_switch_out(at, cpu) };
+        }
     }
 }
 

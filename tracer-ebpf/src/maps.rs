@@ -20,6 +20,8 @@ static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static GUEST_IRQ_TEXT: [u64; 2 * tracer_common::kvm::GUEST_IRQ_RANGES] = [0; 2 * tracer_common::kvm::GUEST_IRQ_RANGES];
 #[unsafe(no_mangle)]
+static LEDGER_ON: u32 = 0;
+#[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 
 /// The trace window; userspace writes it after attaching and at the end.
@@ -47,6 +49,13 @@ pub fn guest_irq_range(i: usize) -> (u64, u64) {
     // SAFETY: reading a global that userspace wrote into .rodata before loading;
     // i < GUEST_IRQ_RANGES at the only call site.
     unsafe { (core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i]), core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i + 1])) }
+}
+
+/// Whether the run-queue states and the ledger are kept (`globals::LEDGER_ON`).
+#[inline(always)]
+pub fn ledger_on() -> bool {
+    // SAFETY: reading a global that userspace wrote into .rodata before loading.
+    unsafe { core::ptr::read_volatile(&LEDGER_ON) != 0 }
 }
 
 #[inline(always)]

@@ -15,8 +15,8 @@ use tracer_common::{
 use crate::{
     ledger,
     maps::{
-        CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now, remember_current,
-        task_pid_offset, tp_offset, window,
+        CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, ledger_on, mode_of, now,
+        remember_current, task_pid_offset, tp_offset, window,
     },
 };
 
@@ -34,7 +34,9 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
     let d = unsafe { (*cpu).switch(now, &w, next_tid) };
     let involuntary = how == SwitchOut::Runnable;
-    ledger::on_switch(prev, next_tid, now, how, &w);
+    if ledger_on() {
+        ledger::on_switch(prev, next_tid, now, how, &w);
+    }
     if let Some(s) = charge_current(prev, mode_of(prev), d) {
         // SAFETY: per-CPU value returned by the map for this CPU.
         unsafe {
@@ -97,8 +99,10 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_PID)) }) else { return 0 };
     let tid = tid as u32;
     // SAFETY: offset from the format file.
-    if let Ok(dest) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_DEST_CPU)) } {
-        ledger::on_migrate(tid, dest as u32);
+    if ledger_on() {
+        if let Ok(dest) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_DEST_CPU)) } {
+            ledger::on_migrate(tid, dest as u32);
+        }
     }
     match THREAD_STATS.get_ptr_mut(&tid) {
         // SAFETY: per-CPU value, this CPU only.

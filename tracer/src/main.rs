@@ -50,8 +50,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 probe: ProbeOptions {
                     classic_sched_switch: a.classic_sched_switch,
                     kvm: !a.no_kvm,
+                    ledger: !a.no_ledger,
                     ..Default::default()
                 },
+                ledger_top: a.ledger_top,
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));

@@ -28,6 +28,8 @@ pub struct RecordOptions {
     /// Live summary interval; None = no live summary.
     pub live_interval: Option<Duration>,
     pub probe: ProbeOptions,
+    /// (victim, thief) pairs to list in the report's ledger.
+    pub ledger_top: usize,
 }
 
 #[derive(Debug)]
@@ -212,8 +214,10 @@ pub fn build_report(
     features: probe::Features,
     started_unix_s: u64,
     mut disc: Discovery,
+    ledger_top: usize,
 ) -> Report {
     account::close_open_intervals(&mut raw);
+    account::ledger::close_at_stop(&mut raw);
     disc.observe(&raw);
     let seen: BTreeMap<u32, (u32, String)> = raw
         .threads
@@ -223,7 +227,7 @@ pub fn build_report(
     let kvm_run_tids: HashSet<u32> = raw.vcpus.keys().copied().collect();
     disc.registry.add_unseen_vms(&kvm_run_tids, &seen);
     let meta = thread_meta(&raw, &disc.registry);
-    let a = account::attribute(&raw, meta);
+    let a = account::attribute(&raw, &meta);
     let entry_exit_unavailable = features
         .unavailable
         .iter()
@@ -244,6 +248,13 @@ pub fn build_report(
     );
     let mut r = Report::from_attribution(&a, host_info(features, raw.online_cpus.len()), started_unix_s);
     r.vms = vms;
+    if !raw.sched.is_empty() {
+        for t in r.threads.iter_mut() {
+            t.sched = raw.sched.get(&t.tid).and_then(|s| account::ledger::sched_report(s, t.on_cpu_ns, &raw));
+        }
+        account::ledger::fill_lost_to(&mut r.vms, &raw, &meta);
+        r.ledger = Some(account::ledger::ledger_report(&raw, &meta, ledger_top));
+    }
     r.dropped_events = raw.dropped_events();
     use tracer_common::counter as c;
     for (name, idx) in [
@@ -257,20 +268,36 @@ pub fn build_report(
         ("kvm_exit", c::KVM_EXIT),
         ("kvm_userspace_exit", c::KVM_USERSPACE_EXIT),
         ("kvm_other", c::KVM_OTHER),
+        ("sched_wakeup", c::SCHED_WAKEUP),
+        ("sched_wakeup_new", c::SCHED_WAKEUP_NEW),
+        ("missed_switch", c::MISSED_SWITCH),
     ] {
         r.events.insert(name.into(), raw.counters.get(idx as usize).copied().unwrap_or(0));
     }
     r
 }
 
+/// (victim, thief) pairs listed in the report's ledger unless told otherwise.
+pub const DEFAULT_LEDGER_TOP: usize = 200;
+
 /// Ends the trace: closes the window, reads the counters, detaches the probes, and
 /// builds the report.
-pub fn finish(mut probes: Probes, disc: Discovery, started_unix_s: u64) -> Result<Report, probe::ProbeError> {
+pub fn finish(probes: Probes, disc: Discovery, started_unix_s: u64) -> Result<Report, probe::ProbeError> {
+    finish_listing(probes, disc, started_unix_s, DEFAULT_LEDGER_TOP)
+}
+
+/// [`finish`], listing the `ledger_top` largest (victim, thief) pairs.
+pub fn finish_listing(
+    mut probes: Probes,
+    disc: Discovery,
+    started_unix_s: u64,
+    ledger_top: usize,
+) -> Result<Report, probe::ProbeError> {
     probes.stop()?;
     let raw = probes.read()?;
     let features = probes.features.clone();
     drop(probes);
-    Ok(build_report(raw, features, started_unix_s, disc))
+    Ok(build_report(raw, features, started_unix_s, disc, ledger_top))
 }
 
 /// One line of live summary: elapsed, busy/idle split, guest vs hypervisor, top
@@ -313,6 +340,10 @@ pub fn live_line(
     for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0).take(3) {
         let comm = now.thread_info.get(tid).map(|i| comm_str(&i.comm)).unwrap_or_else(|| "?".into());
         s.push_str(&format!(" {comm}[{tid}] {:.0}%", 100.0 * *d as f64 / interval_ns as f64));
+    }
+    if let Some((tid, ns)) = account::ledger::thieves_delta(before, now).first() {
+        let comm = now.thread_info.get(tid).map(|i| comm_str(&i.comm)).unwrap_or_else(|| "?".into());
+        s.push_str(&format!(" | top thief {comm}[{tid}] {:.1} ms", *ns as f64 / 1e6));
     }
     s.push_str(&format!(" | dropped {}", now.dropped_events()));
     s
@@ -396,7 +427,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
             }
         }
     };
-    let mut report = finish(probes, disc, started_unix_s)?;
+    let mut report = finish_listing(probes, disc, started_unix_s, opts.ledger_top)?;
     let mut exit_code = 0;
     let mut interrupted = false;
     if let Some((mut c, pid)) = child {

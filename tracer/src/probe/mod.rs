@@ -2,6 +2,7 @@
 //! reading the raw counters out of the maps. No attribution happens here.
 
 pub mod btf;
+pub mod ledger;
 pub mod tracefs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -67,11 +68,19 @@ pub struct ProbeOptions {
     /// Period (ns) of the per-CPU cpu-clock samples that estimate guest time where
     /// kvm_entry/kvm_exit never fire; 0 = no sampling.
     pub guest_sample_period_ns: u64,
+    /// Keep run-queue states and the preemption ledger (sched_wakeup probes).
+    pub ledger: bool,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { classic_sched_switch: false, kvm: true, max_threads: 16384, guest_sample_period_ns: 1_000_000 }
+        ProbeOptions {
+            classic_sched_switch: false,
+            kvm: true,
+            max_threads: 16384,
+            guest_sample_period_ns: 1_000_000,
+            ledger: true,
+        }
     }
 }
 
@@ -100,11 +109,17 @@ pub struct RawCounters {
     pub guest_samples: Vec<(TidKey, u64)>,
     /// Period of those samples (ns); 0 = not sampled.
     pub guest_sample_period_ns: u64,
+    /// tid -> run-queue state and totals (empty without the ledger).
+    pub sched: HashMap<u32, tracer_common::ledger::ThreadSched>,
+    /// Indexed by CPU id: its recent on-CPU intervals.
+    pub cpu_history: Vec<tracer_common::ledger::CpuHistory>,
+    /// (victim, thief) -> wait the thief took.
+    pub ledger: BTreeMap<tracer_common::ledger::PairKey, tracer_common::ledger::PairStats>,
 }
 
 impl RawCounters {
     pub fn dropped_events(&self) -> u64 {
-        self.counters.iter().take(counter::DROPPED_COUNT as usize).sum()
+        counter::DROPPED.iter().map(|&i| self.counters.get(i as usize).copied().unwrap_or(0)).sum()
     }
 }
 
@@ -247,6 +262,12 @@ impl Probes {
         }
         // KVM tracepoints whose layout is known: attached after the object is loaded.
         let mut kvm_usable: Vec<(&str, &str)> = Vec::new();
+        if !opts.ledger {
+            features.unavailable.push(Unavailable {
+                probe: "sched:sched_wakeup, sched:sched_wakeup_new (run-queue wait and ledger)".into(),
+                reason: "not requested (--no-ledger)".into(),
+            });
+        }
         if !opts.kvm {
             features.unavailable.push(Unavailable {
                 probe: "syscalls:sys_enter_ioctl, kvm:*".into(),
@@ -333,6 +354,7 @@ impl Probes {
             .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
             .override_global(globals::TP_OFFSETS, &offsets, true)
             .override_global(globals::GUEST_IRQ_TEXT, &guest_irq, true)
+            .override_global(globals::LEDGER_ON, &(opts.ledger as u32), true)
             .map_max_entries("THREAD_STATS", opts.max_threads)
             .map_max_entries("THREAD_INFO", opts.max_threads * 2)
             .map_max_entries("THREAD_SCHED", opts.max_threads * 2)
@@ -368,8 +390,10 @@ impl Probes {
             }
         } else {
             attach_tp(&mut ebpf, "sched_switch_tp", &[("sched", "sched_switch")], &mut features)?;
-            attach_tp(&mut ebpf, "sched_wakeup_tp", &[("sched", "sched_wakeup")], &mut features)?;
-            attach_tp(&mut ebpf, "sched_wakeup_new_tp", &[("sched", "sched_wakeup_new")], &mut features)?;
+            if opts.ledger {
+                attach_tp(&mut ebpf, "sched_wakeup_tp", &[("sched", "sched_wakeup")], &mut features)?;
+                attach_tp(&mut ebpf, "sched_wakeup_new_tp", &[("sched", "sched_wakeup_new")], &mut features)?;
+            }
             features.sched_switch = "tracepoint".into();
         }
         attach_tp(&mut ebpf, "sched_migrate_task", &[("sched", "sched_migrate_task")], &mut features)?;
@@ -565,6 +589,7 @@ impl Probes {
                 dst.push(item.map_err(err("KVM maps"))?);
             }
         }
+        ledger::read(&self.ebpf, &mut raw)?;
         Ok(raw)
     }
 

@@ -1,5 +1,7 @@
-//! The report: one versioned JSON schema (`vmmtrace/1`, see docs/schema.md), written
-//! atomically, and its text rendering.
+//! The report: one versioned JSON schema (`vmmtrace/2`, see docs/schema.md; files of
+//! `vmmtrace/1` are still read), written atomically, and its text rendering.
+
+mod who_took;
 
 use std::{
     collections::BTreeMap,
@@ -10,12 +12,18 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    account::{Attribution, kvm::VmReport},
+    account::{
+        Attribution,
+        kvm::VmReport,
+        ledger::{LedgerReport, SchedReport},
+    },
     host::Role,
     probe::Features,
 };
 
-pub const SCHEMA: &str = "vmmtrace/1";
+pub const SCHEMA: &str = "vmmtrace/2";
+/// Older schemas `Report::from_json` still reads (their missing parts stay empty).
+pub const READABLE_SCHEMAS: [&str; 2] = ["vmmtrace/1", SCHEMA];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -39,6 +47,10 @@ pub struct Report {
     pub dropped_events: u64,
     /// How many events each probe handled.
     pub events: BTreeMap<String, u64>,
+    /// Who took the time: run-queue waits charged to the threads that ran meanwhile
+    /// (null in vmmtrace/1 files and with --no-ledger).
+    #[serde(default)]
+    pub ledger: Option<LedgerReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -83,6 +95,10 @@ pub struct ThreadReport {
     pub switches: u64,
     pub involuntary_switches: u64,
     pub migrations: u64,
+    /// Run-queue wait, blocked time and their closure (null in vmmtrace/1 files, with
+    /// --no-ledger, and for a thread whose state the probes never learned).
+    #[serde(default)]
+    pub sched: Option<SchedReport>,
 }
 
 impl Report {
@@ -109,12 +125,14 @@ impl Report {
                     switches: t.switches,
                     involuntary_switches: t.involuntary_switches,
                     migrations: t.migrations,
+                    sched: None,
                 })
                 .collect(),
             by_role_ns: a.by_role_ns.clone(),
             vms: Vec::new(),
             dropped_events: 0,
             events: BTreeMap::new(),
+            ledger: None,
         }
     }
 
@@ -126,8 +144,14 @@ impl Report {
     pub fn from_json(text: &str) -> Result<Report, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         match v.get("schema").and_then(|s| s.as_str()) {
-            Some(SCHEMA) => serde_json::from_value(v).map_err(|e| format!("not a valid {SCHEMA} report: {e}")),
-            Some(other) => Err(format!("report schema is {other}; this vmmtrace reads {SCHEMA}")),
+            Some(s) if READABLE_SCHEMAS.contains(&s) => {
+                let s = s.to_string();
+                serde_json::from_value(v).map_err(|e| format!("not a valid {s} report: {e}"))
+            }
+            Some(other) => Err(format!(
+                "report schema is {other}; this vmmtrace reads {} (a newer vmmtrace may read it)",
+                READABLE_SCHEMAS.join(" and ")
+            )),
             None => Err("not a vmmtrace report (no \"schema\" field)".into()),
         }
     }
@@ -268,6 +292,7 @@ pub fn render_text(r: &Report, top: usize) -> String {
             );
         }
     }
+    s.push_str(&who_took::render(r, top));
     let _ = writeln!(s, "  dropped events: {}", r.dropped_events);
     for u in &r.host.features.unavailable {
         let _ = writeln!(s, "  note: {} unavailable: {}", u.probe, u.reason);
