@@ -488,5 +488,50 @@ pub struct PairStats {
     pub intervals: u64,
 }
 
+/// Pairs kept per CPU before they go to the `LEDGER` hash: the same few (victim,
+/// thief) pairs recur on a CPU (two threads taking turns), and adding to a slot here
+/// is cheaper than a hash update per switch.
+pub const PAIR_CACHE_LEN: usize = 4;
+
+/// Value of the `PAIR_CACHE` per-CPU array: the CPU's recent pairs, not yet in
+/// `LEDGER` (userspace adds both). A slot with `intervals == 0` is empty.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PairCache {
+    pub keys: [PairKey; PAIR_CACHE_LEN],
+    pub stats: [PairStats; PAIR_CACHE_LEN],
+    /// Slot to evict next (round robin).
+    pub next: u32,
+    pub _pad: u32,
+}
+
+impl PairCache {
+    /// Adds `ns` to (victim, thief). When the pair is not cached, it takes the slot of
+    /// another, which is returned for the caller to add to the map.
+    #[inline(always)]
+    pub fn add(&mut self, key: PairKey, ns: u64) -> Option<(PairKey, PairStats)> {
+        let mut i = 0;
+        while i < PAIR_CACHE_LEN {
+            if self.stats[i].intervals != 0 && self.keys[i] == key {
+                self.stats[i].ns += ns;
+                self.stats[i].intervals += 1;
+                return None;
+            }
+            i += 1;
+        }
+        let slot = (self.next as usize) % PAIR_CACHE_LEN;
+        self.next = self.next.wrapping_add(1);
+        let evicted = (self.stats[slot].intervals != 0).then_some((self.keys[slot], self.stats[slot]));
+        self.keys[slot] = key;
+        self.stats[slot] = PairStats { ns, intervals: 1 };
+        evicted
+    }
+
+    /// The cached pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (PairKey, PairStats)> + '_ {
+        self.keys.iter().zip(self.stats.iter()).filter(|(_, s)| s.intervals != 0).map(|(k, s)| (*k, *s))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -256,12 +256,14 @@ pub mod counter {
     /// Context switches whose prev was not the thread the previous switch on that CPU
     /// put there: a switch in between was not reported by the tracepoint.
     pub const MISSED_SWITCH: u32 = 17;
+    /// Ledger pairs lost because `LEDGER` was full.
+    pub const DROPPED_LEDGER: u32 = 18;
     pub const COUNT: u32 = 20;
     /// How many of the first counters count lost data ...
     pub const DROPPED_COUNT: u32 = 4;
     /// ... and every counter of lost data.
-    pub const DROPPED: [u32; 5] =
-        [DROPPED_THREAD_STATS, DROPPED_THREAD_INFO, DROPPED_WATCH, DROPPED_KVM, DROPPED_THREAD_SCHED];
+    pub const DROPPED: [u32; 6] =
+        [DROPPED_THREAD_STATS, DROPPED_THREAD_INFO, DROPPED_WATCH, DROPPED_KVM, DROPPED_THREAD_SCHED, DROPPED_LEDGER];
 }
 
 #[cfg(feature = "user")]
@@ -277,6 +279,7 @@ mod pod {
     unsafe impl aya::Pod for ledger::CpuHistory {}
     unsafe impl aya::Pod for ledger::PairKey {}
     unsafe impl aya::Pod for ledger::PairStats {}
+    unsafe impl aya::Pod for ledger::PairCache {}
 }
 
 #[cfg(test)]

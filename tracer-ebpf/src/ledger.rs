@@ -3,7 +3,7 @@
 //! `tracer_common::ledger`; this file feeds them events and keeps the maps.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel},
+    helpers::bpf_get_smp_processor_id,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -13,7 +13,9 @@ use tracer_common::{
     tp_off,
 };
 
-use crate::maps::{CPU_HISTORY, LEDGER, THREAD_SCHED, bump, get_or_insert, now, task_pid_offset, tp_offset, window};
+use crate::maps::{
+    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, bump, get_or_insert, now, task_tid, tp_offset, window,
+};
 
 /// A thread's entry, created empty the first time.
 #[inline(always)]
@@ -21,19 +23,34 @@ fn sched_entry(tid: u32) -> Option<*mut ThreadSched> {
     get_or_insert(&THREAD_SCHED, &tid, &ThreadSched::UNSEEN, counter::DROPPED_THREAD_SCHED)
 }
 
-/// Adds `ns` to (victim, thief); false when the map is full.
+/// Adds `stats` to a pair in the map; false when the map is full.
 #[inline(always)]
-fn add_pair(victim: u32, thief: u32, ns: u64) -> bool {
-    let key = PairKey { victim, thief };
-    if let Some(p) = LEDGER.get_ptr_mut(&key) {
-        // SAFETY: a victim's charges are serialized by its run-queue lock.
+fn add_to_map(key: &PairKey, stats: &PairStats) -> bool {
+    if let Some(p) = LEDGER.get_ptr_mut(key) {
+        // SAFETY: pairs are added under a run-queue lock of their victim; two CPUs may
+        // flush the same pair at once only from their caches, a race this accepts.
         unsafe {
-            (*p).ns += ns;
-            (*p).intervals += 1;
+            (*p).ns += stats.ns;
+            (*p).intervals += stats.intervals;
         }
         return true;
     }
-    LEDGER.insert(&key, &PairStats { ns, intervals: 1 }, 0).is_ok()
+    LEDGER.insert(key, stats, 0).is_ok()
+}
+
+/// Adds `ns` to (victim, thief), through this CPU's pair cache; false when the map is
+/// full for it.
+#[inline(always)]
+fn add_pair(victim: u32, thief: u32, ns: u64) -> bool {
+    let key = PairKey { victim, thief };
+    let Some(c) = PAIR_CACHE.get_ptr_mut(0) else { return add_to_map(&key, &PairStats { ns, intervals: 1 }) };
+    // SAFETY: this CPU's slot; its users run with interrupts off (scheduler locks).
+    if let Some((k, s)) = unsafe { (*c).add(key, ns) } {
+        if !add_to_map(&k, &s) {
+            bump(counter::DROPPED_LEDGER);
+        }
+    }
+    true
 }
 
 /// Charges the victim's wait `[from, to)` on the CPU of `history` to its thieves.
@@ -129,28 +146,17 @@ fn on_wakeup_new(tid: u32) {
     }
 }
 
-/// The tid of a tp_btf argument `struct task_struct *`.
-#[inline(always)]
-fn task_tid(task: *const u8) -> Option<u32> {
-    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
-    unsafe { bpf_probe_read_kernel(task.add(task_pid_offset()) as *const i32) }.ok().map(|p| p as u32)
-}
-
 /// tp_btf: `sched_wakeup(struct task_struct *p)`.
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
-    if let Some(tid) = task_tid(ctx.arg(0)) {
-        on_wakeup(tid);
-    }
+    on_wakeup(task_tid(ctx.arg(0)));
     0
 }
 
 /// tp_btf: `sched_wakeup_new(struct task_struct *p)`.
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
-    if let Some(tid) = task_tid(ctx.arg(0)) {
-        on_wakeup_new(tid);
-    }
+    on_wakeup_new(task_tid(ctx.arg(0)));
     0
 }
 

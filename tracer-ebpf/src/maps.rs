@@ -10,7 +10,7 @@ use aya_ebpf::{
 use tracer_common::{
     CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
-    ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
+    ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
     tp_off,
 };
 
@@ -56,6 +56,15 @@ pub fn guest_irq_range(i: usize) -> (u64, u64) {
 pub fn ledger_on() -> bool {
     // SAFETY: reading a global that userspace wrote into .rodata before loading.
     unsafe { core::ptr::read_volatile(&LEDGER_ON) != 0 }
+}
+
+/// The tid (`pid`) of a tp_btf `struct task_struct *` argument: a direct load, which
+/// the verifier checks against the kernel's BTF (the offset is a constant of
+/// `.rodata`), cheaper than bpf_probe_read_kernel.
+#[inline(always)]
+pub fn task_tid(task: *const u8) -> u32 {
+    // SAFETY: `task` is a trusted BTF pointer and the offset is task_struct.pid's.
+    unsafe { core::ptr::read_volatile(task.add(task_pid_offset()) as *const i32) as u32 }
 }
 
 #[inline(always)]
@@ -113,6 +122,10 @@ pub static CPU_HISTORY: Array<CpuHistory> = Array::with_max_entries(256, 0);
 /// (victim, thief) -> wait time the thief took from the victim.
 #[map]
 pub static LEDGER: HashMap<PairKey, PairStats> = HashMap::with_max_entries(65536, 0);
+
+/// This CPU's recent (victim, thief) pairs, on their way to `LEDGER`.
+#[map]
+pub static PAIR_CACHE: PerCpuArray<PairCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// Event and drop counters, indexed by `tracer_common::counter`.
 #[map]

@@ -449,3 +449,24 @@ fn two_cpu_bound_threads_on_one_cpu_charge_each_other() {
     }
     assert_eq!(NO_TID, crate::NO_TID);
 }
+
+#[test]
+fn the_pair_cache_keeps_recurring_pairs_and_hands_the_others_on() {
+    let mut c = PairCache::default();
+    let k = |v, t| PairKey { victim: v, thief: t };
+    let mut flushed: BTreeMap<PairKey, u64> = BTreeMap::new();
+    let mut total = 0;
+    for i in 0..100u64 {
+        // Two pairs taking turns, and now and then one of many others.
+        let key = if i % 10 == 9 { k(100 + i as u32, 1) } else { k(1 + (i % 2) as u32, 2 - (i % 2) as u32) };
+        total += i;
+        if let Some((ek, es)) = c.add(key, i) {
+            *flushed.entry(ek).or_insert(0) += es.ns;
+        }
+    }
+    for (key, s) in c.pairs() {
+        *flushed.entry(key).or_insert(0) += s.ns;
+    }
+    assert_eq!(flushed.values().sum::<u64>(), total);
+    assert_eq!(flushed.len(), 2 + 10);
+}

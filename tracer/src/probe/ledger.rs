@@ -2,9 +2,9 @@
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap},
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray},
 };
-use tracer_common::ledger::{CpuHistory, PairKey, PairStats, ThreadSched};
+use tracer_common::ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched};
 
 use super::{ProbeError, RawCounters, chain};
 
@@ -26,6 +26,15 @@ pub fn read(ebpf: &Ebpf, raw: &mut RawCounters) -> Result<(), ProbeError> {
     for item in ledger.iter() {
         let (k, v) = item.map_err(err("LEDGER"))?;
         raw.ledger.insert(k, v);
+    }
+    // Pairs still in the CPUs' caches.
+    let cache: PerCpuArray<_, PairCache> = PerCpuArray::try_from(map("PAIR_CACHE")?).map_err(err("PAIR_CACHE"))?;
+    for per_cpu in cache.get(&0, 0).map_err(err("PAIR_CACHE"))?.iter() {
+        for (k, v) in per_cpu.pairs() {
+            let p = raw.ledger.entry(k).or_default();
+            p.ns += v.ns;
+            p.intervals += v.intervals;
+        }
     }
     Ok(())
 }

@@ -379,8 +379,11 @@ impl Probes {
             p.attach().map_err(|e| btf_err(&e))?;
             features.sched_switch = "tp_btf".into();
             features.attached.push("tp_btf:sched_switch".into());
-            for (prog_name, tp) in [("sched_wakeup_btf", "sched_wakeup"), ("sched_wakeup_new_btf", "sched_wakeup_new")]
-            {
+            let wakeups: &[(&str, &str)] = match opts.ledger {
+                true => &[("sched_wakeup_btf", "sched_wakeup"), ("sched_wakeup_new_btf", "sched_wakeup_new")],
+                false => &[],
+            };
+            for &(prog_name, tp) in wakeups {
                 let e =
                     |e: &dyn std::error::Error| ProbeError::Attach { probe: format!("tp_btf:{tp}"), reason: chain(e) };
                 let p: &mut BtfTracePoint = prog(&mut ebpf, prog_name)?;
