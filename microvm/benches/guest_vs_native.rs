@@ -17,15 +17,6 @@ fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
 }
 
-fn pin_self(cpu: usize) {
-    // SAFETY: plain affinity call on the current thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 fn ratio_run(label: &str, base: &Config, reps: usize, cpu: usize) -> f64 {
     let mut ratios = Vec::new();
     let mut g_all = Vec::new();
@@ -36,7 +27,7 @@ fn ratio_run(label: &str, base: &Config, reps: usize, cpu: usize) -> f64 {
         let g = Duration::from_nanos(v.elapsed_ns);
         let n = std::thread::scope(|s| {
             s.spawn(|| {
-                pin_self(cpu);
+                microvm::sys::set_affinity(0, &[cpu]).expect("pin the benchmark thread");
                 run_native(base.workload, 0, base.work, base.bzip2_unit_bytes, base.loop_unit_iters)
             })
             .join()

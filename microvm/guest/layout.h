@@ -12,4 +12,5 @@
 #define PORT_DONE      0x11     /* out: workload finished (eax = status) */
 #define PORT_BZ_ERROR  0x12     /* out: bz_internal_error (eax = code) */
 #define PORT_FAULT     0x13     /* out: CPU exception (eax = vector) */
+#define PORT_SYSCALL   0x14     /* out: a guest program's system call (registers as at SYSCALL) */
 #endif

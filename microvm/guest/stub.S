@@ -7,6 +7,7 @@
  *   +0x000 entry: lidt, optional x2APIC periodic timer, iretq to CPL3 with IOPL=3
  *   +0x100 timer ISR (vector 0x40): count, x2APIC EOI, iretq
  *   +0x200 + 16*v: exception v (0..31): report to the VMM by `out` to PORT_FAULT
+ *   +0x800 syscall entry (LSTAR) of guest programs, +0x810 its CPL0 return (see there)
  *
  * Entry registers (set by the VMM): rdi = struct wl_params * (kept for CPL3),
  * r10 = user stack, r14 = user entry, r12 = x2APIC initial count (0 = no timer),
@@ -94,5 +95,19 @@ exc_common:
 2:	cli
 	hlt
 	jmp 2b
+
+	/* A guest program's SYSCALL lands here (LSTAR; SFMASK = 0, so RFLAGS is untouched).
+	 * The OUT exits to the VMM, which reads the registers, serves the call and puts the
+	 * result in RAX. Where SYSCALL really enters CPL0 (VT-x, SVM) the VMM resumes at
+	 * +0x810 (SYSRETQ: RIP = RCX, RFLAGS = R11, back to CPL3); on PVM SYSCALL stays at
+	 * CPL3 (SYSRETQ would fault) and the vCPU simply continues with the JMP to the
+	 * instruction after the SYSCALL. Under PVM only the OUT is emulated. */
+	.org 0x800
+syscall_entry:
+	out %al, $PORT_SYSCALL
+	jmp *%rcx
+	.org 0x810
+syscall_return_cpl0:
+	sysretq
 
 	.section .note.GNU-stack, "", @progbits

@@ -1,8 +1,29 @@
 //! `vmmtrace microvm ...`: run a micro-VM and print its ground truth as JSON.
+//! `vmmtrace microvm [OPTIONS] -- PROGRAM [ARGS...]` runs a Linux program as the guest.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::guest_program::{self, Policy, ProgramConfig, ProgramSpec};
 use crate::{Config, Vm, Workload};
+
+/// Parses a size such as "512M", "1G", "1073741824" (bytes) into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size {s:?} (expected e.g. \"512M\" or \"2G\")"))
+}
 
 /// A CPU list such as "0,1", "0-3" or "0-1,4".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +62,17 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     Ok(CpuList(out))
 }
 
+/// Where a guest PROGRAM runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Platform {
+    /// The micro-VM: one KVM vCPU, system calls served at its exits.
+    #[default]
+    Kvm,
+    /// No VM: the program in a PTRACE_SYSEMU child, the same loader and system-call
+    /// server (to check a program where /dev/kvm is missing; no VM exits).
+    Ptrace,
+}
+
 /// Options of `vmmtrace microvm`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MicrovmArgs {
@@ -75,6 +107,27 @@ pub struct MicrovmArgs {
     /// Frequency of the emulator thread's own timer work; 0 = none.
     #[arg(long, default_value_t = 100)]
     pub emulator_hz: u32,
+    /// Write the ground truth JSON to FILE instead of stdout (with a PROGRAM, stdout is
+    /// the program's; without --truth the ground truth is not written).
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<PathBuf>,
+    /// Guest RAM for a PROGRAM, e.g. "512M" or "2G" (multiple of 2 MiB).
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    pub mem: u64,
+    /// A PROGRAM may create and write files under DIR (repeatable); otherwise it may
+    /// write only to its stdout and stderr.
+    #[arg(long, value_name = "DIR")]
+    pub guest_write: Vec<PathBuf>,
+    /// Answer system calls the micro-VM does not serve with ENOSYS instead of stopping.
+    #[arg(long)]
+    pub enosys_unknown: bool,
+    /// Where a PROGRAM runs: `kvm` (the micro-VM) or `ptrace` (no VM; same loader and
+    /// system-call server, for checking a program without /dev/kvm).
+    #[arg(long, value_enum, default_value_t = Platform::Kvm)]
+    pub platform: Platform,
+    /// The Linux x86-64 program to run as the guest (after `--`), and its arguments.
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub program: Vec<OsString>,
 }
 
 impl MicrovmArgs {
@@ -94,10 +147,61 @@ impl MicrovmArgs {
     }
 }
 
+/// Writes `json` to `path` atomically (a temporary file renamed over it).
+fn write_truth(path: &Path, json: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("--truth {}", tmp.display()))?;
+    f.write_all(json.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("--truth: rename to {}", path.display()))
+}
+
+/// Runs the guest program of `args.program`; ends the process with the program's exit
+/// status (stdout and stderr are the program's: nothing else is printed there).
+fn run_program(args: &MicrovmArgs) -> anyhow::Result<()> {
+    let (prog, rest) = args.program.split_first().expect("called with a program");
+    let spec = ProgramSpec::from_command(Path::new(prog), rest).map_err(anyhow::Error::msg)?;
+    let cfg = ProgramConfig {
+        mem_bytes: args.mem,
+        pin_vcpu: args.pin_vcpus.as_ref().map(|c| c.0.clone()),
+        pin_emulator: args.pin_emulator.as_ref().map(|c| c.0.clone()),
+        emulator_hz: args.emulator_hz,
+    };
+    let policy =
+        Policy { write_dirs: args.guest_write.clone(), enosys_unknown: args.enosys_unknown, ..Default::default() };
+    let (json, status, oom) = match args.platform {
+        Platform::Kvm => {
+            let t = guest_program::kvm::run(&spec, &cfg, policy)?;
+            (serde_json::to_string_pretty(&t)?, t.exit_status, t.syscalls.out_of_memory)
+        }
+        Platform::Ptrace => {
+            cfg.validate()?;
+            let t = guest_program::ptrace::run(&spec, cfg.mem_bytes, policy).map_err(anyhow::Error::msg)?;
+            (serde_json::to_string_pretty(&t)?, t.exit_status, t.stats.out_of_memory)
+        }
+    };
+    if status != 0 && oom > 0 {
+        eprintln!(
+            "vmmtrace microvm: the program exited with status {status} after {oom} memory request(s) failed for \
+             lack of guest memory: give it more with --mem (now {} MiB)",
+            cfg.mem_bytes >> 20
+        );
+    }
+    if let Some(p) = &args.truth {
+        write_truth(p, &json)?;
+    }
+    std::process::exit(status);
+}
+
 /// Runs the micro-VM with the emulator loop on the calling thread (call it from the
 /// main thread: like QEMU, the main thread is the emulator) and prints the ground
-/// truth JSON on stdout.
+/// truth JSON on stdout (or into --truth FILE). With a PROGRAM, runs it and exits with
+/// its status.
 pub fn run(args: &MicrovmArgs) -> anyhow::Result<()> {
+    if !args.program.is_empty() {
+        return run_program(args);
+    }
     let cfg = args.to_config();
     let vm = Vm::create(&cfg).context("micro-VM")?;
     // One line on stderr before the guest starts, for a parent process (e.g. a tracer
@@ -106,9 +210,15 @@ pub fn run(args: &MicrovmArgs) -> anyhow::Result<()> {
         "microvm: started pid {} vcpu_tids {:?} emulator_tid {}",
         std::process::id(),
         vm.vcpu_tids(),
-        crate::vm::gettid()
+        crate::sys::gettid()
     );
     let truth = vm.run_here().context("micro-VM")?;
-    println!("{}", serde_json::to_string_pretty(&truth)?);
-    Ok(())
+    let json = serde_json::to_string_pretty(&truth)?;
+    match &args.truth {
+        Some(p) => write_truth(p, &json),
+        None => {
+            println!("{json}");
+            Ok(())
+        }
+    }
 }

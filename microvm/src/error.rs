@@ -52,6 +52,9 @@ pub enum Error {
     },
     #[error("vCPU {vcpu}: workload failed with status {status} ({what})")]
     Workload { vcpu: u32, status: i64, what: &'static str },
+    /// A guest program could not be loaded or was stopped (one-line reason).
+    #[error("{0}")]
+    Program(String),
     #[error("thread: {0}")]
     Thread(String),
 }

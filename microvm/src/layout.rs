@@ -5,6 +5,9 @@ pub const STUB_BASE: u64 = 0x1000;
 pub const STUB_ENTRY: u64 = STUB_BASE;
 pub const STUB_TIMER_ISR: u64 = STUB_BASE + 0x100;
 pub const STUB_EXC_BASE: u64 = STUB_BASE + 0x200;
+/// Guest programs: SYSCALL entry (LSTAR) and the SYSRETQ used where it ran at CPL0.
+pub const STUB_SYSCALL: u64 = STUB_BASE + 0x800;
+pub const STUB_SYSRET_CPL0: u64 = STUB_BASE + 0x810;
 /// Interrupt descriptor table (256 x 16-byte gates) and its pseudo-descriptor.
 pub const IDT_BASE: u64 = 0x2000;
 pub const IDTR_ADDR: u64 = 0x3000;
@@ -39,6 +42,7 @@ pub const PORT_PROGRESS: u16 = 0x10;
 pub const PORT_DONE: u16 = 0x11;
 pub const PORT_BZ_ERROR: u16 = 0x12;
 pub const PORT_FAULT: u16 = 0x13;
+pub const PORT_SYSCALL: u16 = 0x14;
 
 /// Linux-like GDT selectors (PVM wants these for native user mode).
 pub const KERNEL_CS: u16 = 0x10;

@@ -15,10 +15,16 @@
 //! # Ok::<(), microvm::Error>(())
 //! ```
 
+mod boot;
 pub mod cli;
+pub mod elf;
+mod emulator;
 mod error;
+pub mod guest_program;
 pub mod layout;
 mod mem;
+pub mod sys;
+mod vcpu;
 mod vm;
 mod workload;
 
@@ -184,7 +190,7 @@ pub struct Vm {
     vcpu_tids: Vec<u32>,
     vcpu_threads: Vec<JoinHandle<Result<VcpuTruth, Error>>>,
     start: Vec<Sender<bool>>,
-    emu_rx: Receiver<vm::EmuMsg>,
+    emu_rx: Receiver<emulator::EmuMsg>,
 }
 
 /// A VM whose vCPUs are running. `wait` returns the ground truth.
@@ -208,7 +214,7 @@ impl Vm {
         for i in 0..cfg.vcpus {
             let (stx, srx) = mpsc::channel();
             start.push(stx);
-            vcpu_threads.push(vm::spawn_vcpu(shared.clone(), i, ready_tx.clone(), srx, emu_tx.clone())?);
+            vcpu_threads.push(vcpu::spawn_vcpu(shared.clone(), i, ready_tx.clone(), srx, emu_tx.clone())?);
         }
         drop(ready_tx);
         drop(emu_tx);
@@ -245,13 +251,13 @@ impl Vm {
         let Vm { shared, vcpu_tids, vcpu_threads, start, emu_rx } = self;
         let (tid_tx, tid_rx) = mpsc::channel();
         let sh = shared.clone();
-        let name = vm::process_comm();
+        let name = sys::process_comm();
         let emulator = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let tid = vm::gettid();
+                let tid = sys::gettid();
                 let pinned = match &sh.cfg.pin_emulator {
-                    Some(c) => vm::pin_current("emulator thread", c),
+                    Some(c) => vcpu::pin_current("emulator thread", c),
                     None => Ok(()),
                 };
                 let ok = pinned.is_ok();
@@ -259,7 +265,7 @@ impl Vm {
                 if !ok {
                     return EmulatorTruth::default();
                 }
-                vm::emulator_loop(&sh, emu_rx, tid, name)
+                emulator_loop_of(&sh, emu_rx, tid, name)
             })
             .map_err(|e| Error::Thread(format!("spawn emulator thread: {e}")))?;
         let emulator_tid = tid_rx.recv().map_err(|_| Error::Thread("emulator thread died".into()))??;
@@ -275,17 +281,15 @@ impl Vm {
     pub fn run_here(self) -> Result<GroundTruth, Error> {
         let Vm { shared, vcpu_tids: _, vcpu_threads, start, emu_rx } = self;
         if let Some(c) = &shared.cfg.pin_emulator {
-            vm::pin_current("emulator thread", c)?;
+            vcpu::pin_current("emulator thread", c)?;
         }
-        let tid = vm::gettid();
-        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-            .map(|s| s.trim_end().to_string())
-            .unwrap_or_default();
+        let tid = sys::gettid();
+        let name = sys::thread_comm(tid);
         let started = Instant::now();
         for s in &start {
             let _ = s.send(true);
         }
-        let emu = vm::emulator_loop(&shared, emu_rx, tid, name);
+        let emu = emulator_loop_of(&shared, emu_rx, tid, name);
         let elapsed = started.elapsed();
         let res = vcpu_threads
             .into_iter()
@@ -316,6 +320,17 @@ impl RunningVm {
         let emu = self.emulator.join().map_err(|_| Error::Thread("emulator thread panicked".into()))?;
         vm::assemble(&self.shared, res, emu, elapsed)
     }
+}
+
+/// The emulator loop of a built-in-workload VM: its timer scans the vCPUs' heaps.
+fn emulator_loop_of(sh: &vm::Shared, rx: Receiver<emulator::EmuMsg>, tid: u32, name: String) -> EmulatorTruth {
+    let scan = emulator::ScanArea {
+        base: layout::user_region(0),
+        regions: sh.cfg.vcpus,
+        stride: layout::USER_REGION,
+        window: workload::HEAP_BYTES,
+    };
+    emulator::emulator_loop(&sh.mem, sh.cfg.vcpus, sh.cfg.emulator_hz, scan, rx, tid, name)
 }
 
 /// Creates and starts a VM in the background (vCPUs in KVM_RUN on return).

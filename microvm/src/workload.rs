@@ -4,6 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::{PARAMS_OFF, user_region, vcpu_block};
+use crate::mem::GuestMem;
+use crate::{Config, Error};
+
 /// Which CPU-bound job the guest runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +72,26 @@ pub struct NativeResult {
 
 /// Heap bytes a vCPU's job needs (same bound for the native twin).
 pub(crate) const HEAP_BYTES: u64 = crate::layout::USER_REGION - crate::layout::USER_STACK_RESERVE;
+
+/// Writes vCPU `i`'s parameter block into its block in guest memory.
+pub(crate) fn write_params(mem: &GuestMem, cfg: &Config, i: u32) -> Result<(), Error> {
+    let region = user_region(i);
+    let p = WlParams {
+        workload: cfg.workload.code(),
+        vcpu: i,
+        work_units: cfg.work,
+        exit_every: cfg.exit_every,
+        bz_bytes: cfg.bzip2_unit_bytes,
+        loop_iters: cfg.loop_unit_iters,
+        heap_lo: region,
+        heap_hi: region + HEAP_BYTES,
+        ..Default::default()
+    };
+    // SAFETY: WlParams is repr(C) plain data.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(&p as *const WlParams as *const u8, std::mem::size_of::<WlParams>()) };
+    mem.write(vcpu_block(i) + PARAMS_OFF, bytes)
+}
 
 /// Runs, on the calling host thread, exactly the computation vCPU `vcpu` does in the
 /// guest: the same C code (guest/workload.c + libbz2) compiled for the host.

@@ -10,6 +10,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The serial lock for a test that needs a working /dev/kvm, or None (the test then
+/// returns) with the reason printed: some hosts have no KVM at all (here, when the PVM
+/// backend refuses to bind on a kernel with page-table isolation on).
+fn kvm_serial() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: /dev/kvm does not exist on this host (dmesg says why KVM did not load)");
+        return None;
+    }
+    Some(serial())
+}
+
 fn cfg(workload: Workload, vcpus: u32, work: u64, exit_every: u64, timer_hz: u32) -> Config {
     Config {
         vcpus,
@@ -51,7 +62,7 @@ fn check_exits(c: &Config, t: &microvm::GroundTruth) {
 
 #[test]
 fn loop_checksum_matches_host_and_exit_counts_are_exact() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let c = cfg(Workload::Loop, 2, 60, 7, 1000);
     let t = microvm::run(&c).expect("run loop VM");
     check_exits(&c, &t);
@@ -67,7 +78,7 @@ fn loop_checksum_matches_host_and_exit_counts_are_exact() {
 
 #[test]
 fn bzip2_checksum_matches_host() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let c = cfg(Workload::Bzip2, 2, 4, 2, 250);
     let t = microvm::run(&c).expect("run bzip2 VM");
     check_exits(&c, &t);
@@ -82,7 +93,7 @@ fn bzip2_checksum_matches_host() {
 
 #[test]
 fn exit_counts_follow_exit_every() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     // K dividing the work, not dividing it, larger than it, and 0 = never
     for (work, k) in [(12u64, 1u64), (12, 4), (10, 3), (5, 9), (8, 0)] {
         let c = Config { exit_every: k, work, timer_hz: 0, emulator_hz: 0, ..cfg(Workload::Loop, 1, work, k, 0) };
@@ -97,7 +108,7 @@ fn exit_counts_follow_exit_every() {
 
 #[test]
 fn guest_timer_gives_interrupts_at_the_configured_rate() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     // A periodic APIC timer loses ticks while the vCPU thread is descheduled (a busy
     // shared machine), hence the loose lower bound; a wrong APIC clock would be off by
     // far more.
@@ -117,7 +128,7 @@ fn guest_timer_gives_interrupts_at_the_configured_rate() {
 
 #[test]
 fn two_vcpus_run_in_parallel_on_two_cpus() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let ncpu = std::thread::available_parallelism().unwrap().get();
     assert!(ncpu >= 2, "this test needs 2 CPUs");
     let c = Config { pin_vcpus: Some(vec![0, 1]), loop_unit_iters: 1 << 16, ..cfg(Workload::Loop, 2, 3000, 100, 250) };
@@ -136,7 +147,7 @@ fn two_vcpus_run_in_parallel_on_two_cpus() {
 
 #[test]
 fn threads_are_named_like_qemu_and_tids_are_known_before_running() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let c = cfg(Workload::Loop, 2, 10, 1, 0);
     let vm = microvm::Vm::create(&c).unwrap();
     let tids = vm.vcpu_tids().to_vec();
@@ -157,7 +168,7 @@ fn threads_are_named_like_qemu_and_tids_are_known_before_running() {
 
 #[test]
 fn bad_options_are_rejected_clearly() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let bad = |c: Config, needle: &str| {
         let e = microvm::run(&c).expect_err("must fail");
         assert!(matches!(e, Error::Config(_)), "{e}");
@@ -181,7 +192,7 @@ fn bad_options_are_rejected_clearly() {
 
 #[test]
 fn pinning_to_a_cpu_that_is_not_there_is_an_error() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let ncpu = std::thread::available_parallelism().unwrap().get();
     let c = Config { pin_vcpus: Some(vec![ncpu + 50]), ..cfg(Workload::Loop, 1, 1, 1, 0) };
     let e = microvm::run(&c).expect_err("must fail");
@@ -190,7 +201,7 @@ fn pinning_to_a_cpu_that_is_not_there_is_an_error() {
 
 #[test]
 fn guest_fault_is_reported_with_registers() {
-    let _serial = serial();
+    let Some(_serial) = kvm_serial() else { return };
     let c = Config { workload: Workload::FaultTest, ..cfg(Workload::Loop, 1, 1, 1, 0) };
     let e = microvm::run(&c).expect_err("the guest executes ud2");
     match &e {
@@ -221,6 +232,9 @@ fn kvm_permission_error_says_what_to_do() {
         eprintln!("not root: cannot drop to an unprivileged user; skipped");
         return;
     }
+    if kvm_serial().is_none() {
+        return;
+    }
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "unprivileged_child", "--nocapture", "--test-threads=1"])
         .env("MICROVM_UNPRIVILEGED_CHILD", "1");
@@ -240,4 +254,15 @@ fn kvm_permission_error_says_what_to_do() {
         stdout.contains("CHILD-ERROR: open /dev/kvm: permission denied: run as root or add yourself to group kvm"),
         "{stdout}"
     );
+}
+
+#[test]
+fn missing_kvm_is_said_clearly() {
+    if std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: this host has /dev/kvm");
+        return;
+    }
+    let e = microvm::run(&Config::default()).expect_err("no /dev/kvm");
+    assert!(matches!(e, Error::NoKvm), "{e}");
+    assert!(e.to_string().contains("load the KVM module"), "{e}");
 }

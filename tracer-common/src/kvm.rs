@@ -182,7 +182,9 @@ mod pod {
     use super::*;
     // SAFETY: #[repr(C)] integer-only structs with explicit padding; any bit pattern is valid.
     unsafe impl aya::Pod for TidKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for VcpuState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ExitStats {}
 }
 

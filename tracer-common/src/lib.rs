@@ -16,7 +16,9 @@
 //! the last switch put on it. So the time charged on a CPU sums to the wall time.
 
 pub mod kvm;
+mod layout;
 pub mod ledger;
+pub mod names;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
 pub mod globals {
@@ -272,13 +274,21 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs with explicit padding fields; every bit
     // pattern is valid.
     unsafe impl aya::Pod for CpuState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Window {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ThreadCpuStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ThreadInfo {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ledger::ThreadSched {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ledger::CpuHistory {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ledger::PairKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ledger::PairStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ledger::PairCache {}
 }
 

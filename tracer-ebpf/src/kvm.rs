@@ -7,8 +7,9 @@ use aya_ebpf::{
     programs::{PerfEventContext, TracePointContext},
 };
 use tracer_common::{
-    counter,
+    assert_named, counter,
     kvm::{ExitStats, SAMPLE_GUEST, SAMPLE_HOST_KVM, TidKey, VcpuState, basic_exit_reason},
+    names::program,
     tp_off,
 };
 
@@ -41,6 +42,7 @@ fn vcpu_state_in_run(tid: u32) -> Option<*mut VcpuState> {
     get_or_insert(&VCPU_STATE, &tid, &v, counter::DROPPED_KVM)
 }
 
+assert_named!(kvm_entry, program::KVM_ENTRY);
 #[tracepoint(category = "kvm", name = "kvm_entry")]
 pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     bump(counter::KVM_ENTRY);
@@ -49,6 +51,7 @@ pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     let t = now();
     // SAFETY: only this thread updates its own entry.
     checkpoint_current(tid, unsafe { (*v).mode() });
+    // SAFETY: as above.
     if let Some(done) = unsafe { (*v).on_entry(t) } {
         let key = TidKey { tid, code: done.reason, isa: done.isa, _pad: 0 };
         if let Some(s) = exit_stats(&key) {
@@ -59,6 +62,7 @@ pub fn kvm_entry(_ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(kvm_exit, program::KVM_EXIT);
 #[tracepoint(category = "kvm", name = "kvm_exit")]
 pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     bump(counter::KVM_EXIT);
@@ -66,11 +70,13 @@ pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     let Some(v) = vcpu_state_in_run(tid) else { return 0 };
     // SAFETY: offsets from the format file.
     let reason: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_REASON)) }.unwrap_or(u32::MAX);
+    // SAFETY: as above.
     let isa: u32 = unsafe { ctx.read_at(tp_offset(tp_off::KVM_EXIT_ISA)) }.unwrap_or(0);
     let reason = basic_exit_reason(isa, reason);
     let t = now();
     // SAFETY: only this thread updates its own entry.
     checkpoint_current(tid, unsafe { (*v).mode() });
+    // SAFETY: as above.
     unsafe { (*v).on_exit(t, reason, isa) };
     let key = TidKey { tid, code: reason, isa, _pad: 0 };
     if let Some(s) = exit_stats(&key) {
@@ -80,6 +86,7 @@ pub fn kvm_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(kvm_userspace_exit, program::KVM_USERSPACE_EXIT);
 #[tracepoint(category = "kvm", name = "kvm_userspace_exit")]
 pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
     bump(counter::KVM_USERSPACE_EXIT);
@@ -107,6 +114,7 @@ fn kvm_event(slot: u32) -> u32 {
 macro_rules! kvm_event_slots {
     ($($name:ident = $slot:expr),*) => {
         $(
+            assert_named!($name, program::KVM_EVENT[$slot]);
             #[tracepoint]
             pub fn $name(_ctx: TracePointContext) -> u32 {
                 kvm_event($slot)
@@ -146,6 +154,7 @@ fn in_guest_irq_handoff(rip: u64) -> bool {
     false
 }
 
+assert_named!(guest_sample, program::GUEST_SAMPLE);
 #[perf_event]
 pub fn guest_sample(ctx: PerfEventContext) -> u32 {
     // Only samples inside the trace window count.
@@ -155,7 +164,7 @@ pub fn guest_sample(ctx: PerfEventContext) -> u32 {
     }
     let tid = current_tid();
     // SAFETY: the value is read by copy.
-    let Some(v) = (unsafe { VCPU_STATE.get(&tid) }) else { return 0 };
+    let Some(v) = (unsafe { VCPU_STATE.get(tid) }) else { return 0 };
     if v.mode() == tracer_common::Mode::Outside {
         return 0;
     }

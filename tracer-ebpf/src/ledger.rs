@@ -8,8 +8,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    NO_TID, Window, counter,
+    NO_TID, Window, assert_named, counter,
     ledger::{CpuHistory, PairKey, PairStats, SwitchOut, ThreadSched, unresolved},
+    names::program,
     tp_off,
 };
 
@@ -147,6 +148,7 @@ fn on_wakeup_new(tid: u32) {
 }
 
 /// tp_btf: `sched_wakeup(struct task_struct *p)`.
+assert_named!(sched_wakeup_btf, program::SCHED_WAKEUP_BTF);
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
     on_wakeup(task_tid(ctx.arg(0)));
@@ -154,6 +156,7 @@ pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// tp_btf: `sched_wakeup_new(struct task_struct *p)`.
+assert_named!(sched_wakeup_new_btf, program::SCHED_WAKEUP_NEW_BTF);
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
     on_wakeup_new(task_tid(ctx.arg(0)));
@@ -161,6 +164,7 @@ pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// Classic tracepoint fallback; `pid` offset from tracefs.
+assert_named!(sched_wakeup_tp, program::SCHED_WAKEUP_TP);
 #[tracepoint(category = "sched", name = "sched_wakeup")]
 pub fn sched_wakeup_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from this kernel's format file; read_at checks bounds.
@@ -170,6 +174,7 @@ pub fn sched_wakeup_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_wakeup_new_tp, program::SCHED_WAKEUP_NEW_TP);
 #[tracepoint(category = "sched", name = "sched_wakeup_new")]
 pub fn sched_wakeup_new_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: as above.

@@ -13,6 +13,7 @@ use tracer_common::{
     ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
     tp_off,
 };
+use tracer_common::{assert_named, names::map};
 
 /// Set by userspace at load time (see `tracer_common::globals`).
 #[unsafe(no_mangle)]
@@ -27,6 +28,7 @@ static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 /// The trace window; userspace writes it after attaching and at the end.
 #[map]
 pub static CONFIG: Array<Window> = Array::with_max_entries(1, 0);
+assert_named!(CONFIG, map::CONFIG);
 
 #[inline(always)]
 pub fn window() -> Window {
@@ -76,60 +78,74 @@ pub fn tp_offset(i: usize) -> usize {
 /// This CPU's accounting clock.
 #[map]
 pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+assert_named!(CPU_STATE, map::CPU_STATE);
 
 /// tid -> counters on this CPU. Max entries is set by userspace at load time.
 #[map]
 pub static THREAD_STATS: PerCpuHashMap<u32, ThreadCpuStats> = PerCpuHashMap::with_max_entries(16384, 0);
+assert_named!(THREAD_STATS, map::THREAD_STATS);
 
 /// tid -> identity, written when the thread is first seen on a CPU.
 #[map]
 pub static THREAD_INFO: HashMap<u32, ThreadInfo> = HashMap::with_max_entries(32768, 0);
+assert_named!(THREAD_INFO, map::THREAD_INFO);
 
 /// Workload tids (the command vmmtrace runs, and every task it forks): tid -> 1.
 #[map]
 pub static WATCH: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+assert_named!(WATCH, map::WATCH);
 
 /// tid -> KVM state, for threads that entered ioctl(KVM_RUN).
 #[map]
 pub static VCPU_STATE: HashMap<u32, VcpuState> = HashMap::with_max_entries(4096, 0);
+assert_named!(VCPU_STATE, map::VCPU_STATE);
 
 /// (tid, exit reason, isa) -> count and latency histogram (kvm_exit/kvm_entry).
 #[map]
 pub static VCPU_EXITS: HashMap<TidKey, ExitStats> = HashMap::with_max_entries(16384, 0);
+assert_named!(VCPU_EXITS, map::VCPU_EXITS);
 
 /// (tid, userspace exit reason) -> count (kvm_userspace_exit).
 #[map]
 pub static USERSPACE_EXITS: HashMap<TidKey, u64> = HashMap::with_max_entries(8192, 0);
+assert_named!(USERSPACE_EXITS, map::USERSPACE_EXITS);
 
 /// (tid, tracepoint id) -> count, for the other in-kernel KVM events.
 #[map]
 pub static KVM_EVENTS: HashMap<TidKey, u64> = HashMap::with_max_entries(16384, 0);
+assert_named!(KVM_EVENTS, map::KVM_EVENTS);
 
 /// (tid, SAMPLE_GUEST or SAMPLE_HOST_KVM) -> cpu-clock samples taken inside KVM_RUN.
 #[map]
 pub static GUEST_SAMPLES: HashMap<TidKey, u64> = HashMap::with_max_entries(8192, 0);
+assert_named!(GUEST_SAMPLES, map::GUEST_SAMPLES);
 
 /// tid -> run-queue state and totals (see `tracer_common::ledger`). Max entries is
 /// set by userspace at load time.
 #[map]
 pub static THREAD_SCHED: HashMap<u32, ThreadSched> = HashMap::with_max_entries(32768, 0);
+assert_named!(THREAD_SCHED, map::THREAD_SCHED);
 
 /// CPU id -> its recent on-CPU intervals. Max entries is set by userspace to the
 /// number of possible CPUs.
 #[map]
 pub static CPU_HISTORY: Array<CpuHistory> = Array::with_max_entries(256, 0);
+assert_named!(CPU_HISTORY, map::CPU_HISTORY);
 
 /// (victim, thief) -> wait time the thief took from the victim.
 #[map]
 pub static LEDGER: HashMap<PairKey, PairStats> = HashMap::with_max_entries(65536, 0);
+assert_named!(LEDGER, map::LEDGER);
 
 /// This CPU's recent (victim, thief) pairs, on their way to `LEDGER`.
 #[map]
 pub static PAIR_CACHE: PerCpuArray<PairCache> = PerCpuArray::with_max_entries(1, 0);
+assert_named!(PAIR_CACHE, map::PAIR_CACHE);
 
 /// Event and drop counters, indexed by `tracer_common::counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+assert_named!(COUNTERS, map::COUNTERS);
 
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i64 = 17;
@@ -166,7 +182,7 @@ pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, drop_counter:
 #[inline(always)]
 pub fn mode_of(tid: u32) -> Mode {
     // SAFETY: the value is read once, by value.
-    match unsafe { VCPU_STATE.get(&tid) } {
+    match unsafe { VCPU_STATE.get(tid) } {
         Some(v) => v.mode(),
         None => Mode::Outside,
     }
@@ -176,17 +192,17 @@ pub fn mode_of(tid: u32) -> Mode {
 /// (and its identity, from the current task) the first time.
 #[inline(always)]
 pub fn charge_current(tid: u32, mode: Mode, ns: u64) -> Option<*mut ThreadCpuStats> {
-    if let Some(p) = THREAD_STATS.get_ptr_mut(&tid) {
+    if let Some(p) = THREAD_STATS.get_ptr_mut(tid) {
         // SAFETY: per-CPU value, this CPU only.
         unsafe { (*p).charge(mode, ns) };
         return Some(p);
     }
-    if THREAD_STATS.insert(&tid, &ThreadCpuStats::with_charge(mode, ns), 0).is_err() {
+    if THREAD_STATS.insert(tid, ThreadCpuStats::with_charge(mode, ns), 0).is_err() {
         bump(counter::DROPPED_THREAD_STATS);
         return None;
     }
     remember_current(tid);
-    THREAD_STATS.get_ptr_mut(&tid)
+    THREAD_STATS.get_ptr_mut(tid)
 }
 
 /// Records the current task's identity if not known yet.
@@ -195,10 +211,10 @@ pub fn remember_current(tid: u32) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
     let info = ThreadInfo { tgid, flags: 0, comm };
-    if let Err(e) = THREAD_INFO.insert(&tid, &info, BPF_NOEXIST) {
-        if e as i64 != -EEXIST {
-            bump(counter::DROPPED_THREAD_INFO);
-        }
+    if let Err(e) = THREAD_INFO.insert(tid, info, BPF_NOEXIST)
+        && e as i64 != -EEXIST
+    {
+        bump(counter::DROPPED_THREAD_INFO);
     }
 }
 

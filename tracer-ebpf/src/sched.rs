@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use tracer_common::{
-    ThreadCpuStats, counter,
+    ThreadCpuStats, assert_named, counter,
     ledger::{SwitchOut, switch_out_btf, switch_out_classic},
+    names::program,
     tp_off,
 };
 
@@ -62,6 +63,7 @@ fn log_first<C: aya_ebpf::EbpfContext>(ctx: &C, kind: &str) {
     info!(ctx, "sched_switch ({}) fires on cpu {}", kind, cpu);
 }
 
+assert_named!(sched_switch_btf, program::SCHED_SWITCH_BTF);
 /// tp_btf: args are (bool preempt, task_struct *prev, task_struct *next,
 /// unsigned int prev_state) on kernels >= 5.18 (userspace checks the prototype in
 /// the kernel's BTF before choosing this program).
@@ -79,11 +81,13 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+assert_named!(sched_switch_tp, program::SCHED_SWITCH_TP);
 /// Classic tracepoint fallback; field offsets come from tracefs at load time.
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets read from this kernel's format file; read_at checks bounds.
     let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
+    // SAFETY: as above.
     let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
     if on_switch(next_tid as u32, switch_out_classic(prev_state as u64)) {
         log_first(&ctx, "tracepoint");
@@ -91,6 +95,7 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_migrate_task, program::SCHED_MIGRATE_TASK);
 /// A task moved to another CPU (wakeup placement, load balancing, affinity change).
 #[tracepoint(category = "sched", name = "sched_migrate_task")]
 pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
@@ -98,18 +103,18 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the format file.
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_PID)) }) else { return 0 };
     let tid = tid as u32;
-    // SAFETY: offset from the format file.
     if ledger_on() {
+        // SAFETY: offset from the format file.
         if let Ok(dest) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_DEST_CPU)) } {
             ledger::on_migrate(tid, dest as u32);
         }
     }
-    match THREAD_STATS.get_ptr_mut(&tid) {
+    match THREAD_STATS.get_ptr_mut(tid) {
         // SAFETY: per-CPU value, this CPU only.
         Some(s) => unsafe { (*s).migrations += 1 },
         None => {
             let s = ThreadCpuStats { migrations: 1, ..Default::default() };
-            if THREAD_STATS.insert(&tid, &s, 0).is_err() {
+            if THREAD_STATS.insert(tid, s, 0).is_err() {
                 bump(counter::DROPPED_THREAD_STATS);
             }
         }
@@ -117,33 +122,37 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     0
 }
 
+assert_named!(sched_process_fork, program::SCHED_PROCESS_FORK);
 /// Fork/clone: a child of a workload task is a workload task.
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     bump(counter::SCHED_FORK);
     // SAFETY: offsets from the format file.
     let parent: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_PARENT_PID)) }.unwrap_or(-1);
+    // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_CHILD_PID)) }.unwrap_or(-1);
     let (parent, child) = (parent as u32, child as u32);
     // SAFETY: value read by copy.
-    if unsafe { WATCH.get(&parent) }.is_some() && WATCH.insert(&child, &1, 0).is_err() {
+    if unsafe { WATCH.get(parent) }.is_some() && WATCH.insert(child, 1, 0).is_err() {
         bump(counter::DROPPED_WATCH);
     }
     0
 }
 
+assert_named!(sched_process_exec, program::SCHED_PROCESS_EXEC);
 /// exec: the thread's name changes; keep the new one.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     bump(counter::COMM_UPDATE);
     let tid = current_tid();
-    if let Some(info) = THREAD_INFO.get_ptr_mut(&tid) {
+    if let Some(info) = THREAD_INFO.get_ptr_mut(tid) {
         // SAFETY: the value belongs to the current task, which only it updates here.
         unsafe { (*info).comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or((*info).comm) };
     }
     0
 }
 
+assert_named!(task_rename, program::TASK_RENAME);
 /// prctl(PR_SET_NAME) or a write to /proc/<pid>/task/<tid>/comm (how QEMU names its
 /// "CPU n/KVM" threads).
 #[tracepoint(category = "task", name = "task_rename")]
@@ -151,10 +160,11 @@ pub fn task_rename(ctx: TracePointContext) -> u32 {
     bump(counter::COMM_UPDATE);
     // SAFETY: offsets from the format file.
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::RENAME_PID)) }) else { return 0 };
+    // SAFETY: as above.
     let Ok(comm) = (unsafe { ctx.read_at::<[u8; 16]>(tp_offset(tp_off::RENAME_NEWCOMM)) }) else {
         return 0;
     };
-    if let Some(info) = THREAD_INFO.get_ptr_mut(&(tid as u32)) {
+    if let Some(info) = THREAD_INFO.get_ptr_mut(tid as u32) {
         // SAFETY: a plain store of a byte array into the map value.
         unsafe { (*info).comm = comm };
     }

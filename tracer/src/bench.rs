@@ -5,7 +5,10 @@
 
 use std::{io::Read as _, io::Write as _, time::Instant};
 
-use crate::probe::{ProbeOptions, Probes, set_affinity};
+use crate::{
+    probe::{ProbeOptions, Probes, table::KVM_EVENT_SLOTS},
+    sys::set_affinity,
+};
 
 /// One measurement.
 #[derive(Debug, Clone)]
@@ -168,8 +171,8 @@ pub fn render_kvm(rows: &[KvmBenchRow]) -> String {
                 let name = n
                     .strip_prefix("kvm_event_")
                     .and_then(|i| i.parse::<usize>().ok())
-                    .and_then(|i| crate::probe::KVM_OTHER_EVENTS.get(i))
-                    .map(|(c, t)| format!("{c}:{t}"))
+                    .and_then(|i| KVM_EVENT_SLOTS.get(i))
+                    .map(|e| format!("{}:{}", e.category, e.name))
                     .unwrap_or_else(|| n.clone());
                 format!("{name}: {c} ev, {a:.0} ns")
             })

@@ -7,8 +7,10 @@
 pub mod account;
 pub mod bench;
 pub mod cli;
+pub mod error;
 pub mod host;
 pub mod kvm_reasons;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod sys;

@@ -17,7 +17,7 @@ fn main() {
         std::process::exit(match microvm::cli::run(a) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("vmmtrace microvm: {e:#}");
+                eprintln!("vmmtrace microvm: {}", vmmtrace::error::chain(e.as_ref()));
                 1
             }
         });
@@ -32,7 +32,7 @@ fn main() {
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vmmtrace: {e:#}");
+            eprintln!("vmmtrace: {}", vmmtrace::error::chain(e.as_ref()));
             1
         }
     };
@@ -65,7 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Report(a) => {
             let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
-            let r = Report::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+            let r = Report::from_json(&text).with_context(|| a.file.display().to_string())?;
             print!("{}", render_text(&r, a.top));
             Ok(0)
         }
@@ -83,7 +83,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     if !a.no_kvm {
         match tokio::task::spawn_blocking(move || vmmtrace::bench::run_kvm(reps)).await? {
             Ok(rows) => print!("{}", vmmtrace::bench::render_kvm(&rows)),
-            Err(e) => eprintln!("vmmtrace bench: KVM part skipped: {e:#}"),
+            Err(e) => eprintln!("vmmtrace bench: KVM part skipped: {}", vmmtrace::error::chain(e.as_ref())),
         }
     }
     Ok(0)

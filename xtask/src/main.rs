@@ -33,6 +33,9 @@ enum Cmd {
     BuildEbpf,
     /// Rebuild the eBPF object and fail if the committed copy differs.
     CheckEbpf,
+    /// Clippy on tracer-ebpf for the BPF target (a host build of it compiles nothing),
+    /// warnings denied.
+    ClippyEbpf,
     /// Per-event cost of the sched_switch programs (kernel BPF stats).
     Bench,
 }
@@ -107,17 +110,15 @@ fn ebpf_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the eBPF object and writes the stripped copy to `out`.
-fn build_ebpf(out: &Path) -> anyhow::Result<()> {
-    ebpf_toolchain()?;
+/// `cargo <subcommand> -p tracer-ebpf` for the BPF target, with the flags of
+/// aya-build plus path remapping, so that the object (whose BTF line info names
+/// source files) is byte for byte the same in any checkout.
+fn ebpf_cargo(subcommand: &str, target_dir: &Path) -> anyhow::Result<Command> {
     let root = root();
-    let target_dir = root.join("target/ebpf");
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
     let sysroot = String::from_utf8(Command::new("rustc").args(["--print", "sysroot"]).output()?.stdout)?;
-    // Same flags as aya-build, plus path remapping so that the object (whose BTF line
-    // info names source files) is byte for byte the same in any checkout.
     let rustflags = [
         "--cfg".to_string(),
         "bpf_target_arch=\"x86_64\"".into(),
@@ -128,14 +129,23 @@ fn build_ebpf(out: &Path) -> anyhow::Result<()> {
         format!("--remap-path-prefix={}=/rust", sysroot.trim()),
     ]
     .join("\x1f");
-    run(cargo()
-        .current_dir(&root)
-        .args(["build", "-p", "tracer-ebpf", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
+    let mut cmd = cargo();
+    cmd.current_dir(&root)
+        .args([subcommand, "-p", "tracer-ebpf", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
+        // build-std is unstable; the pinned stable toolchain builds it like aya-build does.
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("RUSTFLAGS")
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags))?;
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
+    Ok(cmd)
+}
+
+/// Builds the eBPF object and writes the stripped copy to `out`.
+fn build_ebpf(out: &Path) -> anyhow::Result<()> {
+    ebpf_toolchain()?;
+    let target_dir = root().join("target/ebpf");
+    run(&mut ebpf_cargo("build", &target_dir)?)?;
     let built = target_dir.join("bpfel-unknown-none/release/tracer-ebpf");
     let objcopy = ["llvm-objcopy-22", "/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy"]
         .into_iter()
@@ -181,7 +191,7 @@ fn write_demo_input(path: &Path, bytes: usize) -> anyhow::Result<()> {
     while out.len() < bytes {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         out.extend_from_slice(WORDS[(x >> 33) as usize % WORDS.len()].as_bytes());
-        out.push(if (x >> 20) % 13 == 0 { b'\n' } else { b' ' });
+        out.push(if (x >> 20).is_multiple_of(13) { b'\n' } else { b' ' });
     }
     out.truncate(bytes);
     std::fs::write(path, out).with_context(|| format!("write {}", path.display()))
@@ -233,6 +243,12 @@ fn main() -> anyhow::Result<()> {
             }
             eprintln!("{EBPF_OBJECT} matches the sources");
             Ok(())
+        }
+        Cmd::ClippyEbpf => {
+            run(Command::new("rustup").args(["component", "add", "rust-src", "clippy"]))?;
+            // Its own target dir: clippy's metadata would make the next build-ebpf rebuild.
+            let mut cmd = ebpf_cargo("clippy", &root.join("target/ebpf-clippy"))?;
+            run(cmd.args(["--", "-D", "warnings"]))
         }
         Cmd::Bench => {
             setup()?;

@@ -136,7 +136,7 @@ pub fn on_cpu_delta(before: &RawCounters, after: &RawCounters) -> Vec<(u32, u64)
         })
         .filter(|(_, d)| *d > 0)
         .collect();
-    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out.sort_by_key(|&(_, ns)| std::cmp::Reverse(ns));
     out
 }
 

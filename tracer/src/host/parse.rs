@@ -172,9 +172,41 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
     bytes.split(|b| *b == 0).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect()
 }
 
+/// Whether a /proc/<pid>/task/<tid>/syscall line shows a thread inside KVM_RUN:
+/// ioctl (16 on x86_64) with KVM_RUN (0xae80) while the thread waits in the kernel,
+/// or "running" while it runs (a vCPU thread runs inside KVM_RUN nearly all the time).
+pub fn in_kvm_run(syscall_line: &str) -> bool {
+    let mut it = syscall_line.split_whitespace();
+    match (it.next(), it.next(), it.next()) {
+        (Some("running"), _, _) => true,
+        (Some("16"), Some(_fd), Some(cmd)) => u64::from_str_radix(cmd.trim_start_matches("0x"), 16) == Ok(0xae80),
+        _ => false,
+    }
+}
+
+/// A NUL-padded 16-byte comm, as the probes record it.
+pub fn comm_from_bytes(c: &[u8; 16]) -> String {
+    String::from_utf8_lossy(c).trim_end_matches('\0').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert!(in_kvm_run("16 0x5 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(in_kvm_run("running"));
+        assert!(!in_kvm_run("16 0x5 0xae9a 0x0 0x0 0x0 0x0 0x7ffd 0x7f12")); // another ioctl
+        assert!(!in_kvm_run("202 0x55576e1cf3b8 0x89 0xffffffff 0x7ff")); // futex
+        assert!(!in_kvm_run("-1 0x7ffd 0x7f12"));
+        assert!(!in_kvm_run(""));
+    }
+
+    #[test]
+    fn comms_lose_their_padding() {
+        assert_eq!(comm_from_bytes(b"CPU 0/KVM\0\0\0\0\0\0\0"), "CPU 0/KVM");
+    }
 
     #[test]
     fn cpu_lists() {

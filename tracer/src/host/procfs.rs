@@ -117,3 +117,27 @@ impl Default for HostPaths {
         HostPaths { proc_root: PathBuf::from("/proc"), cpu_online: PathBuf::from("/sys/devices/system/cpu/online") }
     }
 }
+
+/// Guest time of a thread as the kernel accounts it (field 43 of stat), in ticks;
+/// None once the thread is gone.
+pub(crate) fn read_gtime_ticks(pid: u32, tid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    parse_stat(&stat).ok()?.guest_time_ticks
+}
+
+/// `/proc/<pid>/task/<tid>/syscall`; None once the thread is gone.
+pub(crate) fn read_syscall(pid: u32, tid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()
+}
+
+/// The scheduler tick (the unit of stat's time fields), in ns.
+pub fn clock_tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { 1_000_000_000 / hz as u64 } else { 10_000_000 }
+}
+
+/// `/proc/sys/kernel/<name>` (hostname, osrelease), trimmed; empty if unreadable.
+pub fn kernel_string(name: &str) -> String {
+    fs::read_to_string(format!("/proc/sys/kernel/{name}")).map(|s| s.trim().to_string()).unwrap_or_default()
+}

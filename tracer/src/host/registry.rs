@@ -73,41 +73,22 @@ impl Registry {
                 }
                 let comm = threads.get(&tid).map(|(_, c)| c.clone()).unwrap_or_default();
                 let named = names::vcpu_index_from_name(&comm, None);
-                self.threads.insert(
-                    tid,
-                    ThreadIdentity {
-                        tid,
-                        pid,
-                        comm,
-                        role: Role::Vcpu,
-                        vcpu_index: named.or(Some(i as u32)),
-                        vcpu_index_inferred: named.is_none(),
-                        vm: Some(vm.name.clone()),
-                        vm_pid: Some(pid),
-                        affinity: Vec::new(),
-                        pinned: false,
-                        kernel_thread: false,
-                    },
-                );
+                let id = ThreadIdentity {
+                    vcpu_index: named.or(Some(i as u32)),
+                    vcpu_index_inferred: named.is_none(),
+                    ..ThreadIdentity::new(tid, pid, comm, Role::Vcpu)
+                };
+                self.threads.insert(tid, id.in_vm(&vm.name, pid));
             }
             for (&tid, (p, comm)) in threads {
                 if *p == pid && !vm.vcpus.contains(&tid) {
                     if !vm.vmm_threads.contains(&tid) {
                         vm.vmm_threads.push(tid);
                     }
-                    self.threads.entry(tid).or_insert_with(|| ThreadIdentity {
-                        tid,
-                        pid,
-                        comm: comm.clone(),
-                        role: Role::Vmm,
-                        vcpu_index: None,
-                        vcpu_index_inferred: false,
-                        vm: Some(vm.name.clone()),
-                        vm_pid: Some(pid),
-                        affinity: Vec::new(),
-                        pinned: false,
-                        kernel_thread: false,
-                    });
+                    let vm_name = &vm.name;
+                    self.threads
+                        .entry(tid)
+                        .or_insert_with(|| ThreadIdentity::new(tid, pid, comm.clone(), Role::Vmm).in_vm(vm_name, pid));
                 }
             }
         }

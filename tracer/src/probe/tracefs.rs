@@ -18,8 +18,8 @@ pub enum TracefsError {
     NoField { tp: String, field: String },
     #[error("cannot parse {0}: {1}")]
     Parse(String, String),
-    #[error("reading {0}: {1}")]
-    Io(String, std::io::Error),
+    #[error("reading {0}")]
+    Io(String, #[source] std::io::Error),
 }
 
 /// One field of a tracepoint record.
@@ -152,13 +152,5 @@ print fmt: \"prev_comm=%s\", REC->prev_comm
     fn rejects_broken_lines() {
         assert!(parse_format("\tfield:int x;\toffset:zz;\tsize:4;").is_err());
         assert!(parse_format("\tfield:int x;\tsize:4;").is_err());
-    }
-
-    #[test]
-    fn reads_this_kernels_formats() {
-        let root = tracefs_root().unwrap();
-        let f = read_format(&root, "sched", "sched_switch").unwrap();
-        assert!(f.offset("sched_switch", "next_pid").unwrap() > f.offset("sched_switch", "prev_state").unwrap());
-        assert!(matches!(read_format(&root, "sched", "no_such_tp"), Err(TracefsError::NoTracepoint(_))));
     }
 }

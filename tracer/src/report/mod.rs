@@ -1,13 +1,12 @@
 //! The report: one versioned JSON schema (`vmmtrace/2`, see docs/schema.md; files of
-//! `vmmtrace/1` are still read), written atomically, and its text rendering.
+//! `vmmtrace/1` are still read), written atomically (`write.rs`), and its text
+//! rendering (`text.rs`, with the "who took the time" section in `who_took.rs`).
 
+mod text;
 mod who_took;
+mod write;
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +20,12 @@ use crate::{
     probe::Features,
 };
 
+pub use text::{ms, render_text, role_name};
+pub use write::{WriteError, check_writable, write_atomic};
+
 pub const SCHEMA: &str = "vmmtrace/2";
-/// Older schemas `Report::from_json` still reads (their missing parts stay empty).
+/// The schemas `Report::from_json` reads: older files parse with the newer parts
+/// empty (`sched`, `ledger` and `lost_to` null or empty).
 pub const READABLE_SCHEMAS: [&str; 2] = ["vmmtrace/1", SCHEMA];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -141,163 +144,27 @@ impl Report {
     }
 
     /// Parses a report, refusing other schemas with a clear message.
-    pub fn from_json(text: &str) -> Result<Report, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Report, ParseError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(ParseError::NotJson)?;
         match v.get("schema").and_then(|s| s.as_str()) {
-            Some(s) if READABLE_SCHEMAS.contains(&s) => {
-                let s = s.to_string();
-                serde_json::from_value(v).map_err(|e| format!("not a valid {s} report: {e}"))
-            }
-            Some(other) => Err(format!(
-                "report schema is {other}; this vmmtrace reads {} (a newer vmmtrace may read it)",
-                READABLE_SCHEMAS.join(" and ")
-            )),
-            None => Err("not a vmmtrace report (no \"schema\" field)".into()),
+            Some(s) if READABLE_SCHEMAS.contains(&s) => serde_json::from_value(v).map_err(ParseError::Invalid),
+            Some(other) => Err(ParseError::OtherSchema(other.to_string())),
+            None => Err(ParseError::NoSchema),
         }
     }
 }
 
+/// Why a file is not a report this vmmtrace reads.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the report to {path}: {source} (choose another --output)")]
-pub struct WriteError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory,
-/// fsync, then rename over the target. A reader sees the old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let err = |source| WriteError { path: path.to_path_buf(), source };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| err(std::io::Error::other("not a file path")))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(err)
-}
-
-/// Fails early (before tracing) if `path` cannot be written.
-pub fn check_writable(path: &Path) -> Result<(), WriteError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let probe = dir.join(format!(".vmmtrace-probe.{}.tmp", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            if path.is_dir() {
-                return Err(WriteError { path: path.into(), source: std::io::Error::other("is a directory") });
-            }
-            Ok(())
-        }
-        Err(source) => Err(WriteError { path: path.into(), source }),
-    }
-}
-
-/// The role as the report spells it (vcpu, vmm, host_kernel, workload, other).
-pub fn role_name(r: Role) -> String {
-    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
-pub fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
-
-/// The text summary printed at the end of `record`.
-pub fn render_text(r: &Report, top: usize) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let cpu_total = r.wall_ns as f64 * r.cpus.len().max(1) as f64;
-    let _ = writeln!(
-        s,
-        "vmmtrace: {:.2} s on {} CPUs ({}), kernel {}",
-        r.wall_ns as f64 / 1e9,
-        r.cpus.len(),
-        r.host.hostname,
-        r.host.kernel
-    );
-    for c in &r.cpus {
-        let _ = writeln!(
-            s,
-            "  cpu {:>3}: busy {:>6.1}%  idle {:>6.1}%",
-            c.cpu,
-            100.0 * c.busy_ns as f64 / r.wall_ns.max(1) as f64,
-            100.0 * c.idle_ns as f64 / r.wall_ns.max(1) as f64
-        );
-    }
-    let _ = writeln!(s, "  by role (share of all CPU time):");
-    for (role, ns) in &r.by_role_ns {
-        let _ =
-            writeln!(s, "    {:<12} {:>10.1} ms {:>6.1}%", role_name(*role), ms(*ns), 100.0 * *ns as f64 / cpu_total);
-    }
-    let _ = writeln!(s, "  top threads:");
-    let _ = writeln!(
-        s,
-        "    {:>8} {:>8} {:<16} {:<12} {:>10} {:>8} {:>8} {:>6}",
-        "tid", "pid", "comm", "role", "on-CPU ms", "switch", "invol", "migr"
-    );
-    for t in r.threads.iter().take(top) {
-        let _ = writeln!(
-            s,
-            "    {:>8} {:>8} {:<16} {:<12} {:>10.1} {:>8} {:>8} {:>6}",
-            t.tid,
-            t.pid,
-            t.comm,
-            role_name(t.role),
-            ms(t.on_cpu_ns),
-            t.switches,
-            t.involuntary_switches,
-            t.migrations
-        );
-    }
-    for vm in &r.vms {
-        let _ = writeln!(
-            s,
-            "  VM {} (pid {}): {} vCPUs, in KVM_RUN {:.1} ms, VMM userspace on vCPU threads {:.1} ms, VMM threads {:.1} ms",
-            vm.name,
-            vm.pid,
-            vm.vcpus.len(),
-            ms(vm.kvm_run_ns),
-            ms(vm.vmm_user_ns),
-            ms(vm.vmm_threads_ns)
-        );
-        for v in &vm.vcpus {
-            let split = match (v.guest_ns, v.exit_handling_ns) {
-                (Some(g), Some(e)) => format!("guest {:.1} ms, exit handling {:.1} ms", ms(g), ms(e)),
-                _ => "guest/exit split unavailable".into(),
-            };
-            let uexits: u64 = v.userspace_exits.values().sum();
-            let kexits: u64 = v.exits.values().map(|e| e.count).sum();
-            let _ = writeln!(
-                s,
-                "    vCPU {} (tid {}{}): on-CPU {:.1} ms = KVM_RUN {:.1} + VMM user {:.1}; {split}; exits: {kexits} in-kernel, {uexits} to userspace; migrations {}",
-                v.index.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
-                v.tid,
-                if v.pinned { ", pinned" } else { "" },
-                ms(v.on_cpu_ns),
-                ms(v.kvm_run_ns),
-                ms(v.vmm_user_ns),
-                v.migrations
-            );
-        }
-    }
-    s.push_str(&who_took::render(r, top));
-    let _ = writeln!(s, "  dropped events: {}", r.dropped_events);
-    for u in &r.host.features.unavailable {
-        let _ = writeln!(s, "  note: {} unavailable: {}", u.probe, u.reason);
-    }
-    s
+pub enum ParseError {
+    #[error("not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("not a valid vmmtrace report")]
+    Invalid(#[source] serde_json::Error),
+    #[error("report schema is {0}; this vmmtrace reads vmmtrace/1 and {SCHEMA} (a newer vmmtrace may read it)")]
+    OtherSchema(String),
+    #[error("not a vmmtrace report (no \"schema\" field)")]
+    NoSchema,
 }
 
 #[cfg(test)]
@@ -305,28 +172,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn atomic_write_replaces_whole_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("r.json");
-        write_atomic(&p, b"old").unwrap();
-        write_atomic(&p, b"new contents").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"new contents");
-        // no temporary files left behind
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn unwritable_paths_are_refused_up_front() {
-        assert!(check_writable(Path::new("/nonexistent-dir/x.json")).is_err());
-        let d = tempfile::tempdir().unwrap();
-        assert!(check_writable(d.path()).is_err());
-        assert!(check_writable(&d.path().join("ok.json")).is_ok());
-    }
-
-    #[test]
     fn other_schemas_are_refused() {
-        assert!(Report::from_json("{\"schema\":\"vmmtrace/0\"}").unwrap_err().contains("vmmtrace/0"));
-        assert!(Report::from_json("[]").unwrap_err().contains("no \"schema\""));
-        assert!(Report::from_json("nope").unwrap_err().contains("not JSON"));
+        assert!(Report::from_json("{\"schema\":\"vmmtrace/0\"}").unwrap_err().to_string().contains("vmmtrace/0"));
+        assert!(Report::from_json("[]").unwrap_err().to_string().contains("no \"schema\""));
+        assert!(Report::from_json("nope").unwrap_err().to_string().contains("not JSON"));
     }
 }

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vmmtrace::host::{HostSnapshot, Role, VmmKind};
+use vmmtrace_tests::require_kvm;
 
 /// How long QEMU may take to create its vCPU threads.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
@@ -135,6 +136,7 @@ fn vcpu_thread_count(comms: &[(u32, String)]) -> usize {
 
 #[test]
 fn discovers_qemu_vm_by_name_with_named_vcpus() {
+    require_kvm!();
     let name = unique_name();
     let mut qemu = start_qemu(&format!("guest={name},debug-threads=on"));
     let pid = qemu.pid();
@@ -181,6 +183,7 @@ fn discovers_qemu_vm_by_name_with_named_vcpus() {
 /// vCPUs with indexes inferred in tid order.
 #[test]
 fn discovers_qemu_vm_without_thread_names() {
+    require_kvm!();
     let name = unique_name();
     let mut qemu = start_qemu(&name);
     let pid = qemu.pid();

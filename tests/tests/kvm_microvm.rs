@@ -1,31 +1,21 @@
 //! KVM awareness against the micro-VM's own ground truth: a real KVM guest with two
 //! vCPUs and a known number of exits, traced by the real probes.
 
-mod common;
-
-use vmmtrace::{
-    host::Role,
-    probe::{ProbeOptions, Probes},
-    record::{Discovery, finish},
-    report::Report,
-};
+use vmmtrace::{host::Role, probe::ProbeOptions, report::Report};
+use vmmtrace_tests::*;
 
 /// A micro-VM lives in this test process, so two at once would be one VMM process
-/// with the vCPUs of both: run the tests one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// with the vCPUs of both: the session lock runs them one at a time.
 fn traced_vm(cfg: &microvm::Config) -> (Report, microvm::GroundTruth) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach the probes (run the tests as root)");
-    let disc = Discovery::start();
-    probes.start().unwrap();
-    let vm = microvm::spawn(cfg).expect("start the micro-VM (needs /dev/kvm)");
-    let truth = vm.wait().expect("micro-VM run");
-    (finish(probes, disc, 0).unwrap(), truth)
+    trace(&ProbeOptions::default(), || {
+        let vm = microvm::spawn(cfg).expect("start the micro-VM (needs /dev/kvm)");
+        vm.wait().expect("micro-VM run")
+    })
 }
 
 #[test]
 fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
+    require_kvm!();
     let cfg = microvm::Config {
         vcpus: 2,
         workload: microvm::Workload::Bzip2,
@@ -59,7 +49,7 @@ fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
         assert_eq!(th.comm, format!("CPU {}/KVM", t.index));
         // The split covers the thread's time, which matches the kernel's own count.
         assert_eq!(v.kvm_run_ns + v.vmm_user_ns, v.on_cpu_ns);
-        let err = common::relative_error(v.kvm_run_ns + v.vmm_user_ns, t.sum_exec_runtime_ns);
+        let err = relative_error(v.kvm_run_ns + v.vmm_user_ns, t.sum_exec_runtime_ns);
         eprintln!(
             "vCPU {}: kvm_run {} + vmm_user {} vs the kernel's runtime {} ({:.3}% off); events {:?}",
             t.index,
@@ -81,6 +71,7 @@ fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
 
 #[test]
 fn on_a_host_without_kvm_exit_the_split_is_null_with_the_reason_and_pvm_events_are_counted() {
+    require_kvm!();
     let fired = {
         let cfg = microvm::Config { vcpus: 1, work: 4, exit_every: 1, timer_hz: 250, ..Default::default() };
         traced_vm(&cfg)
@@ -113,6 +104,7 @@ fn on_a_host_without_kvm_exit_the_split_is_null_with_the_reason_and_pvm_events_a
 /// time in exits (only where kvm_exit does not fire: elsewhere it is not needed).
 #[test]
 fn sampled_guest_time_separates_guest_work_from_exit_handling() {
+    require_kvm!();
     let share = |cfg: &microvm::Config| {
         let (report, truth) = traced_vm(cfg);
         if report.events.get("kvm_exit").copied().unwrap_or(0) > 0 {
@@ -151,7 +143,7 @@ fn sampled_guest_time_separates_guest_work_from_exit_handling() {
 /// ioctl(KVM_RUN) and marks it.
 #[test]
 fn a_vcpu_already_inside_kvm_run_when_tracing_starts_counts_as_kvm_run() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_kvm!();
     let cfg = microvm::Config {
         vcpus: 1,
         workload: microvm::Workload::Loop,
@@ -162,19 +154,17 @@ fn a_vcpu_already_inside_kvm_run_when_tracing_starts_counts_as_kvm_run() {
         ..Default::default()
     };
     let vm = microvm::spawn(&cfg).expect("start the micro-VM");
-    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach");
-    let disc = Discovery::start();
+    let mut session = Session::attach(&ProbeOptions::default());
     let tid = vm.vcpu_tids()[0];
-    let marked = disc.vcpus_in_kvm_run();
-    probes.mark_in_kvm_run(&marked).unwrap();
-    let start = probes.start().unwrap();
+    let marked = session.mark_vcpus_in_kvm_run();
+    let start = session.start();
     let truth = vm.wait().expect("micro-VM run");
     assert!(
         truth.vcpus[0].end_monotonic_ns > start + 100_000_000,
         "the guest finished before tracing had run 100 ms: make its work longer"
     );
     assert!(marked.contains(&tid), "vCPU {tid} not seen inside KVM_RUN: {marked:?}");
-    let report = finish(probes, disc, 0).unwrap();
+    let report = session.finish();
     let v = report.vms.iter().flat_map(|vm| vm.vcpus.iter()).find(|v| v.tid == tid).expect("vCPU in report");
     eprintln!("kvm_run {} vmm_user {} on_cpu {}", v.kvm_run_ns, v.vmm_user_ns, v.on_cpu_ns);
     assert!(v.on_cpu_ns > 50_000_000);

@@ -2,32 +2,20 @@
 //! /proc/<pid>/task/<tid>/schedstat, per-CPU sums against the wall clock, and
 //! migrations against moves the test makes itself.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use vmmtrace::{
-    probe::{ProbeOptions, Probes},
-    record::{Discovery, finish},
-};
-
-fn online_cpus() -> Vec<u32> {
-    aya::util::online_cpus().expect("online CPUs")
-}
-
-/// The tests of this file spin on every CPU: run them one at a time, or each one's
-/// spinners steal the CPUs of the other's.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use vmmtrace::probe::ProbeOptions;
+use vmmtrace_tests::*;
 
 /// Runs two pinned spinners and a sleeper under `opts`, and checks each thread against
 /// the kernel's own count (schedstat, read while the thread is parked, so up to date).
+/// (These tests spin on every CPU: the session lock runs them one at a time.)
 fn check_on_cpu_matches_schedstat(opts: ProbeOptions) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root!();
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "this test needs 2 CPUs");
-    let mut probes = Probes::attach(&opts).expect("attach the probes (run the tests as root)");
-    probes.start().unwrap();
+    let mut session = Session::attach(&opts);
+    session.start();
 
     let spin = Duration::from_millis(1500);
     let a = Parked::spawn("spin-a", spin_on(cpus[0], spin));
@@ -42,7 +30,7 @@ fn check_on_cpu_matches_schedstat(opts: ProbeOptions) {
         t.wait_done();
     }
     let truth: Vec<(u32, u64)> = [&a, &b, &s].iter().map(|t| (t.tid, schedstat(t.tid).0)).collect();
-    let report = finish(probes, Discovery::start(), 0).unwrap();
+    let report = session.finish();
     for t in [a, b, s] {
         t.release();
     }
@@ -90,11 +78,11 @@ fn on_cpu_time_matches_schedstat_classic_tracepoint() {
 
 #[test]
 fn migrations_are_counted() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root!();
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "this test needs 2 CPUs");
-    let mut probes = Probes::attach(&ProbeOptions::default()).expect("attach");
-    probes.start().unwrap();
+    let mut session = Session::attach(&ProbeOptions::default());
+    session.start();
     let k = 25u64;
     let (c0, c1) = (cpus[0], cpus[1]);
     let mover = Parked::spawn("mover", move || {
@@ -109,7 +97,7 @@ fn migrations_are_counted() {
         }
     });
     mover.wait_done();
-    let report = finish(probes, Discovery::start(), 0).unwrap();
+    let report = session.finish();
     let tid = mover.tid;
     mover.release();
     let th = report.thread(tid).expect("mover in report");

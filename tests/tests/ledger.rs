@@ -4,8 +4,6 @@
 //! with a busy emulator thread. Each test also checks the closure
 //! on_cpu + runq_wait + blocked = time alive.
 
-mod common;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -15,25 +13,11 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use vmmtrace::{
-    probe::{ProbeOptions, Probes},
-    record::{Discovery, finish},
+    probe::ProbeOptions,
     report::{Report, ThreadReport},
 };
-
-/// The tests spin on the CPUs and compare waits: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn online_cpus() -> Vec<u32> {
-    aya::util::online_cpus().expect("online CPUs")
-}
-
-fn attach() -> Probes {
-    let mut p = Probes::attach(&ProbeOptions::default()).expect("attach the probes (run the tests as root)");
-    p.start().unwrap();
-    p
-}
+use vmmtrace_tests::*;
 
 /// The bar: within 2 % of run_delay, or 2 ms, whichever is larger.
 fn assert_wait_matches(th: &ThreadReport, run_delay_ns: u64) {
@@ -71,7 +55,7 @@ fn assert_closes(th: &ThreadReport) {
     assert!(err < 0.005, "{}: closure error {} ns of {} alive", th.comm, s.closure_error_ns, s.alive_ns);
 }
 
-fn thread<'a>(r: &'a Report, tid: u32) -> &'a ThreadReport {
+fn thread(r: &Report, tid: u32) -> &ThreadReport {
     r.thread(tid).unwrap_or_else(|| panic!("thread {tid} missing from the report"))
 }
 
@@ -107,14 +91,18 @@ fn greedy_spin(cpu: Option<u32>, d: Duration) -> impl FnOnce() + Send + 'static 
 
 /// Runs `threads` (name, work) to completion, parks them, reads their run_delay, and
 /// returns the report with the (tid, run_delay) of each.
-fn traced(threads: Vec<(&str, Box<dyn FnOnce() + Send>)>) -> (Report, Vec<(u32, u64)>) {
-    let probes = attach();
+/// A named piece of work for a parked thread.
+type Work = (&'static str, Box<dyn FnOnce() + Send>);
+
+fn traced(threads: Vec<Work>) -> (Report, Vec<(u32, u64)>) {
+    let mut session = Session::attach(&ProbeOptions::default());
+    session.start();
     let parked: Vec<Parked> = threads.into_iter().map(|(name, work)| Parked::spawn(name, work)).collect();
     for p in &parked {
         p.wait_done();
     }
     let truth: Vec<(u32, u64)> = parked.iter().map(|p| (p.tid, schedstat(p.tid).1)).collect();
-    let report = finish(probes, Discovery::start(), 0).unwrap();
+    let report = session.finish();
     for p in parked {
         p.release();
     }
@@ -124,7 +112,7 @@ fn traced(threads: Vec<(&str, Box<dyn FnOnce() + Send>)>) -> (Report, Vec<(u32, 
 
 #[test]
 fn two_cpu_bound_threads_pinned_together_wait_for_each_other() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root!();
     let cpu = online_cpus()[0];
     let spin = Duration::from_millis(1500);
     let (report, truth) = traced(vec![
@@ -145,6 +133,12 @@ fn two_cpu_bound_threads_pinned_together_wait_for_each_other() {
             100.0 * share,
             unresolved_ns(th)
         );
+        for p in report.ledger.iter().flat_map(|l| l.pairs.iter()).filter(|p| p.victim == tid).take(5) {
+            eprintln!(
+                "    taken by {}[{}] {}: {} ns in {} intervals",
+                p.thief_comm, p.thief, p.thief_role, p.ns, p.intervals
+            );
+        }
         assert!(wait as u128 > spin.as_nanos() / 4, "{}: waited only {wait} ns: were they on one CPU?", th.comm);
         assert!(share >= 0.98, "{}: only {:.2}% of its wait charged to the other", th.comm, 100.0 * share);
     }
@@ -152,11 +146,11 @@ fn two_cpu_bound_threads_pinned_together_wait_for_each_other() {
 
 #[test]
 fn threads_floating_over_all_cpus() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root!();
     let n = online_cpus().len() + 1;
     let spin = Duration::from_millis(1500);
     let names = ["float-0", "float-1", "float-2", "float-3", "float-4", "float-5", "float-6", "float-7", "float-8"];
-    let threads: Vec<(&str, Box<dyn FnOnce() + Send>)> =
+    let threads: Vec<Work> =
         names.iter().take(n.min(names.len())).map(|name| (*name, Box::new(greedy_spin(None, spin)) as _)).collect();
     let (report, truth) = traced(threads);
     for &(tid, run_delay) in &truth {
@@ -176,11 +170,10 @@ fn watch_run_delay(tids: Vec<u32>, cpu: u32, stop: Arc<AtomicBool>) -> std::thre
         loop {
             let mut alive = 0;
             for &tid in &tids {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")) {
-                    if let Some(d) = s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
-                        last.insert(tid, d);
-                        alive += 1;
-                    }
+                let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap_or_default();
+                if let Some(d) = text.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
+                    last.insert(tid, d);
+                    alive += 1;
                 }
             }
             if alive == 0 || stop.load(Ordering::Relaxed) {
@@ -192,7 +185,7 @@ fn watch_run_delay(tids: Vec<u32>, cpu: u32, stop: Arc<AtomicBool>) -> std::thre
 
 #[test]
 fn a_vcpu_sharing_its_cpu_with_a_busy_emulator_loses_it_to_the_emulator() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_kvm!();
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "this test needs 2 CPUs (one for the VM, one to watch it)");
     let cfg = microvm::Config {
@@ -207,23 +200,16 @@ fn a_vcpu_sharing_its_cpu_with_a_busy_emulator_loses_it_to_the_emulator() {
         emulator_hz: 100_000,
         ..Default::default()
     };
-    let probes = attach();
-    let disc = Discovery::start();
-    let vm = match microvm::spawn(&cfg) {
-        Ok(vm) => vm,
-        Err(microvm::Error::NoKvm) => {
-            eprintln!("skipped: no /dev/kvm on this host (load kvm_intel, kvm_amd or kvm-pvm to run this test)");
-            return;
-        }
-        Err(e) => panic!("start the micro-VM: {e}"),
-    };
+    let mut session = Session::attach(&ProbeOptions::default());
+    session.start();
+    let vm = microvm::spawn(&cfg).unwrap_or_else(|e| panic!("start the micro-VM: {e}"));
     let (vcpu, emulator) = (vm.vcpu_tids()[0], vm.emulator_tid());
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_run_delay(vec![vcpu, emulator], cpus[1], stop.clone());
     let truth = vm.wait().expect("micro-VM run");
     stop.store(true, Ordering::Relaxed);
     let run_delay = watcher.join().unwrap();
-    let report = finish(probes, disc, 0).unwrap();
+    let report = session.finish();
     assert_eq!(report.dropped_events, 0);
     eprintln!("guest ran {:.0} ms, {} exits", truth.vcpus[0].elapsed_ns as f64 / 1e6, truth.vcpus[0].kvm_run_calls);
 

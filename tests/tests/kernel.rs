@@ -1,0 +1,123 @@
+//! The running kernel as vmmtrace reads it: BTF, tracefs formats, /proc/kallsyms,
+//! the KVM tracepoints' print tables, and /proc itself. These reads need root (and
+//! the kvm module for the KVM formats); they are checked here rather than in unit
+//! tests, which stay pure.
+
+use std::collections::HashSet;
+
+use vmmtrace::{
+    host::{HostSnapshot, Role, VmmKind},
+    kvm_reasons::{Isa, exit_reason_name, print_symbolic_entries, userspace_exit_name},
+    probe::{
+        btf::Btf,
+        kallsyms::symbol_ranges,
+        tracefs::{TracefsError, read_format, tracefs_root},
+    },
+};
+use vmmtrace_tests::*;
+
+#[test]
+fn btf_gives_task_pid_and_the_sched_switch_prototype() {
+    require_root!();
+    // task_struct.pid is somewhere past the start, and sched_switch's tracepoint has
+    // the 5.18+ prototype (ctx, preempt, prev, next, prev_state).
+    let b = Btf::from_sys_fs().expect("read and parse /sys/kernel/btf/vmlinux");
+    let pid = b.member_offset("task_struct", "pid").unwrap();
+    let tgid = b.member_offset("task_struct", "tgid").unwrap();
+    assert!(pid > 0 && tgid == pid + 4, "pid at {pid}, tgid at {tgid}");
+    assert_eq!(b.typedef_proto_params("btf_trace_sched_switch").unwrap(), 5);
+}
+
+#[test]
+fn tracefs_formats_give_the_fields_the_probes_read() {
+    require_root!();
+    let root = tracefs_root().unwrap();
+    let f = read_format(&root, "sched", "sched_switch").unwrap();
+    assert!(f.offset("sched_switch", "next_pid").unwrap() > f.offset("sched_switch", "prev_state").unwrap());
+    assert!(matches!(read_format(&root, "sched", "no_such_tp"), Err(TracefsError::NoTracepoint(_))));
+}
+
+#[test]
+fn this_kernel_has_a_guest_irq_handoff() {
+    require_root!();
+    // PVM here (pvm_do_event_irqoff), VMX elsewhere: at least one must resolve
+    // (addresses are hidden from non-root readers).
+    let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let r = symbol_ranges(&text, &tracer_common::kvm::GUEST_IRQ_FUNCTIONS);
+    assert!(r.iter().any(|(s, e)| *s != 0 && e > s), "{r:x?}");
+}
+
+/// The exit reason tables against this kernel's own (`__print_symbolic` in the
+/// kvm_exit and kvm_userspace_exit formats). The unit tests check verbatim copies.
+#[test]
+fn exit_reason_tables_match_this_kernels_print_fmt() {
+    require_root!();
+    let root = tracefs_root().unwrap();
+    let format = |event: &str| std::fs::read_to_string(root.join("events/kvm").join(event).join("format"));
+    let Ok(exit) = format("kvm_exit") else {
+        eprintln!("skipped: no kvm:kvm_exit tracepoint (kvm module not loaded)");
+        return;
+    };
+    // The VMX table comes first in the print fmt, the SVM table second.
+    let vmx_at = exit.find("__print_symbolic(REC->exit_reason & 0xffff").expect("VMX table");
+    let svm_at = exit.find("__print_symbolic(REC->exit_reason,").expect("SVM table");
+    for (isa, at, at_least) in [(Isa::Vmx, vmx_at, 60), (Isa::Svm, svm_at, 100)] {
+        let entries = print_symbolic_entries(&exit[at..]).expect("a __print_symbolic table");
+        assert!(entries.len() >= at_least, "parsed only {} {isa:?} entries", entries.len());
+        for (value, name) in &entries {
+            assert_eq!(exit_reason_name(isa, *value), name.as_str(), "{isa:?} {value:#x}");
+        }
+    }
+    let userspace = format("kvm_userspace_exit").unwrap();
+    for (value, name) in print_symbolic_entries(&userspace).expect("a __print_symbolic table") {
+        assert_eq!(userspace_exit_name(value), name.as_str(), "KVM_EXIT {value}");
+    }
+}
+
+/// Discovers this test process's own threads on the real /proc: a thread named like
+/// a QEMU vCPU makes the process a VMM; a thread pinned to one CPU is `pinned`.
+#[test]
+fn discovers_own_threads() {
+    let pid = std::process::id();
+    let online = online_cpus();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<u32>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let pin_to = online[0];
+    let vcpu = std::thread::Builder::new()
+        .name("CPU 5/KVM".to_string())
+        .spawn(move || {
+            // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+            // sched_setaffinity(0, ..) only touch this thread's mask.
+            unsafe {
+                let mut mask: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(pin_to as usize, &mut mask);
+                assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &mask), 0);
+            }
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u32;
+            ready_tx.send(tid).unwrap();
+            done_rx.recv().ok();
+        })
+        .unwrap();
+    let vcpu_tid = ready_rx.recv().unwrap();
+
+    let snap = HostSnapshot::discover(&HashSet::new(), &HashSet::new()).unwrap();
+    done_tx.send(()).unwrap();
+    vcpu.join().unwrap();
+
+    assert_eq!(snap.online_cpus, online);
+    let vm = snap.vm_by_pid(pid).expect("this process is a VMM: it has a \"CPU 5/KVM\" thread");
+    assert_eq!((vm.name.clone(), vm.kind), (pid.to_string(), VmmKind::Other));
+    assert_eq!(vm.vcpus, vec![vcpu_tid]);
+    let id = &snap.threads[&vcpu_tid];
+    assert_eq!((id.role, id.vcpu_index, id.pid, id.comm.as_str()), (Role::Vcpu, Some(5), pid, "CPU 5/KVM"));
+    assert_eq!(id.affinity, vec![pin_to]);
+    assert_eq!(id.pinned, online.len() > 1);
+    let main = &snap.threads[&pid];
+    assert_eq!((main.role, main.vm_pid), (Role::Vmm, Some(pid)));
+    // Kernel threads (none are visible inside a container's pid namespace) are
+    // HostKernel unless they work for a VM.
+    for id in snap.threads.values().filter(|id| id.kernel_thread) {
+        assert!(matches!(id.role, Role::HostKernel | Role::Vmm), "{id:?}");
+    }
+}

@@ -1,0 +1,347 @@
+//! [`Probes::attach`]: the steps docs/design.md lists ("Probe loading, features and
+//! fallbacks"), one function each, driven by the tables of `table.rs`.
+
+use std::{collections::HashMap, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        BtfTracePoint, PerfEvent, Program, ProgramError, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use tracer_common::{
+    Window, globals,
+    names::{map, program},
+    tp_off,
+};
+
+use super::{
+    EBPF_OBJ, Features, KvmSplit, ProbeError, ProbeOptions, Probes, btf, kallsyms,
+    maps::Maps,
+    privileges::check_privileges,
+    table::{Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow},
+    tracefs::{self, TracefsError},
+};
+use crate::error::chain;
+
+/// What the steps before loading learned.
+#[derive(Default)]
+struct Plan {
+    features: Features,
+    /// The `TP_OFFSETS` global.
+    offsets: [u32; tp_off::COUNT],
+    /// Rows whose layout is known, to attach once loaded (table order).
+    usable: Vec<&'static TracepointRow>,
+    /// `task_struct.pid` offset when tp_btf sched_switch is usable.
+    btf_pid_offset: Option<u32>,
+}
+
+impl Plan {
+    /// The one place a probe becomes unavailable.
+    fn unavailable(&mut self, row: &TracepointRow, reason: String) {
+        if row.splits_kvm_run && self.features.kvm_split == KvmSplit::Available {
+            self.features.kvm_split = KvmSplit::Unavailable(format!("{} is not attached: {reason}", row.probe()));
+        }
+        self.features.unavailable(row.probe(), reason);
+    }
+}
+
+/// The CPUs the per-CPU maps and perf events cover.
+struct Cpus {
+    possible: usize,
+    online: Vec<u32>,
+}
+
+impl Cpus {
+    fn read() -> Result<Cpus, ProbeError> {
+        let cpus_err = |(path, source)| ProbeError::Cpus { path, source };
+        Ok(Cpus {
+            possible: aya::util::nr_cpus().map_err(cpus_err)?,
+            online: aya::util::online_cpus().map_err(cpus_err)?,
+        })
+    }
+}
+
+impl Probes {
+    /// Loads the programs and attaches them. Nothing is charged until [`Probes::start`].
+    pub fn attach(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
+        check_privileges()?;
+        let root = tracefs::tracefs_root()?;
+        let mut plan = Plan::default();
+        if !opts.kvm {
+            plan.features.kvm_split =
+                KvmSplit::Unavailable(format!("{NO_KVM_PROBE} is not attached: not requested (--no-kvm)"));
+            plan.features.unavailable(NO_KVM_PROBE, "not requested (--no-kvm)");
+        }
+        if !opts.ledger {
+            plan.features.unavailable(NO_LEDGER_PROBE, "not requested (--no-ledger)");
+        }
+        read_layouts(&root, opts, &mut plan)?;
+        plan.btf_pid_offset = choose_sched_switch(opts, &mut plan.features);
+        raise_memlock_limit();
+        let cpus = Cpus::read()?;
+        let mut ebpf = load(opts, &plan, &cpus)?;
+        let logger = init_logger(&mut ebpf);
+
+        attach_sched(&mut ebpf, &mut plan)?;
+        let mut kvm_event_names = HashMap::new();
+        let mut guest_sample_period_ns = 0;
+        if opts.kvm {
+            attach_kvm(&mut ebpf, &mut plan);
+            guest_sample_period_ns = attach_guest_sampler(&mut ebpf, &cpus.online, opts, &mut plan.features);
+            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &mut plan.features);
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Probes {
+            ebpf,
+            maps,
+            window: Window::default(),
+            features: plan.features,
+            kvm_event_names,
+            nr_cpus: cpus.possible,
+            online_cpus: cpus.online,
+            guest_sample_period_ns,
+            logger,
+        })
+    }
+}
+
+/// Step 3: the field offsets of the classic tracepoints' records (they differ across
+/// kernels), from tracefs `format` files.
+fn read_layouts(root: &Path, opts: &ProbeOptions, plan: &mut Plan) -> Result<(), ProbeError> {
+    for row in TRACEPOINTS {
+        if (row.group == Group::Kvm && !opts.kvm) || (row.group == Group::Ledger && !opts.ledger) {
+            continue;
+        }
+        if row.fields.is_empty() && row.need == Need::Required {
+            plan.usable.push(row);
+            continue;
+        }
+        let format = match tracefs::read_format(root, row.category, row.name) {
+            Ok(format) => format,
+            Err(e) => match row.need {
+                Need::Required => return Err(e.into()),
+                Need::IfPresent => continue,
+                Need::Optional => {
+                    plan.unavailable(row, missing_reason(row, &e));
+                    continue;
+                }
+            },
+        };
+        let mut complete = true;
+        for f in row.fields {
+            match format.offset(row.name, f.field) {
+                Ok(offset) => plan.offsets[f.slot] = offset,
+                Err(e) if row.need == Need::Optional => {
+                    plan.unavailable(row, e.to_string());
+                    complete = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if complete {
+            plan.usable.push(row);
+        }
+    }
+    Ok(())
+}
+
+/// Why an optional tracepoint is absent, with what to do about it.
+fn missing_reason(row: &TracepointRow, e: &TracefsError) -> String {
+    match row.category {
+        "kvm" => "no kvm tracepoints on this kernel: is the kvm module loaded? (modprobe kvm_intel or kvm_amd)".into(),
+        "syscalls" => format!("{e} (kernel built without CONFIG_FTRACE_SYSCALLS?)"),
+        _ => chain(e),
+    }
+}
+
+/// Step 4: tp_btf sched_switch needs the kernel's BTF, the 5.18+ prototype and
+/// `task_struct.pid`; returns that offset, or records why the classic tracepoint is
+/// used instead.
+fn choose_sched_switch(opts: &ProbeOptions, features: &mut Features) -> Option<u32> {
+    const PROBE: &str = "tp_btf:sched_switch";
+    if opts.classic_sched_switch {
+        features.unavailable(PROBE, "not requested (--classic-sched-switch)");
+        return None;
+    }
+    match btf_pid_offset() {
+        Ok(offset) => Some(offset),
+        Err(reason) => {
+            features.unavailable(PROBE, format!("{reason}; using the classic tracepoint"));
+            None
+        }
+    }
+}
+
+fn btf_pid_offset() -> Result<u32, String> {
+    let btf = btf::Btf::from_sys_fs().map_err(|e| chain(&e))?;
+    let params = btf.typedef_proto_params("btf_trace_sched_switch").map_err(|e| e.to_string())?;
+    let offset = btf.member_offset("task_struct", "pid").map_err(|e| e.to_string())?;
+    match params {
+        5 => Ok(offset),
+        n => Err(format!("sched_switch has {n} BTF arguments, expected 5 (kernel older than 5.18)")),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// Step 5: loads the object with the offsets, the guest sampler's function ranges,
+/// whether the ledger runs, and the map sizes written in.
+fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeError> {
+    let pid_offset = plan.btf_pid_offset.unwrap_or(0);
+    EbpfLoader::new()
+        .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
+        .override_global(globals::TP_OFFSETS, &plan.offsets, true)
+        .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
+        .override_global(globals::LEDGER_ON, &(opts.ledger as u32), true)
+        .map_max_entries(map::THREAD_STATS, opts.max_threads)
+        .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
+        .map_max_entries(map::THREAD_SCHED, opts.max_threads * 2)
+        .map_max_entries(map::CPU_HISTORY, cpus.possible as u32)
+        .load(EBPF_OBJ)
+        .map_err(|e| ProbeError::Load(Box::new(e)))
+}
+
+/// The programs' load-time diagnostics (aya-log); tracing works without them.
+fn init_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::debug!("eBPF logger unavailable: {}", chain(&e));
+            None
+        }
+    }
+}
+
+/// Step 6, scheduler part: sched_switch (tp_btf or classic), then the other
+/// scheduler rows; any failure fails `attach`.
+fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
+    let features = &mut plan.features;
+    if plan.btf_pid_offset.is_some() {
+        attach_btf_sched_switch(ebpf)?;
+        features.sched_switch = "tp_btf".into();
+        features.attached.push("tp_btf:sched_switch".into());
+    } else {
+        features.sched_switch = "tracepoint".into();
+    }
+    let btf = plan.btf_pid_offset.is_some();
+    for row in plan.usable.iter().filter(|r| r.group == Group::Sched || r.group == Group::Ledger) {
+        // With tp_btf sched_switch, its tp_btf siblings replace these.
+        if btf && (row.program == program::SCHED_SWITCH_TP || row.group == Group::Ledger) {
+            continue;
+        }
+        attach_tracepoint(ebpf, row.program, row.category, row.name)?;
+        features.attached.push(format!("tracepoint:{}", row.probe()));
+    }
+    if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
+        for (program, tracepoint) in LEDGER_BTF {
+            attach_btf(ebpf, program, tracepoint)?;
+            features.attached.push(format!("tp_btf:{tracepoint}"));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the tp_btf program `program` for `tracepoint` and attaches it.
+fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), ProbeError> {
+    let attach_err = |source| ProbeError::Attach { probe: format!("tp_btf:{tracepoint}"), source };
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
+    let p: &mut BtfTracePoint = program_mut(ebpf, program)?;
+    p.load(tracepoint, &kernel_btf).map_err(attach_err)?;
+    p.attach().map_err(attach_err)?;
+    Ok(())
+}
+
+fn attach_btf_sched_switch(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    attach_btf(ebpf, program::SCHED_SWITCH_BTF, "sched_switch")
+}
+
+/// Step 6, KVM part: the ioctl and KVM rows; a failure is recorded and tracing goes on.
+fn attach_kvm(ebpf: &mut Ebpf, plan: &mut Plan) {
+    let rows: Vec<&TracepointRow> = plan.usable.iter().copied().filter(|r| r.group == Group::Kvm).collect();
+    for row in rows {
+        match attach_tracepoint(ebpf, row.program, row.category, row.name) {
+            Ok(()) => plan.features.attached.push(format!("tracepoint:{}", row.probe())),
+            Err(e) => plan.unavailable(row, chain(&e)),
+        }
+    }
+}
+
+/// The guest-time sampler: one cpu-clock perf event per online CPU. Returns the
+/// sampling period, 0 if not sampling.
+fn attach_guest_sampler(ebpf: &mut Ebpf, cpus: &[u32], opts: &ProbeOptions, features: &mut Features) -> u64 {
+    let period = opts.guest_sample_period_ns;
+    if period == 0 {
+        return 0;
+    }
+    match attach_perf_event(ebpf, cpus, period) {
+        Ok(()) => {
+            features.attached.push(format!("perf_event:cpu-clock every {period} ns (guest sampling)"));
+            period
+        }
+        Err(e) => {
+            features.unavailable("perf_event:cpu-clock (guest sampling)", chain(&e));
+            0
+        }
+    }
+}
+
+fn attach_perf_event(ebpf: &mut Ebpf, cpus: &[u32], period: u64) -> Result<(), ProbeError> {
+    let attach_err = |source| ProbeError::Attach { probe: "perf_event:cpu-clock".into(), source };
+    let p: &mut PerfEvent = program_mut(ebpf, program::GUEST_SAMPLE)?;
+    p.load().map_err(attach_err)?;
+    for &cpu in cpus {
+        p.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Period(period),
+            false,
+        )
+        .map_err(attach_err)?;
+    }
+    Ok(())
+}
+
+/// The KVM event slots: slot i's program on the i-th event present. Returns slot ->
+/// "category:name" of what is attached.
+fn attach_kvm_events(ebpf: &mut Ebpf, root: &Path, features: &mut Features) -> HashMap<u32, String> {
+    let mut names = HashMap::new();
+    for (slot, event) in KVM_EVENT_SLOTS.iter().enumerate() {
+        let probe = format!("{}:{}", event.category, event.name);
+        let attached =
+            tracefs::read_format(root, event.category, event.name).map_err(|e| e.to_string()).and_then(|_| {
+                attach_tracepoint(ebpf, program::KVM_EVENT[slot], event.category, event.name).map_err(|e| chain(&e))
+            });
+        match attached {
+            Ok(()) => {
+                features.attached.push(format!("tracepoint:{probe}"));
+                names.insert(slot as u32, probe);
+            }
+            Err(reason) => features.unavailable(probe, reason),
+        }
+    }
+    names
+}
+
+/// A program of the object, as its type.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
+    p.try_into().map_err(|source| ProbeError::Attach { probe: name.into(), source })
+}
+
+/// Loads a classic tracepoint program and attaches it to `category:name`.
+fn attach_tracepoint(ebpf: &mut Ebpf, program: &'static str, category: &str, name: &str) -> Result<(), ProbeError> {
+    let p: &mut TracePoint = program_mut(ebpf, program)?;
+    p.load().map_err(|source| ProbeError::Attach { probe: program.into(), source })?;
+    p.attach(category, name).map_err(|source| ProbeError::Attach { probe: format!("{category}:{name}"), source })?;
+    Ok(())
+}

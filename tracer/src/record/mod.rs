@@ -1,0 +1,174 @@
+//! `vmmtrace record`: attach to the whole host, optionally around a command, show a
+//! live summary, and write the report at the end (also on Ctrl-C or SIGTERM).
+//!
+//! `command.rs` runs the traced command, `live.rs` prints the live summary,
+//! `build.rs` turns the last counters into the report.
+
+mod build;
+mod command;
+mod live;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub use build::{DEFAULT_LEDGER_TOP, build_report, finish, finish_listing, host_info};
+pub use command::resolve_command;
+pub use live::live_line;
+
+use crate::{
+    host::Discovery,
+    probe::{self, ProbeOptions, Probes},
+    report::{self, CommandInfo, Report},
+};
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub duration: Option<Duration>,
+    pub output: PathBuf,
+    pub command: Vec<String>,
+    /// Live summary interval; None = no live summary.
+    pub live_interval: Option<Duration>,
+    pub probe: ProbeOptions,
+    /// (victim, thief) pairs to list in the report's ledger.
+    pub ledger_top: usize,
+}
+
+#[derive(Debug)]
+pub struct RecordOutcome {
+    pub report: Report,
+    /// What vmmtrace should exit with: the command's exit code, 128+signal if it was
+    /// killed, 130 if interrupted, else 0.
+    pub exit_code: i32,
+    pub interrupted: bool,
+}
+
+/// Why the trace ended.
+enum End {
+    Duration,
+    CommandExited(std::process::ExitStatus),
+    Signal(i32),
+}
+
+/// A trace in progress.
+struct Tracing {
+    probes: Probes,
+    discovery: Discovery,
+    started_unix_s: u64,
+    started: Instant,
+    /// The traced command and its pid.
+    child: Option<(tokio::process::Child, u32)>,
+}
+
+pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
+    check_before_tracing(&opts)?;
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut tracing = start(&opts)?;
+    let end = tracing.run(&opts, &mut sigint, &mut sigterm).await?;
+    let Tracing { probes, discovery, started_unix_s, child, .. } = tracing;
+    let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
+
+    let mut exit_code = 0;
+    if let Some((child, pid)) = child {
+        let exited = match end {
+            End::CommandExited(st) => Some(st),
+            _ => None,
+        };
+        let (code, sig) = command::settle(child, pid, exited).await;
+        exit_code = code.unwrap_or_else(|| 128 + sig.unwrap_or(0));
+        report.command = Some(CommandInfo { argv: opts.command.clone(), pid, exit_code: code, signal: sig });
+    }
+    let interrupted = matches!(end, End::Signal(_));
+    if let End::Signal(sig) = end
+        && (report.command.is_none() || exit_code == 0)
+    {
+        exit_code = 128 + sig;
+    }
+    let json = serde_json::to_vec_pretty(&report)?;
+    report::write_atomic(&opts.output, &json)?;
+    Ok(RecordOutcome { report, exit_code, interrupted })
+}
+
+/// What can be found wrong before tracing starts is said before it starts.
+fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
+    probe::check_privileges()?;
+    report::check_writable(&opts.output)?;
+    if let Some(p) = opts.command.first() {
+        resolve_command(p)?;
+    }
+    if opts.duration.is_none() && opts.command.is_empty() {
+        eprintln!("vmmtrace: tracing until Ctrl-C (give --duration SECS or a command after -- to stop by itself)");
+    }
+    Ok(())
+}
+
+/// Attaches, discovers the host, opens the window, then starts the command.
+fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
+    let mut probes = Probes::attach(&opts.probe)?;
+    let discovery = Discovery::start();
+    if opts.probe.kvm {
+        probes.mark_in_kvm_run(&discovery.vcpus_in_kvm_run());
+    }
+    let started_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    probes.start()?;
+    let started = Instant::now();
+    let child = match opts.command.is_empty() {
+        true => None,
+        false => {
+            let c = command::spawn_watched(&opts.command, probes.watch_fd())?;
+            let pid = c.id().context("command exited before it started")?;
+            Some((c, pid))
+        }
+    };
+    Ok(Tracing { probes, discovery, started_unix_s, started, child })
+}
+
+impl Tracing {
+    /// Traces until the duration is over, the command exits or a signal arrives;
+    /// meanwhile discovers the host every second and prints the live summary.
+    async fn run(&mut self, opts: &RecordOptions, sigint: &mut Signal, sigterm: &mut Signal) -> anyhow::Result<End> {
+        let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+        // Discovery runs every second even without live output, to see VMs that come and go.
+        let interval = opts.live_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut last = live::live_snapshot(&self.probes)?;
+        let mut last_print = Instant::now();
+        loop {
+            let child_wait = async {
+                match self.child.as_mut() {
+                    Some((c, _)) => c.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                st = child_wait => return Ok(End::CommandExited(st.context("waiting for the command")?)),
+                _ = sleep => return Ok(End::Duration),
+                _ = sigint.recv() => return Ok(End::Signal(libc::SIGINT)),
+                _ = sigterm.recv() => return Ok(End::Signal(libc::SIGTERM)),
+                _ = ticker.tick() => {
+                    let now = live::live_snapshot(&self.probes)?;
+                    self.discovery.observe(&now);
+                    let Some(every) = opts.live_interval else { continue };
+                    if last_print.elapsed() + interval / 2 >= every {
+                        let ns = now.window.stop_ns.saturating_sub(last.window.stop_ns).max(1);
+                        eprintln!("{}", live_line(self.started.elapsed(), &last, &now, ns, &self.discovery.registry));
+                        last = now;
+                        last_print = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
