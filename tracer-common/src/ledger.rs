@@ -33,6 +33,17 @@ const HISTORY_MASK: u32 = HISTORY_LEN as u32 - 1;
 /// `ThreadSched::cpu` when the probes have not seen where the thread is queued.
 pub const NO_CPU: u32 = u32::MAX;
 
+/// Values of the `LEDGER_ON` global.
+pub mod level {
+    /// Neither (no wakeup probes).
+    pub const OFF: u32 = 0;
+    /// Run-queue states only: wait, blocked and closure per thread, no thieves (for
+    /// `vmmtrace bench`, to price the ledger apart from the states).
+    pub const RUN_QUEUE: u32 = 1;
+    /// States and the ledger.
+    pub const FULL: u32 = 2;
+}
+
 /// Values of `ThreadSched::state`.
 pub mod state {
     /// Created by an event that says nothing of the state (a migration), or not

@@ -30,8 +30,9 @@ pub mod globals {
     /// [u32; N]: byte offsets of the fields of classic tracepoint records that the
     /// probes read, indexed by the `OFF_*` constants (from tracefs `format` files).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
-    /// u32: 1 = keep run-queue states and the preemption ledger (`ledger`), 0 = not
-    /// (the verifier then drops that code, so the cost is exactly that of the rest).
+    /// u32, one of `ledger::level`: what of the run-queue states and the preemption
+    /// ledger the probes keep (the verifier drops the code of the rest, so each level
+    /// costs exactly what it runs).
     pub const LEDGER_ON: &str = "LEDGER_ON";
 }
 

@@ -15,7 +15,7 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, bump, get_or_insert, now, task_tid, tp_offset, window,
+    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, bump, get_or_insert, ledger_full, now, task_tid, tp_offset, window,
 };
 
 /// A thread's entry, created empty the first time.
@@ -76,16 +76,21 @@ fn charge_wait(victim: u32, t: *mut ThreadSched, history: &CpuHistory, from: u64
 pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
     // SAFETY: helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(h) = CPU_HISTORY.get_ptr_mut(cpu) else { return };
-    // SAFETY: this CPU's history, written under its run-queue lock (held here).
-    let (was, was_since) = unsafe { (*h).switch(prev, next, now) };
-    if was != prev && was != NO_TID {
-        missed_switch(was, was_since, cpu);
+    let history = if ledger_full() { CPU_HISTORY.get_ptr_mut(cpu) } else { None };
+    // Where the on-CPU accounting starts charging prev (now, without a history).
+    let mut prev_since = now;
+    if let Some(h) = history {
+        // SAFETY: this CPU's history, written under its run-queue lock (held here).
+        let (was, was_since) = unsafe { (*h).switch(prev, next, now) };
+        if was != prev && was != NO_TID {
+            missed_switch(was, was_since, cpu);
+        }
+        prev_since = was_since;
     }
     if prev != 0 {
         if let Some(t) = sched_entry(prev) {
             // SAFETY: prev's entry, serialized by its run-queue lock.
-            unsafe { (*t).on_switch_out(now, cpu, how, was_since, w) };
+            unsafe { (*t).on_switch_out(now, cpu, how, prev_since, w) };
         }
     }
     if next == 0 {
@@ -93,7 +98,8 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
     }
     let Some(t) = sched_entry(next) else { return };
     // SAFETY: next's entry, serialized by its run-queue lock.
-    if let Some(from) = unsafe { (*t).on_switch_in(now, cpu, w) } {
+    let wait = unsafe { (*t).on_switch_in(now, cpu, w) };
+    if let (Some(from), Some(h)) = (wait, history) {
         // SAFETY: as above.
         charge_wait(next, t, unsafe { &*h }, from, now, w);
     }
@@ -121,6 +127,9 @@ pub fn on_migrate(tid: u32, dest: u32) {
     let now = now();
     // SAFETY: tid's entry, serialized by its run-queue lock.
     let Some((old, from)) = (unsafe { (*t).on_migrate(now, dest) }) else { return };
+    if !ledger_full() {
+        return;
+    }
     let w = window();
     match CPU_HISTORY.get(old) {
         Some(h) => charge_wait(tid, t, h, from, now, &w),

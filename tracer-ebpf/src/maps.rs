@@ -53,11 +53,23 @@ pub fn guest_irq_range(i: usize) -> (u64, u64) {
     unsafe { (core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i]), core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i + 1])) }
 }
 
-/// Whether the run-queue states and the ledger are kept (`globals::LEDGER_ON`).
+/// What of the run-queue states and the ledger is kept (`globals::LEDGER_ON`).
+#[inline(always)]
+fn ledger_level() -> u32 {
+    // SAFETY: reading a global that userspace wrote into .rodata before loading.
+    unsafe { core::ptr::read_volatile(&LEDGER_ON) }
+}
+
+/// Whether the run-queue states are kept.
 #[inline(always)]
 pub fn ledger_on() -> bool {
-    // SAFETY: reading a global that userspace wrote into .rodata before loading.
-    unsafe { core::ptr::read_volatile(&LEDGER_ON) != 0 }
+    ledger_level() != tracer_common::ledger::level::OFF
+}
+
+/// Whether the ledger (thieves) is kept besides the states.
+#[inline(always)]
+pub fn ledger_full() -> bool {
+    ledger_level() == tracer_common::ledger::level::FULL
 }
 
 /// The tid (`pid`) of a tp_btf `struct task_struct *` argument: a direct load, which

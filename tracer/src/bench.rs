@@ -78,7 +78,8 @@ impl Drop for BpfStats {
 /// The probe sets measured side by side: none, the sched_switch program alone (tp_btf
 /// or classic), and with the run-queue states and the ledger (its wakeup programs and
 /// its part of sched_switch).
-const MODES: [&str; 5] = ["none", "tp_btf", "tp_btf+ledger", "tracepoint", "tracepoint+ledger"];
+/// "+runq" keeps the run-queue states without the thieves, to price the two apart.
+const MODES: [&str; 6] = ["none", "tp_btf", "tp_btf+runq", "tp_btf+ledger", "tracepoint", "tracepoint+ledger"];
 
 pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
     let _stats = BpfStats::enable();
@@ -93,7 +94,8 @@ pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
                     let mut p = Probes::attach(&ProbeOptions {
                         classic_sched_switch: m.starts_with("tracepoint"),
                         kvm: false,
-                        ledger: m.ends_with("+ledger"),
+                        ledger: m.contains('+'),
+                        runq_only: m.ends_with("+runq"),
                         ..Default::default()
                     })?;
                     p.start()?;
@@ -223,11 +225,14 @@ fn render_ledger_cost(rows: &[BenchRow]) -> String {
         let rt = |m: &str| chunk.iter().find(|r| r.mode == m).map(|r| r.ns_per_round_trip);
         let Some(none) = rt("none") else { continue };
         let mut parts = Vec::new();
+        let added = |m: &str| rt(m).map(|ns| (ns - none) / 2.0);
         for base in ["tp_btf", "tracepoint"] {
-            if let (Some(without), Some(with)) = (rt(base), rt(&format!("{base}+ledger"))) {
-                let (a, b) = ((without - none) / 2.0, (with - none) / 2.0);
-                parts.push(format!("{base}: {a:.0} ns without, {b:.0} ns with the ledger ({:.2}x)", b / a));
+            if let (Some(a), Some(b)) = (added(base), added(&format!("{base}+ledger"))) {
+                parts.push(format!("{base}: {a:.0} ns without, {b:.0} ns with states and ledger ({:.2}x)", b / a));
             }
+        }
+        if let (Some(a), Some(b)) = (added("tp_btf+runq"), added("tp_btf+ledger")) {
+            parts.push(format!("tp_btf, ledger over states alone: {a:.0} -> {b:.0} ns ({:.2}x)", b / a));
         }
         let _ = writeln!(s, "  {}", parts.join("; "));
     }

@@ -199,7 +199,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
         .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
-        .override_global(globals::LEDGER_ON, &(opts.ledger as u32), true)
+        .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
         .map_max_entries(map::THREAD_SCHED, opts.max_threads * 2)

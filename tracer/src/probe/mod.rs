@@ -117,6 +117,20 @@ pub struct ProbeOptions {
     /// Keep run-queue states and the preemption ledger (the sched_wakeup probes, and
     /// their part of sched_switch and sched_migrate_task).
     pub ledger: bool,
+    /// With `ledger`: keep the run-queue states only, not the thieves (for `bench`).
+    pub runq_only: bool,
+}
+
+impl ProbeOptions {
+    /// The `LEDGER_ON` global for these options.
+    pub fn ledger_level(&self) -> u32 {
+        use tracer_common::ledger::level;
+        match (self.ledger, self.runq_only) {
+            (false, _) => level::OFF,
+            (true, true) => level::RUN_QUEUE,
+            (true, false) => level::FULL,
+        }
+    }
 }
 
 impl Default for ProbeOptions {
@@ -127,6 +141,7 @@ impl Default for ProbeOptions {
             max_threads: 16384,
             guest_sample_period_ns: 1_000_000,
             ledger: true,
+            runq_only: false,
         }
     }
 }
