@@ -119,8 +119,8 @@ fn greedy_spin(cpu: Option<u32>, d: Duration) -> impl FnOnce() + Send + 'static 
 /// A named piece of work for a parked thread.
 type Work = (&'static str, Box<dyn FnOnce() + Send>);
 
-fn traced(threads: Vec<Work>) -> (Report, Vec<(u32, u64)>) {
-    let mut session = Session::attach(&ProbeOptions::default());
+fn traced(opts: &ProbeOptions, threads: Vec<Work>) -> (Report, Vec<(u32, u64)>) {
+    let mut session = Session::attach(opts);
     session.start();
     let parked: Vec<Parked> = threads.into_iter().map(|(name, work)| Parked::spawn(name, work)).collect();
     for p in &parked {
@@ -137,14 +137,23 @@ fn traced(threads: Vec<Work>) -> (Report, Vec<(u32, u64)>) {
 
 #[test]
 fn two_cpu_bound_threads_pinned_together_wait_for_each_other() {
+    pinned_pair(&ProbeOptions::default());
+}
+
+#[test]
+fn two_cpu_bound_threads_pinned_together_classic_tracepoints() {
+    pinned_pair(&ProbeOptions { classic_sched_switch: true, ..Default::default() });
+}
+
+fn pinned_pair(opts: &ProbeOptions) {
     require_root!();
     let _greedy = GreedyGroup::raise();
     let cpu = online_cpus()[0];
     let spin = Duration::from_millis(1500);
-    let (report, truth) = traced(vec![
-        ("pair-a", Box::new(greedy_spin(Some(cpu), spin))),
-        ("pair-b", Box::new(greedy_spin(Some(cpu), spin))),
-    ]);
+    let (report, truth) = traced(
+        opts,
+        vec![("pair-a", Box::new(greedy_spin(Some(cpu), spin))), ("pair-b", Box::new(greedy_spin(Some(cpu), spin)))],
+    );
     let (a, b) = (truth[0].0, truth[1].0);
     for &(tid, run_delay) in &truth {
         let th = thread(&report, tid);
@@ -178,7 +187,7 @@ fn threads_floating_over_all_cpus() {
     let names = ["float-0", "float-1", "float-2", "float-3", "float-4", "float-5", "float-6", "float-7", "float-8"];
     let threads: Vec<Work> =
         names.iter().take(n.min(names.len())).map(|name| (*name, Box::new(greedy_spin(None, spin)) as _)).collect();
-    let (report, truth) = traced(threads);
+    let (report, truth) = traced(&ProbeOptions::default(), threads);
     for &(tid, run_delay) in &truth {
         let th = thread(&report, tid);
         assert_wait_matches(th, run_delay);
