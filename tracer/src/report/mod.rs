@@ -170,6 +170,84 @@ pub enum ParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        account::{
+            CpuTime, ThreadMeta, ThreadTime,
+            ledger::{PairReport, VictimReport},
+        },
+        host::Role,
+    };
+
+    /// Two threads on one CPU that took turns, with their ledger.
+    fn report() -> Report {
+        let thread = |tid| ThreadTime {
+            tid,
+            meta: ThreadMeta { pid: tid, comm: format!("t{tid}"), role: Role::Workload, vcpu_index: None, vm: None },
+            on_cpu_ns: 500,
+            per_cpu_ns: vec![500],
+            kvm_run_ns: 0,
+            guest_ns: 0,
+            switches: 5,
+            involuntary_switches: 5,
+            migrations: 0,
+        };
+        let a = Attribution {
+            wall_ns: 1_000,
+            cpus: vec![CpuTime { cpu: 0, busy_ns: 1_000, idle_ns: 0 }],
+            threads: vec![thread(7), thread(8)],
+            by_role_ns: BTreeMap::from([(Role::Workload, 1_000)]),
+        };
+        let host = HostInfo { hostname: "h".into(), cpus: 1, kernel: "k".into(), features: Features::default() };
+        let mut r = Report::from_attribution(&a, host, 0);
+        let pair = PairReport {
+            victim: 7,
+            victim_comm: "t7".into(),
+            victim_role: "workload".into(),
+            thief: 8,
+            thief_comm: "t8".into(),
+            thief_role: "workload".into(),
+            ns: 500,
+            intervals: 5,
+        };
+        let victim = VictimReport {
+            tid: 7,
+            comm: "t7".into(),
+            role: "workload".into(),
+            runq_wait_ns: 500,
+            by_thief_role_ns: BTreeMap::from([("workload".to_string(), 500)]),
+        };
+        r.ledger = Some(LedgerReport {
+            pairs_total: 1,
+            pairs: vec![pair],
+            victims: vec![victim],
+            unresolved_ns: BTreeMap::new(),
+        });
+        r
+    }
+
+    #[test]
+    fn a_report_reads_back_and_says_who_took_the_time() {
+        let r = report();
+        let back = Report::from_json(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let text = render_text(&r, 10);
+        assert!(text.contains("who took the time"), "{text}");
+        assert!(text.contains("t8[8] 0.0"), "{text}");
+    }
+
+    #[test]
+    fn vmmtrace_1_files_are_still_read() {
+        let mut v = serde_json::to_value(report()).unwrap();
+        v["schema"] = "vmmtrace/1".into();
+        v.as_object_mut().unwrap().remove("ledger");
+        for t in v["threads"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("sched");
+        }
+        let r = Report::from_json(&v.to_string()).unwrap();
+        assert_eq!(r.schema, "vmmtrace/1");
+        assert!(r.ledger.is_none() && r.threads.iter().all(|t| t.sched.is_none()));
+        assert!(!render_text(&r, 10).contains("who took the time"));
+    }
 
     #[test]
     fn other_schemas_are_refused() {
