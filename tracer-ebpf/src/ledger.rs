@@ -46,10 +46,10 @@ fn add_pair(victim: u32, thief: u32, ns: u64) -> bool {
     let key = PairKey { victim, thief };
     let Some(c) = PAIR_CACHE.get_ptr_mut(0) else { return add_to_map(&key, &PairStats { ns, intervals: 1 }) };
     // SAFETY: this CPU's slot; its users run with interrupts off (scheduler locks).
-    if let Some((k, s)) = unsafe { (*c).add(key, ns) } {
-        if !add_to_map(&k, &s) {
-            bump(counter::DROPPED_LEDGER);
-        }
+    if let Some((k, s)) = unsafe { (*c).add(key, ns) }
+        && !add_to_map(&k, &s)
+    {
+        bump(counter::DROPPED_LEDGER);
     }
     true
 }
@@ -87,11 +87,11 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
         }
         prev_since = was_since;
     }
-    if prev != 0 {
-        if let Some(t) = sched_entry(prev) {
-            // SAFETY: prev's entry, serialized by its run-queue lock.
-            unsafe { (*t).on_switch_out(now, cpu, how, prev_since, w) };
-        }
+    if prev != 0
+        && let Some(t) = sched_entry(prev)
+    {
+        // SAFETY: prev's entry, serialized by its run-queue lock.
+        unsafe { (*t).on_switch_out(now, cpu, how, prev_since, w) };
     }
     if next == 0 {
         return;
@@ -110,11 +110,11 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
 #[inline(always)]
 fn missed_switch(was: u32, at: u64, cpu: u32) {
     bump(counter::MISSED_SWITCH);
-    if was != 0 {
-        if let Some(t) = THREAD_SCHED.get_ptr_mut(&was) {
-            // SAFETY: its entry; it is off every CPU, and its next events need this CPU's lock.
-            unsafe { (*t).on_missed_switch_out(at, cpu) };
-        }
+    if was != 0
+        && let Some(t) = THREAD_SCHED.get_ptr_mut(was)
+    {
+        // SAFETY: its entry; it is off every CPU, and its next events need this CPU's lock.
+        unsafe { (*t).on_missed_switch_out(at, cpu) };
     }
 }
 
@@ -156,24 +156,24 @@ fn on_wakeup_new(tid: u32) {
     }
 }
 
-/// tp_btf: `sched_wakeup(struct task_struct *p)`.
 assert_named!(sched_wakeup_btf, program::SCHED_WAKEUP_BTF);
+/// tp_btf: `sched_wakeup(struct task_struct *p)`.
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
     on_wakeup(task_tid(ctx.arg(0)));
     0
 }
 
-/// tp_btf: `sched_wakeup_new(struct task_struct *p)`.
 assert_named!(sched_wakeup_new_btf, program::SCHED_WAKEUP_NEW_BTF);
+/// tp_btf: `sched_wakeup_new(struct task_struct *p)`.
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
     on_wakeup_new(task_tid(ctx.arg(0)));
     0
 }
 
-/// Classic tracepoint fallback; `pid` offset from tracefs.
 assert_named!(sched_wakeup_tp, program::SCHED_WAKEUP_TP);
+/// Classic tracepoint fallback; `pid` offset from tracefs.
 #[tracepoint(category = "sched", name = "sched_wakeup")]
 pub fn sched_wakeup_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from this kernel's format file; read_at checks bounds.
