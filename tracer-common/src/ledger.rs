@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Intervals kept per CPU (a power of two, so that an index is a mask).
-pub const HISTORY_LEN: usize = 32;
+pub const HISTORY_LEN: usize = 64;
 const HISTORY_MASK: u32 = HISTORY_LEN as u32 - 1;
 
 /// `ThreadSched::cpu` when the probes have not seen where the thread is queued.
