@@ -24,19 +24,35 @@ fn sched_entry(tid: u32) -> Option<*mut ThreadSched> {
     get_or_insert(&THREAD_SCHED, &tid, &ThreadSched::UNSEEN, counter::DROPPED_THREAD_SCHED)
 }
 
-/// Adds `stats` to a pair in the map; false when the map is full.
+/// Adds `stats` to a pair in the map; false when the map is full. The same pair can
+/// be flushed from two CPUs' caches at once (its victim moved): an insert that lost
+/// the race adds to the winner's entry. (Two adds at once to an existing entry could
+/// still lose one: the BPF target has no atomic add in Rust's `core`; that needs the
+/// same pair evicted on two CPUs in the same instant.)
 #[inline(always)]
 fn add_to_map(key: &PairKey, stats: &PairStats) -> bool {
-    if let Some(p) = LEDGER.get_ptr_mut(key) {
-        // SAFETY: pairs are added under a run-queue lock of their victim; two CPUs may
-        // flush the same pair at once only from their caches, a race this accepts.
-        unsafe {
-            (*p).ns += stats.ns;
-            (*p).intervals += stats.intervals;
-        }
+    const BPF_NOEXIST: u64 = 1;
+    const EEXIST: i64 = 17;
+    if add_to_entry(key, stats) {
         return true;
     }
-    LEDGER.insert(key, stats, 0).is_ok()
+    match LEDGER.insert(key, stats, BPF_NOEXIST) {
+        Ok(()) => true,
+        Err(e) if e as i64 == -EEXIST => add_to_entry(key, stats),
+        Err(_) => false,
+    }
+}
+
+/// Adds `stats` to the pair's entry if it has one.
+#[inline(always)]
+fn add_to_entry(key: &PairKey, stats: &PairStats) -> bool {
+    let Some(p) = LEDGER.get_ptr_mut(key) else { return false };
+    // SAFETY: a map value, alive while this program runs.
+    unsafe {
+        (*p).ns += stats.ns;
+        (*p).intervals += stats.intervals;
+    }
+    true
 }
 
 /// Adds `ns` to (victim, thief), through this CPU's pair cache; false when the map is
