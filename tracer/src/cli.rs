@@ -27,6 +27,9 @@ pub enum Command {
     /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
     /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
     Microvm(microvm::cli::MicrovmArgs),
+    /// Run the guest workloads under real QEMU (-M microvm, a PVH guest built from source):
+    /// vCPU threads found with QMP and pinned, QEMU's threads and roles in the ground truth JSON.
+    Qemu(vmm_qemu::cli::QemuArgs),
     /// Measure the per-event cost of the probes (kernel BPF statistics) under a context-switch load.
     Bench(BenchArgs),
 }

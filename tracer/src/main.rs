@@ -22,6 +22,15 @@ fn main() {
             }
         });
     }
+    if let Command::Qemu(a) = &cli.command {
+        std::process::exit(match vmm_qemu::cli::run(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vmmtrace qemu: {e:#}");
+                1
+            }
+        });
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -70,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,
-        Command::Microvm(_) => unreachable!("handled before the runtime starts"),
+        Command::Microvm(_) | Command::Qemu(_) => unreachable!("handled before the runtime starts"),
     }
 }
 
