@@ -61,6 +61,13 @@ pub struct RecordArgs {
     /// Do not attach the KVM probes.
     #[arg(long)]
     pub no_kvm: bool,
+    /// Do not keep run-queue states and the preemption ledger (no sched_wakeup probes;
+    /// each context switch then costs less).
+    #[arg(long)]
+    pub no_ledger: bool,
+    /// (victim, thief) pairs to list in the report's ledger.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub ledger_top: usize,
     /// Command to run and trace (everything after --); tracing ends when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

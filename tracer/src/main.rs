@@ -59,8 +59,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 probe: ProbeOptions {
                     classic_sched_switch: a.classic_sched_switch,
                     kvm: !a.no_kvm,
+                    ledger: !a.no_ledger,
                     ..Default::default()
                 },
+                ledger_top: a.ledger_top,
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));
@@ -91,7 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     vmmtrace::probe::check_privileges()?;
-    eprintln!("vmmtrace bench: {} round trips x 3 modes x {} repetitions...", a.rounds, a.reps);
+    eprintln!("vmmtrace bench: {} round trips x 6 modes x {} repetitions...", a.rounds, a.reps);
     let (rounds, reps) = (a.rounds, a.reps);
     let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(rounds, reps)).await??;
     print!("{}", vmmtrace::bench::render(&rows));

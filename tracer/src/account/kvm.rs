@@ -74,6 +74,10 @@ pub struct VcpuReport {
     pub migrations: u64,
     pub affinity: Vec<u32>,
     pub pinned: bool,
+    /// The threads that ran on this vCPU's CPU while it waited for it, most first
+    /// (schema vmmtrace/2; see the report's `ledger`).
+    #[serde(default)]
+    pub lost_to: Vec<super::ledger::Thief>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -186,6 +190,7 @@ fn vcpu_report(
         migrations: t.map(|t| t.migrations).unwrap_or(0),
         affinity: id.map(|i| i.affinity.clone()).unwrap_or_default(),
         pinned: id.map(|i| i.pinned).unwrap_or(false),
+        lost_to: Vec::new(),
     }
 }
 
