@@ -2,18 +2,38 @@
 //! run's record report. A job's processes run one after the other (bzip2 compresses,
 //! then decompresses) and exist only inside the job's stopwatch interval, so the sum
 //! of their threads' figures over the whole trace window is the account of that
-//! interval.
+//! interval. The run-queue wait is split by thief as the study would name them, from
+//! the preemption ledger.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::result::NamedThief;
 use crate::report::Report;
 
 /// The parts of the wall time of a host job made of processes `pids`: `on_cpu` (for
 /// now; the run-queue wait by thief and the blocked time join it with the ledger).
 pub fn host_job_parts(report: &Report, pids: &[u32]) -> BTreeMap<String, u64> {
-    let pids: BTreeSet<u32> = pids.iter().copied().collect();
-    let on_cpu: u64 = report.threads.iter().filter(|t| pids.contains(&t.pid)).map(|t| t.on_cpu_ns).sum();
-    [("on_cpu".to_string(), on_cpu)].into_iter().collect()
+    let tids = host_job_threads(report, pids);
+    let on_cpu: u64 = report.threads.iter().filter(|t| tids.contains(&t.tid)).map(|t| t.on_cpu_ns).sum();
+    let mut parts: BTreeMap<String, u64> = [("on_cpu".to_string(), on_cpu)].into_iter().collect();
+    parts.extend(ledger_parts(report, &tids, pids));
+    parts
+}
+
+/// The threads of a host job: every thread of its processes.
+pub fn host_job_threads(report: &Report, pids: &[u32]) -> BTreeSet<u32> {
+    report.threads.iter().filter(|t| pids.contains(&t.pid)).map(|t| t.tid).collect()
+}
+
+/// The vCPU threads of a VM job: those of its KVM VMs, else (QEMU emulating) its
+/// threads named "CPU n/...".
+pub fn vm_job_vcpus(report: &Report, pids: &[u32]) -> BTreeSet<u32> {
+    let kvm: BTreeSet<u32> =
+        report.vms.iter().filter(|vm| pids.contains(&vm.pid)).flat_map(|vm| vm.vcpus.iter().map(|v| v.tid)).collect();
+    if !kvm.is_empty() {
+        return kvm;
+    }
+    report.threads.iter().filter(|t| pids.contains(&t.pid) && t.comm.starts_with("CPU ")).map(|t| t.tid).collect()
 }
 
 /// The parts of a VM job (one VMM process per step, `pids`): the vCPU threads' time
@@ -45,6 +65,7 @@ pub fn vm_job_parts(report: &Report, pids: &[u32], vcpu_life_ns: Option<u64>, wa
     if let Some(life) = vcpu_life_ns {
         add("vm_setup", wall_ns.saturating_sub(life));
     }
+    parts.extend(ledger_parts(report, &vm_job_vcpus(report, pids), pids));
     parts
 }
 
@@ -174,4 +195,58 @@ mod runq_tests {
         assert_eq!(runq_wait_parts(&by, 99)["runq_wait.vmm_own"], 30);
         assert!(!runq_wait_parts(&by, 30).contains_key("runq_wait.vmm_other_vms"));
     }
+}
+
+/// Run-queue wait by thief and blocked time of the job's threads `tids` (its
+/// processes' threads on the host; its vCPU threads in a VM), from the ledger; empty
+/// where the report has no ledger (vmmtrace/1, --no-ledger). `own_pids`: the job's
+/// own processes, whose VMM threads are `vmm_own` thieves.
+pub fn ledger_parts(report: &Report, tids: &BTreeSet<u32>, own_pids: &[u32]) -> BTreeMap<String, u64> {
+    let Some(ledger) = &report.ledger else { return BTreeMap::new() };
+    let mut by_role: BTreeMap<String, u64> = BTreeMap::new();
+    for v in ledger.victims.iter().filter(|v| tids.contains(&v.tid)) {
+        for (role, ns) in &v.by_thief_role_ns {
+            *by_role.entry(role.clone()).or_insert(0) += ns;
+        }
+    }
+    let pid_of = |tid: u32| report.thread(tid).map(|t| t.pid);
+    let vmm_own: u64 = ledger
+        .pairs
+        .iter()
+        .filter(|p| tids.contains(&p.victim) && p.thief_role == "vmm")
+        .filter(|p| pid_of(p.thief).is_some_and(|pid| own_pids.contains(&pid)))
+        .map(|p| p.ns)
+        .sum();
+    let mut parts = runq_wait_parts(&by_role, vmm_own);
+    let blocked: u64 = report
+        .threads
+        .iter()
+        .filter(|t| tids.contains(&t.tid))
+        .filter_map(|t| t.sched.as_ref())
+        .map(|s| s.blocked_ns)
+        .sum();
+    if report.threads.iter().any(|t| tids.contains(&t.tid) && t.sched.is_some()) {
+        parts.insert("blocked".into(), blocked);
+    }
+    parts
+}
+
+/// The threads that took the most of the job's run-queue wait, by name (at most 5).
+pub fn top_thieves(report: &Report, tids: &BTreeSet<u32>) -> Vec<NamedThief> {
+    let Some(ledger) = &report.ledger else { return Vec::new() };
+    let mut by: BTreeMap<u32, NamedThief> = BTreeMap::new();
+    for p in ledger.pairs.iter().filter(|p| tids.contains(&p.victim)) {
+        let e = by.entry(p.thief).or_insert_with(|| NamedThief {
+            tid: p.thief,
+            comm: p.thief_comm.clone(),
+            role: p.thief_role.clone(),
+            vm: report.thread(p.thief).and_then(|t| t.vm.clone()),
+            ns: 0,
+        });
+        e.ns += p.ns;
+    }
+    let mut v: Vec<NamedThief> = by.into_values().collect();
+    v.sort_by(|a, b| b.ns.cmp(&a.ns));
+    v.truncate(5);
+    v
 }

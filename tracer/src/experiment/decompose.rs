@@ -210,6 +210,7 @@ mod tests {
             closure_error: closure_error(sum, wall_ms * 1_000_000),
             parts_ns,
             kernel: None,
+            thieves: vec![],
         }
     }
 

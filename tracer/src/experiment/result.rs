@@ -89,6 +89,20 @@ pub struct JobResult {
     /// The kernel's own counts for the job's processes (/proc/PID/schedstat read
     /// before they were reaped), independent of the probes.
     pub kernel: Option<KernelTimes>,
+    /// The threads that took most of the job's run-queue wait (or its vCPU's), by name.
+    #[serde(default)]
+    pub thieves: Vec<NamedThief>,
+}
+
+/// A thread that took a job's CPU, from the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedThief {
+    pub tid: u32,
+    pub comm: String,
+    pub role: String,
+    /// The thief's VM, for vCPU and VMM threads.
+    pub vm: Option<String>,
+    pub ns: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -170,6 +184,13 @@ mod tests {
             parts_ns: [("on_cpu".to_string(), 990_000u64)].into_iter().collect(),
             closure_error: closure_error(990_000, 1_000_000),
             kernel: Some(KernelTimes { on_cpu_ns: 991_000, run_delay_ns: 5_000 }),
+            thieves: vec![NamedThief {
+                tid: 9,
+                comm: "kworker/0:1".into(),
+                role: "host_kernel".into(),
+                vm: None,
+                ns: 4,
+            }],
         };
         let run = RunResult {
             id: 1,

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     host::Discovery,
     probe::{self, ProbeOptions, Probes},
-    record::finish,
+    record::finish_listing,
     report,
 };
 
@@ -293,7 +293,9 @@ fn run_once(
         .collect();
     let job_runs = run_jobs(&launches, watch_fd);
     let t_finish = Instant::now();
-    let report = finish(probes, disc, started_unix_s)?;
+    // Every (victim, thief) pair: a job's wait by its own VMM's threads is summed
+    // from them.
+    let report = finish_listing(probes, disc, started_unix_s, usize::MAX)?;
     log::debug!("run {}: trace finished in {:?}", planned.id, t_finish.elapsed());
     let Some(job_runs) = job_runs else { return Ok(None) };
     report::write_atomic(report_path, &serde_json::to_vec_pretty(&report)?)?;
@@ -305,11 +307,17 @@ fn run_once(
                 Some(f) => Err(f),
                 None => prepared.check(i),
             };
-            let parts_ns = match s.env {
-                Env::Host => account::host_job_parts(&report, &jr.pids),
-                _ => account::vm_job_parts(&report, &jr.pids, jr.vcpu_life_ns, jr.wall_ns),
+            let (parts_ns, tids) = match s.env {
+                Env::Host => (account::host_job_parts(&report, &jr.pids), account::host_job_threads(&report, &jr.pids)),
+                _ => (
+                    account::vm_job_parts(&report, &jr.pids, jr.vcpu_life_ns, jr.wall_ns),
+                    account::vm_job_vcpus(&report, &jr.pids),
+                ),
             };
-            job_result(i, jr, check.err(), parts_ns, (s.pinning != Pinning::None).then(|| cpus[i % cpus.len()]))
+            let mut job =
+                job_result(i, jr, check.err(), parts_ns, (s.pinning != Pinning::None).then(|| cpus[i % cpus.len()]));
+            job.thieves = account::top_thieves(&report, &tids);
+            job
         })
         .collect();
     Ok(Some(RunResult {
@@ -344,6 +352,7 @@ fn job_result(
         // For a VM job, the process the runner started is the VMM: the kernel's counts
         // that compare with the vCPU's account are the vCPU thread's, if known.
         kernel: if jr.vcpu_life_ns.is_some() { jr.kernel_vcpu } else { Some(jr.kernel) },
+        thieves: Vec::new(),
     }
 }
 
