@@ -246,7 +246,7 @@ pub fn top_thieves(report: &Report, tids: &BTreeSet<u32>) -> Vec<NamedThief> {
         e.ns += p.ns;
     }
     let mut v: Vec<NamedThief> = by.into_values().collect();
-    v.sort_by(|a, b| b.ns.cmp(&a.ns));
+    v.sort_by_key(|t| std::cmp::Reverse(t.ns));
     v.truncate(5);
     v
 }

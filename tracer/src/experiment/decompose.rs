@@ -33,8 +33,33 @@ pub struct ScenarioSummary {
     pub kernel_run_delay_mean_s: Option<f64>,
     /// Jobs whose self-check failed.
     pub failed_checks: usize,
+    /// Who took the jobs' CPU, by thread name and role: mean per job (s), largest first
+    /// (at most 5).
+    #[serde(default)]
+    pub top_thieves: Vec<ThiefShare>,
     /// Against the baseline; None for the baseline itself or when it has no runs yet.
     pub slowdown: Option<Slowdown>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThiefShare {
+    pub comm: String,
+    pub role: String,
+    pub mean_s: f64,
+}
+
+/// The jobs' named thieves summed by (comm, role), per job, largest first.
+fn top_thieves(jobs: &[&JobResult]) -> Vec<ThiefShare> {
+    let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for t in jobs.iter().flat_map(|j| j.thieves.iter()) {
+        *by.entry((t.comm.clone(), t.role.clone())).or_insert(0) += t.ns;
+    }
+    let n = jobs.len().max(1) as f64;
+    let mut v: Vec<ThiefShare> =
+        by.into_iter().map(|((comm, role), ns)| ThiefShare { comm, role, mean_s: ns as f64 / 1e9 / n }).collect();
+    v.sort_by(|a, b| b.mean_s.total_cmp(&a.mean_s));
+    v.truncate(5);
+    v
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +115,7 @@ fn summarize_one(scenario: &Scenario, runs: &[&RunResult]) -> ScenarioSummary {
             .sum::<Option<f64>>()
             .map(|sum| sum / jobs.len().max(1) as f64),
         failed_checks: jobs.iter().filter(|j| j.check_error.is_some()).count(),
+        top_thieves: top_thieves(&jobs),
         slowdown: None,
     }
 }
@@ -289,6 +315,20 @@ mod tests {
         let s = summarize(&runs, 2);
         let d = s[1].slowdown.as_ref().unwrap();
         assert!((d.kernel_run_delay_pp.unwrap() - 4.0).abs() < 1e-9, "{d:?}");
+    }
+
+    #[test]
+    fn thieves_are_summed_by_name_per_job() {
+        use crate::experiment::result::NamedThief;
+        let t = |tid, comm: &str, ns| NamedThief { tid, comm: comm.into(), role: "vmm".into(), vm: None, ns };
+        let mut runs = fixture();
+        runs[2].jobs[0].thieves = vec![t(5, "qemu-main", 30_000_000), t(6, "rcu", 1_000_000)];
+        runs[4].jobs[1].thieves = vec![t(9, "qemu-main", 10_000_000)];
+        let s = summarize(&runs, 2);
+        let th = &s[1].top_thieves;
+        assert_eq!(th[0].comm, "qemu-main");
+        assert!((th[0].mean_s - 0.010).abs() < 1e-12, "{th:?}"); // 40 ms over 4 jobs
+        assert_eq!(th.len(), 2);
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub fn render(r: &ExperimentResult) -> String {
                 s.scenario.pinning.name(),
                 explain(d)
             );
+            if !s.top_thieves.is_empty() {
+                let names: Vec<String> =
+                    s.top_thieves.iter().map(|t| format!("{} ({}) {:.0} ms", t.comm, t.role, t.mean_s * 1e3)).collect();
+                let _ = writeln!(out, "      took the CPU, per job: {}", names.join(", "));
+            }
         }
     }
     let _ = writeln!(
