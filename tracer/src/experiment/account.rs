@@ -12,11 +12,11 @@ use crate::report::Report;
 
 /// The parts of the wall time of a host job made of processes `pids`: `on_cpu` (for
 /// now; the run-queue wait by thief and the blocked time join it with the ledger).
-pub fn host_job_parts(report: &Report, pids: &[u32]) -> BTreeMap<String, u64> {
+pub fn host_job_parts(report: &Report, pids: &[u32], other_jobs_pids: &[u32]) -> BTreeMap<String, u64> {
     let tids = host_job_threads(report, pids);
     let on_cpu: u64 = report.threads.iter().filter(|t| tids.contains(&t.tid)).map(|t| t.on_cpu_ns).sum();
     let mut parts: BTreeMap<String, u64> = [("on_cpu".to_string(), on_cpu)].into_iter().collect();
-    parts.extend(ledger_parts(report, &tids, pids));
+    parts.extend(ledger_parts(report, &tids, pids, other_jobs_pids));
     parts
 }
 
@@ -41,7 +41,13 @@ pub fn vm_job_vcpus(report: &Report, pids: &[u32]) -> BTreeSet<u32> {
 /// KVM_RUN as a whole) and VMM userspace on the vCPU thread (where a guest program's
 /// system calls are served); and `vm_setup`, the part of the wall time outside the
 /// vCPUs' lives (VM creation, program loading, teardown), by the VMM's own clock.
-pub fn vm_job_parts(report: &Report, pids: &[u32], vcpu_life_ns: Option<u64>, wall_ns: u64) -> BTreeMap<String, u64> {
+pub fn vm_job_parts(
+    report: &Report,
+    pids: &[u32],
+    other_jobs_pids: &[u32],
+    vcpu_life_ns: Option<u64>,
+    wall_ns: u64,
+) -> BTreeMap<String, u64> {
     let mut parts: BTreeMap<String, u64> = BTreeMap::new();
     let mut add = |k: &str, v: u64| *parts.entry(k.to_string()).or_insert(0) += v;
     if !report.vms.iter().any(|vm| pids.contains(&vm.pid)) {
@@ -65,7 +71,7 @@ pub fn vm_job_parts(report: &Report, pids: &[u32], vcpu_life_ns: Option<u64>, wa
     if let Some(life) = vcpu_life_ns {
         add("vm_setup", wall_ns.saturating_sub(life));
     }
-    parts.extend(ledger_parts(report, &vm_job_vcpus(report, pids), pids));
+    parts.extend(ledger_parts(report, &vm_job_vcpus(report, pids), pids, other_jobs_pids));
     parts
 }
 
@@ -137,28 +143,42 @@ pub fn truth_vcpu_kernel_times(truth_json: &str) -> Option<super::result::Kernel
     Some(super::result::KernelTimes { on_cpu_ns: sum("on_cpu_ns")?, run_delay_ns: sum("run_delay_ns")? })
 }
 
+/// What the ledger's pairs tell of a job's wait beyond the thief roles.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NamedWait {
+    /// Taken by this job's own VMM's non-vCPU threads.
+    pub vmm_own_ns: u64,
+    /// Taken by the other jobs of the run (their processes, or their vCPUs).
+    pub other_jobs_ns: u64,
+}
+
 /// The study's thieves, from a job's run-queue wait by thief role (the ledger's
-/// `by_thief_role_ns`, summed over the job's threads) and the part of the `vmm` time
-/// taken by this job's own VMM's threads: `runq_wait.other_jobs` (jobs are host
-/// processes or vCPUs), `runq_wait.vmm_own`, `runq_wait.vmm_other_vms`,
-/// `runq_wait.host_kernel`, `runq_wait.idle` (wake-up latency), `runq_wait.unresolved`
-/// and `runq_wait.other`. They add up to the job's run-queue wait.
-pub fn runq_wait_parts(by_thief_role_ns: &BTreeMap<String, u64>, vmm_own_ns: u64) -> BTreeMap<String, u64> {
-    let mut parts: BTreeMap<String, u64> = BTreeMap::new();
-    for (role, ns) in by_thief_role_ns {
-        let name = match role.as_str() {
-            "workload" | "vcpu" => "other_jobs",
-            "vmm" => {
-                let own = vmm_own_ns.min(*ns);
-                *parts.entry("runq_wait.vmm_own".into()).or_insert(0) += own;
-                *parts.entry("runq_wait.vmm_other_vms".into()).or_insert(0) += ns - own;
-                continue;
-            }
-            "host_kernel" | "idle" | "unresolved" => role.as_str(),
-            _ => "other",
-        };
-        *parts.entry(format!("runq_wait.{name}")).or_insert(0) += ns;
-    }
+/// `by_thief_role_ns`, summed over the job's threads) and what the pairs name:
+/// `runq_wait.other_jobs`, `runq_wait.vmm_own` (this VM's VMM threads),
+/// `runq_wait.vmm_other_vms` (any other VMM thread), `runq_wait.host_kernel`,
+/// `runq_wait.idle` (wake-up latency), `runq_wait.unresolved` and `runq_wait.other`
+/// (everything else: other processes and other VMs' vCPUs). They add up to the
+/// job's run-queue wait.
+pub fn runq_wait_parts(by_thief_role_ns: &BTreeMap<String, u64>, named: NamedWait) -> BTreeMap<String, u64> {
+    let role = |r: &str| by_thief_role_ns.get(r).copied().unwrap_or(0);
+    let vmm_own = named.vmm_own_ns.min(role("vmm"));
+    let not_kernel = role("workload") + role("vcpu") + role("other");
+    let other_jobs = named.other_jobs_ns.min(not_kernel);
+    let known = ["workload", "vcpu", "other", "vmm", "host_kernel", "idle", "unresolved"];
+    let unknown_roles: u64 =
+        by_thief_role_ns.iter().filter(|(k, _)| !known.contains(&k.as_str())).map(|(_, v)| v).sum();
+    let mut parts: BTreeMap<String, u64> = [
+        ("runq_wait.other_jobs", other_jobs),
+        ("runq_wait.vmm_own", vmm_own),
+        ("runq_wait.vmm_other_vms", role("vmm") - vmm_own),
+        ("runq_wait.host_kernel", role("host_kernel")),
+        ("runq_wait.idle", role("idle")),
+        ("runq_wait.unresolved", role("unresolved")),
+        ("runq_wait.other", not_kernel - other_jobs + unknown_roles),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     parts.retain(|_, v| *v > 0);
     parts
 }
@@ -181,27 +201,34 @@ mod runq_tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let p = runq_wait_parts(&by, 20);
+        let p = runq_wait_parts(&by, NamedWait { vmm_own_ns: 20, other_jobs_ns: 12 });
         let get = |k: &str| p.get(k).copied().unwrap_or(0);
-        assert_eq!(get("runq_wait.other_jobs"), 15);
+        assert_eq!(get("runq_wait.other_jobs"), 12);
+        assert_eq!(get("runq_wait.other"), 6, "the vCPU and workload time of no job of ours, and other");
         assert_eq!(get("runq_wait.vmm_own"), 20);
         assert_eq!(get("runq_wait.vmm_other_vms"), 10);
         assert_eq!(get("runq_wait.host_kernel"), 7);
-        assert_eq!(get("runq_wait.other"), 3);
         assert_eq!(get("runq_wait.idle"), 2);
         assert_eq!(get("runq_wait.unresolved"), 1);
         assert_eq!(p.values().sum::<u64>(), by.values().sum::<u64>());
-        // Own VMM time cannot exceed what the VMM threads took.
-        assert_eq!(runq_wait_parts(&by, 99)["runq_wait.vmm_own"], 30);
-        assert!(!runq_wait_parts(&by, 30).contains_key("runq_wait.vmm_other_vms"));
+        // A named share cannot exceed what its roles took.
+        let p = runq_wait_parts(&by, NamedWait { vmm_own_ns: 99, other_jobs_ns: 99 });
+        assert_eq!((p["runq_wait.vmm_own"], p["runq_wait.other_jobs"]), (30, 18));
+        assert_eq!(p.values().sum::<u64>(), by.values().sum::<u64>());
     }
 }
 
 /// Run-queue wait by thief and blocked time of the job's threads `tids` (its
 /// processes' threads on the host; its vCPU threads in a VM), from the ledger; empty
 /// where the report has no ledger (vmmtrace/1, --no-ledger). `own_pids`: the job's
-/// own processes, whose VMM threads are `vmm_own` thieves.
-pub fn ledger_parts(report: &Report, tids: &BTreeSet<u32>, own_pids: &[u32]) -> BTreeMap<String, u64> {
+/// own processes, whose VMM threads are `vmm_own` thieves; `other_jobs_pids`, the
+/// processes of the run's other jobs.
+pub fn ledger_parts(
+    report: &Report,
+    tids: &BTreeSet<u32>,
+    own_pids: &[u32],
+    other_jobs_pids: &[u32],
+) -> BTreeMap<String, u64> {
     let Some(ledger) = &report.ledger else { return BTreeMap::new() };
     let mut by_role: BTreeMap<String, u64> = BTreeMap::new();
     for v in ledger.victims.iter().filter(|v| tids.contains(&v.tid)) {
@@ -210,14 +237,16 @@ pub fn ledger_parts(report: &Report, tids: &BTreeSet<u32>, own_pids: &[u32]) -> 
         }
     }
     let pid_of = |tid: u32| report.thread(tid).map(|t| t.pid);
-    let vmm_own: u64 = ledger
-        .pairs
-        .iter()
-        .filter(|p| tids.contains(&p.victim) && p.thief_role == "vmm")
-        .filter(|p| pid_of(p.thief).is_some_and(|pid| own_pids.contains(&pid)))
-        .map(|p| p.ns)
-        .sum();
-    let mut parts = runq_wait_parts(&by_role, vmm_own);
+    let mut named = NamedWait::default();
+    for p in ledger.pairs.iter().filter(|p| tids.contains(&p.victim)) {
+        let Some(pid) = pid_of(p.thief) else { continue };
+        match p.thief_role.as_str() {
+            "vmm" if own_pids.contains(&pid) => named.vmm_own_ns += p.ns,
+            "workload" | "vcpu" | "other" if other_jobs_pids.contains(&pid) => named.other_jobs_ns += p.ns,
+            _ => {}
+        }
+    }
+    let mut parts = runq_wait_parts(&by_role, named);
     let blocked: u64 = report
         .threads
         .iter()

@@ -299,18 +299,23 @@ fn run_once(
     log::debug!("run {}: trace finished in {:?}", planned.id, t_finish.elapsed());
     let Some(job_runs) = job_runs else { return Ok(None) };
     report::write_atomic(report_path, &serde_json::to_vec_pretty(&report)?)?;
+    let all_pids: Vec<Vec<u32>> = job_runs.iter().map(|j| j.pids.clone()).collect();
     let jobs = job_runs
         .into_iter()
         .enumerate()
         .map(|(i, mut jr)| {
+            let others: Vec<u32> =
+                all_pids.iter().enumerate().filter(|(k, _)| *k != i).flat_map(|(_, p)| p.iter().copied()).collect();
             let check = match jr.failure.take() {
                 Some(f) => Err(f),
                 None => prepared.check(i),
             };
             let (parts_ns, tids) = match s.env {
-                Env::Host => (account::host_job_parts(&report, &jr.pids), account::host_job_threads(&report, &jr.pids)),
+                Env::Host => {
+                    (account::host_job_parts(&report, &jr.pids, &others), account::host_job_threads(&report, &jr.pids))
+                }
                 _ => (
-                    account::vm_job_parts(&report, &jr.pids, jr.vcpu_life_ns, jr.wall_ns),
+                    account::vm_job_parts(&report, &jr.pids, &others, jr.vcpu_life_ns, jr.wall_ns),
                     account::vm_job_vcpus(&report, &jr.pids),
                 ),
             };
