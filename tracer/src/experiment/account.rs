@@ -161,20 +161,24 @@ pub struct NamedWait {
 /// job's run-queue wait.
 pub fn runq_wait_parts(by_thief_role_ns: &BTreeMap<String, u64>, named: NamedWait) -> BTreeMap<String, u64> {
     let role = |r: &str| by_thief_role_ns.get(r).copied().unwrap_or(0);
-    let vmm_own = named.vmm_own_ns.min(role("vmm"));
     let not_kernel = role("workload") + role("vcpu") + role("other");
-    let other_jobs = named.other_jobs_ns.min(not_kernel);
+    // The job's own VMM threads are `vmm` where the VM was discovered, else (QEMU
+    // emulating, the guest programs' server) they carry the workload role.
+    let vmm_own = named.vmm_own_ns.min(role("vmm") + not_kernel);
+    let own_from_vmm = vmm_own.min(role("vmm"));
+    let rest = not_kernel - (vmm_own - own_from_vmm);
+    let other_jobs = named.other_jobs_ns.min(rest);
     let known = ["workload", "vcpu", "other", "vmm", "host_kernel", "idle", "unresolved"];
     let unknown_roles: u64 =
         by_thief_role_ns.iter().filter(|(k, _)| !known.contains(&k.as_str())).map(|(_, v)| v).sum();
     let mut parts: BTreeMap<String, u64> = [
         ("runq_wait.other_jobs", other_jobs),
         ("runq_wait.vmm_own", vmm_own),
-        ("runq_wait.vmm_other_vms", role("vmm") - vmm_own),
+        ("runq_wait.vmm_other_vms", role("vmm") - own_from_vmm),
         ("runq_wait.host_kernel", role("host_kernel")),
         ("runq_wait.idle", role("idle")),
         ("runq_wait.unresolved", role("unresolved")),
-        ("runq_wait.other", not_kernel - other_jobs + unknown_roles),
+        ("runq_wait.other", rest - other_jobs + unknown_roles),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -212,8 +216,16 @@ mod runq_tests {
         assert_eq!(get("runq_wait.unresolved"), 1);
         assert_eq!(p.values().sum::<u64>(), by.values().sum::<u64>());
         // A named share cannot exceed what its roles took.
-        let p = runq_wait_parts(&by, NamedWait { vmm_own_ns: 99, other_jobs_ns: 99 });
-        assert_eq!((p["runq_wait.vmm_own"], p["runq_wait.other_jobs"]), (30, 18));
+        let p = runq_wait_parts(&by, NamedWait { vmm_own_ns: 40, other_jobs_ns: 99 });
+        assert_eq!(
+            (p["runq_wait.vmm_own"], p["runq_wait.other_jobs"]),
+            (40, 8),
+            "own VMM threads with the workload role"
+        );
+        assert!(!p.contains_key("runq_wait.vmm_other_vms"));
+        assert_eq!(p.values().sum::<u64>(), by.values().sum::<u64>());
+        let p = runq_wait_parts(&by, NamedWait { vmm_own_ns: 999, other_jobs_ns: 0 });
+        assert_eq!(p["runq_wait.vmm_own"], 48);
         assert_eq!(p.values().sum::<u64>(), by.values().sum::<u64>());
     }
 }
@@ -241,7 +253,8 @@ pub fn ledger_parts(
     for p in ledger.pairs.iter().filter(|p| tids.contains(&p.victim)) {
         let Some(pid) = pid_of(p.thief) else { continue };
         match p.thief_role.as_str() {
-            "vmm" if own_pids.contains(&pid) => named.vmm_own_ns += p.ns,
+            // A thread of the job's own processes that is not the victim's: its VMM.
+            _ if own_pids.contains(&pid) && !tids.contains(&p.thief) => named.vmm_own_ns += p.ns,
             "workload" | "vcpu" | "other" if other_jobs_pids.contains(&pid) => named.other_jobs_ns += p.ns,
             _ => {}
         }
