@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Trace the whole host for a duration, until Ctrl-C, or around a command; write a JSON report.
     Record(RecordArgs),
-    /// Print a report file as text.
+    /// Print a report file as text, or draw its charts and index.html with --out DIR.
     Report(ReportArgs),
     /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
     /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
@@ -61,12 +61,18 @@ pub struct RecordArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vmmtrace report run.json\n  vmmtrace report run.json --out run-charts   # then open run-charts/index.html"
+)]
 pub struct ReportArgs {
     /// A report written by `vmmtrace record`.
     pub file: PathBuf,
     /// Threads to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Draw the charts (SVG and PNG) and a self-contained index.html into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -64,7 +64,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Report(a) => {
             let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
             let r = Report::from_json(&text).with_context(|| a.file.display().to_string())?;
-            print!("{}", render_text(&r, a.top));
+            match &a.out {
+                Some(dir) => {
+                    let files = vmmtrace::report::charts::write_dir(&r, dir)?;
+                    for f in &files {
+                        println!("{}: {} and {}", f.title, f.svg.display(), f.png.display());
+                    }
+                    println!("open {}", dir.join("index.html").display());
+                }
+                None => print!("{}", render_text(&r, a.top)),
+            }
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,

@@ -1,6 +1,7 @@
 //! The report: one versioned JSON schema (`vmmtrace/1`, see docs/schema.md), written
 //! atomically (`write.rs`), and its text rendering (`text.rs`).
 
+pub mod charts;
 mod text;
 mod write;
 

@@ -1,0 +1,139 @@
+//! Drawing a [`BarChart`] on any plotters backend (SVG and PNG alike): the title, the
+//! value axis with its unit, one horizontal bar per row (the first on top), segment
+//! labels where they fit, the legend (only the categories shown) and the notes.
+
+use plotters::{
+    coord::{Shift, types::RangedCoordf64},
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
+
+use super::{
+    font::FAMILY,
+    model::{Bar, BarChart},
+    palette::{Category, Rgb},
+};
+
+pub const WIDTH: u32 = 1000;
+const BAR_PX: u32 = 34;
+const LEGEND_ROW_PX: u32 = 24;
+const NOTE_PX: u32 = 20;
+/// Rough advance of one character of 13 px text, for layout decisions only.
+const CHAR_PX: f64 = 7.5;
+
+pub type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// The picture's size: it grows with the bars, the legend and the notes.
+pub fn size(chart: &BarChart) -> (u32, u32) {
+    let rows = chart.bars.len().max(1) as u32;
+    (WIDTH, 110 + BAR_PX * rows + footer_px(chart))
+}
+
+fn footer_px(chart: &BarChart) -> u32 {
+    LEGEND_ROW_PX * legend_rows(&chart.categories()) as u32 + NOTE_PX * chart.notes.len() as u32 + 12
+}
+
+pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let (_, height) = root.dim_in_pixel();
+    let (plot, footer) = root.split_vertically(height.saturating_sub(footer_px(chart)));
+    if chart.bars.is_empty() {
+        plot.titled(&chart.title, (FAMILY, 20))?.draw(&Text::new(
+            "nothing to show in this report",
+            (20, 20),
+            (FAMILY, 14).into_font(),
+        ))?;
+    } else {
+        draw_bars(&plot, chart)?;
+    }
+    draw_footer(&footer, chart)
+}
+
+fn rgb(c: Category) -> RGBColor {
+    let Rgb(r, g, b) = c.colour();
+    RGBColor(r, g, b)
+}
+
+fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
+    let n = chart.bars.len();
+    let x_max = chart.bars.iter().map(Bar::total).fold(0.0, f64::max).max(1e-9) * 1.08;
+    let longest = chart.bars.iter().map(|b| b.label.chars().count()).max().unwrap_or(0);
+    let label_px = ((longest as f64 * CHAR_PX) as u32 + 16).clamp(60, 360);
+    let mut c = ChartBuilder::on(area)
+        .caption(&chart.title, (FAMILY, 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(label_px)
+        .build_cartesian_2d(0f64..x_max, 0f64..n as f64)?;
+    c.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc(chart.unit.as_str())
+        .x_label_formatter(&|v| axis_number(*v, x_max))
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .draw()?;
+    for (i, bar) in chart.bars.iter().enumerate() {
+        // Row 0 of the coordinates is the bottom; bar 0 goes on top.
+        let row = (n - 1 - i) as f64;
+        let (x, y) = c.backend_coord(&(0.0, row + 0.5));
+        let style = (FAMILY, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        area.draw(&Text::new(bar.label.as_str(), (x - 8, y), style))?;
+        draw_bar(&mut c, row, bar)?;
+    }
+    Ok(())
+}
+
+/// Tick labels without needless decimals.
+fn axis_number(v: f64, max: f64) -> String {
+    if max >= 20.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+}
+
+type BarCoords = Cartesian2d<RangedCoordf64, RangedCoordf64>;
+
+fn draw_bar<DB: DrawingBackend>(c: &mut ChartContext<DB, BarCoords>, row: f64, bar: &Bar) -> DrawResult<DB> {
+    let (top, bottom) = (row + 0.8, row + 0.2);
+    let mut x = 0.0;
+    for seg in &bar.segments {
+        let (x0, x1) = (x, x + seg.value);
+        x = x1;
+        c.draw_series(std::iter::once(Rectangle::new([(x0, top), (x1, bottom)], rgb(seg.category).filled())))?;
+        let Some(label) = &seg.label else { continue };
+        let px = |v: f64| c.backend_coord(&(v, row)).0;
+        if (px(x1) - px(x0)) as f64 > label.chars().count() as f64 * CHAR_PX * 0.9 + 8.0 {
+            let style = (FAMILY, 12).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+            c.draw_series(std::iter::once(Text::new(label.clone(), (x0 + x_max_px_pad(c), row + 0.5), style)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A few pixels of padding before a segment's label, in value units.
+fn x_max_px_pad<DB: DrawingBackend>(c: &ChartContext<DB, BarCoords>) -> f64 {
+    let range = c.x_range();
+    let (left, right) = (c.backend_coord(&(range.start, 0.0)).0, c.backend_coord(&(range.end, 0.0)).0);
+    4.0 * (range.end - range.start) / (right - left).max(1) as f64
+}
+
+/// Legend entries per row.
+const LEGEND_PER_ROW: usize = 3;
+
+fn legend_rows(categories: &[Category]) -> usize {
+    categories.len().div_ceil(LEGEND_PER_ROW)
+}
+
+fn draw_footer<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
+    let column_px = (WIDTH as i32 - 40) / LEGEND_PER_ROW as i32;
+    for (i, cat) in chart.categories().into_iter().enumerate() {
+        let x = 20 + column_px * (i % LEGEND_PER_ROW) as i32;
+        let y = 4 + LEGEND_ROW_PX as i32 * (i / LEGEND_PER_ROW) as i32;
+        area.draw(&Rectangle::new([(x, y), (x + 16, y + 16)], rgb(cat).filled()))?;
+        area.draw(&Rectangle::new([(x, y), (x + 16, y + 16)], BLACK.stroke_width(1)))?;
+        area.draw(&Text::new(cat.label(), (x + 22, y + 1), (FAMILY, 13).into_font()))?;
+    }
+    let notes_y = 4 + LEGEND_ROW_PX as i32 * legend_rows(&chart.categories()) as i32;
+    for (i, note) in chart.notes.iter().enumerate() {
+        area.draw(&Text::new(note.as_str(), (20, notes_y + NOTE_PX as i32 * i as i32), (FAMILY, 12).into_font()))?;
+    }
+    Ok(())
+}
