@@ -5,9 +5,12 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use vmmtrace::report::{
-    Report,
-    charts::{Category, ChartFile, charts, write_dir},
+use vmmtrace::{
+    diagnose::{Thresholds, diagnose},
+    report::{
+        Report,
+        charts::{Category, ChartFile, charts, write_dir},
+    },
 };
 
 fn fixture(name: &str) -> Report {
@@ -69,7 +72,8 @@ fn every_chart_of_every_fixture_is_drawn_readable_and_in_the_palette_colours() {
     for name in FIXTURES {
         let report = fixture(name);
         let dir = tempfile::tempdir().unwrap();
-        let files = write_dir(&report, dir.path()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let files = write_dir(&report, &diagnose(&report, &Thresholds::default()), dir.path())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let models = charts(&report);
         assert_eq!(files.len(), models.len());
         for (file, model) in files.iter().zip(&models) {

@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use super::{ChartFile, palette::Category};
+use crate::diagnose::Finding;
 use crate::report::{Report, ms, role_name};
 
-pub fn index(r: &Report, charts: &[ChartFile]) -> String {
+pub fn index(r: &Report, findings: &[Finding], charts: &[ChartFile]) -> String {
     let mut s = String::new();
     let title = format!("vmmtrace report: {}", r.host.hostname);
     let _ = write!(
@@ -17,6 +18,7 @@ pub fn index(r: &Report, charts: &[ChartFile]) -> String {
         escape(&title)
     );
     key_numbers(&mut s, r);
+    diagnosis(&mut s, findings);
     legend(&mut s);
     for c in charts {
         let file = c.svg.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -91,6 +93,20 @@ fn key_numbers(s: &mut String, r: &Report) {
     }
 }
 
+/// The findings of `vmmtrace diagnose`, most costly first.
+fn diagnosis(s: &mut String, findings: &[Finding]) {
+    s.push_str("<h2>Diagnosis</h2>\n");
+    if findings.is_empty() {
+        s.push_str("<p>No finding: nothing in this report crosses the default thresholds.</p>\n");
+        return;
+    }
+    s.push_str("<ol class=\"findings\">\n");
+    for f in findings {
+        let _ = writeln!(s, "<li>{}<br><b>Remedy:</b> {}</li>", escape(&f.summary), escape(&f.remedy));
+    }
+    s.push_str("</ol>\n");
+}
+
 /// The colours, once, for readers of the page.
 fn legend(s: &mut String) {
     s.push_str("<p class=\"legend\">");
@@ -125,7 +141,7 @@ mod tests {
     fn names_are_escaped_and_nothing_is_fetched() {
         let mut r = one_vm_report();
         r.vms[0].name = "<script>".into();
-        let html = index(&r, &[]);
+        let html = index(&r, &[], &[]);
         assert!(html.contains("&lt;script&gt;"));
         assert!(!html.contains("<script"));
         assert!(!html.contains("http"));

@@ -8,7 +8,7 @@ mod attribution;
 mod draw;
 mod exits;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod font;
 mod html;
 mod model;
@@ -25,6 +25,7 @@ pub use model::{Bar, BarChart, Segment};
 pub use palette::{Category, Rgb};
 
 use super::{Report, WriteError, write_atomic};
+use crate::diagnose::Finding;
 
 /// Every chart of a report, in the order index.html shows them.
 pub fn charts(r: &Report) -> Vec<BarChart> {
@@ -55,11 +56,11 @@ pub enum ChartError {
 }
 
 /// Draws every chart of `r` into `dir` (created if needed) as SVG and PNG, then
-/// writes `dir/index.html`; returns the charts written.
-pub fn write_dir(r: &Report, dir: &Path) -> Result<Vec<ChartFile>, ChartError> {
+/// writes `dir/index.html` with them and the findings; returns the charts written.
+pub fn write_dir(r: &Report, findings: &[Finding], dir: &Path) -> Result<Vec<ChartFile>, ChartError> {
     std::fs::create_dir_all(dir).map_err(|source| ChartError::Dir { path: dir.to_path_buf(), source })?;
     let files = charts(r).iter().map(|c| write_chart(c, dir)).collect::<Result<Vec<_>, _>>()?;
-    write_atomic(&dir.join("index.html"), html::index(r, &files).as_bytes())?;
+    write_atomic(&dir.join("index.html"), html::index(r, findings, &files).as_bytes())?;
     Ok(files)
 }
 

