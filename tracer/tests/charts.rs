@@ -9,7 +9,7 @@ use vmmtrace::{
     diagnose::{Thresholds, diagnose},
     report::{
         Report,
-        charts::{Category, ChartFile, charts, write_dir},
+        charts::{Category, Chart, ChartFile, charts, write_dir},
     },
 };
 
@@ -78,9 +78,9 @@ fn every_chart_of_every_fixture_is_drawn_readable_and_in_the_palette_colours() {
         assert_eq!(files.len(), models.len());
         for (file, model) in files.iter().zip(&models) {
             let svg = read_svg(file);
-            assert!(svg.texts.contains(&model.title), "{name} {}: no title in {:?}", file.name, svg.texts);
-            for bar in &model.bars {
-                assert!(svg.texts.contains(&bar.label), "{name} {}: no bar {:?}", file.name, bar.label);
+            assert!(svg.texts.iter().any(|t| t == model.title()), "{name} {}: no title in {:?}", file.name, svg.texts);
+            for label in model.labels() {
+                assert!(svg.texts.iter().any(|t| t == label), "{name} {}: no row {label:?}", file.name);
             }
             let pixels = png_colours(file);
             for cat in model.categories() {
@@ -99,14 +99,21 @@ fn every_chart_of_every_fixture_is_drawn_readable_and_in_the_palette_colours() {
 #[test]
 fn the_recorded_fixtures_show_what_their_runs_did() {
     let vm = charts(&fixture("lookalike-vm.json"));
-    let labels = |i: usize| vm[i].bars.iter().map(|b| b.label.clone()).collect::<Vec<_>>();
+    let labels = |i: usize| vm[i].labels();
     assert!(labels(0).iter().any(|l| l.starts_with("VM ")), "{:?}", labels(0));
     assert!(labels(0).iter().any(|l| l.contains("vCPU 0")), "{:?}", labels(0));
     assert_eq!(labels(1), ["CPU 0", "CPU 1"]);
-    let vmm = vm[0].bars[1].segments.iter().find(|s| s.category == Category::VmmThreads).map(|s| s.value);
+    let vmm = vm[0].bars()[1].segments.iter().find(|s| s.category == Category::VmmThreads).map(|s| s.value);
     // Two busy VMM threads for 4 s on 2 CPUs: well over a second of theirs.
     assert!(vmm.unwrap_or(0.0) > 1000.0, "{vmm:?}");
+    let Chart::Timeline(timeline) = &vm[2] else { panic!("the third chart is the timeline") };
+    let pinned = timeline.rows.iter().find(|r| r.label.contains("pinned vCPU")).expect("a row for the vCPU's CPU");
+    assert!(pinned.cells.len() >= 10, "4 s in 100 ms bins: {}", pinned.cells.len());
+    assert!(
+        pinned.cells.iter().any(|c| !c.vmm_arrivals.is_empty()),
+        "the floating VMM threads are marked arriving on the pinned vCPU's CPU"
+    );
     let jobs = charts(&fixture("jobs.json"));
-    assert!(jobs[0].bars.iter().filter(|b| b.label.starts_with("job sh")).count() >= 2);
-    assert!(jobs[2].bars.is_empty(), "no VM, no exits");
+    assert!(jobs[0].bars().iter().filter(|b| b.label.starts_with("job sh")).count() >= 2);
+    assert!(jobs[3].bars().is_empty(), "no VM, no exits");
 }

@@ -24,8 +24,9 @@ pub fn findings(r: &Report, t: &Thresholds) -> Vec<Finding> {
     let busy_threads = r.threads.iter().filter(|th| th.on_cpu_ns * 4 > r.wall_ns).count();
     let waited: u64 = r.threads.iter().map(|th| super::words::runq_wait_ns(r, th.tid)).sum();
     let summary = format!(
-        "Every core was busy: no CPU was idle more than {most_idle:.1} % of the {:.1} s traced, and {busy_threads} threads each ran more than a quarter of it on {} CPUs{}.",
+        "Every core was busy: no CPU was idle more than {most_idle:.1} % of the {:.1} s traced, and {busy_threads} thread{} each ran more than a quarter of it on {} CPUs{}.",
         r.wall_ns as f64 / 1e9,
+        if busy_threads == 1 { "" } else { "s" },
         r.cpus.len(),
         if waited > 0 { format!("; threads waited {} in all for a CPU", ms_text(waited)) } else { String::new() }
     );

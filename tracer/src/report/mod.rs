@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    account::{Attribution, kvm::VmReport},
+    account::{Attribution, kvm::VmReport, timeline::Timeline},
     host::Role,
     probe::Features,
 };
@@ -42,6 +42,9 @@ pub struct Report {
     pub dropped_events: u64,
     /// How many events each probe handled.
     pub events: BTreeMap<String, u64>,
+    /// Each CPU over time, in bins of the live interval (`record` only; bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -118,6 +121,7 @@ impl Report {
             vms: Vec::new(),
             dropped_events: 0,
             events: BTreeMap::new(),
+            timeline: None,
         }
     }
 

@@ -10,12 +10,13 @@ use plotters::{
 
 use super::{
     font::FAMILY,
-    model::{Bar, BarChart},
+    model::{Bar, BarChart, Chart, TimelineCell, TimelineChart},
     palette::{Category, Rgb},
 };
 
 pub const WIDTH: u32 = 1000;
 const BAR_PX: u32 = 34;
+const TIMELINE_ROW_PX: u32 = 60;
 const LEGEND_ROW_PX: u32 = 24;
 const NOTE_PX: u32 = 20;
 /// Rough advance of one character of 13 px text, for layout decisions only.
@@ -23,30 +24,36 @@ const CHAR_PX: f64 = 7.5;
 
 pub type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-/// The picture's size: it grows with the bars, the legend and the notes.
-pub fn size(chart: &BarChart) -> (u32, u32) {
-    let rows = chart.bars.len().max(1) as u32;
-    (WIDTH, 110 + BAR_PX * rows + footer_px(chart))
+/// The picture's size: it grows with the rows, the legend and the notes.
+pub fn size(chart: &Chart) -> (u32, u32) {
+    let rows = chart.labels().len().max(1) as u32;
+    let row_px = match chart {
+        Chart::Bars(_) => BAR_PX,
+        Chart::Timeline(_) => TIMELINE_ROW_PX,
+    };
+    (WIDTH, 110 + row_px * rows + footer_px(chart))
 }
 
-fn footer_px(chart: &BarChart) -> u32 {
-    LEGEND_ROW_PX * legend_rows(&chart.categories()) as u32 + NOTE_PX * chart.notes.len() as u32 + 12
+fn footer_px(chart: &Chart) -> u32 {
+    LEGEND_ROW_PX * legend_rows(&chart.categories()) as u32 + NOTE_PX * chart.notes().len() as u32 + 12
 }
 
-pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
+pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let (_, height) = root.dim_in_pixel();
     let (plot, footer) = root.split_vertically(height.saturating_sub(footer_px(chart)));
-    if chart.bars.is_empty() {
-        plot.titled(&chart.title, (FAMILY, 20))?.draw(&Text::new(
-            "nothing to show in this report",
-            (20, 20),
-            (FAMILY, 14).into_font(),
-        ))?;
-    } else {
-        draw_bars(&plot, chart)?;
+    match chart {
+        Chart::Bars(c) if !c.bars.is_empty() => draw_bars(&plot, c)?,
+        Chart::Timeline(c) if c.rows.iter().any(|r| !r.cells.is_empty()) => draw_timeline(&plot, c)?,
+        _ => {
+            plot.titled(chart.title(), (FAMILY, 20))?.draw(&Text::new(
+                "nothing to show in this report",
+                (20, 20),
+                (FAMILY, 14).into_font(),
+            ))?;
+        }
     }
-    draw_footer(&footer, chart)
+    draw_footer(&footer, &chart.categories(), chart.notes())
 }
 
 fn rgb(c: Category) -> RGBColor {
@@ -122,18 +129,76 @@ fn legend_rows(categories: &[Category]) -> usize {
     categories.len().div_ceil(LEGEND_PER_ROW)
 }
 
-fn draw_footer<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
+fn draw_footer<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    categories: &[Category],
+    notes: &[String],
+) -> DrawResult<DB> {
     let column_px = (WIDTH as i32 - 40) / LEGEND_PER_ROW as i32;
-    for (i, cat) in chart.categories().into_iter().enumerate() {
+    for (i, &cat) in categories.iter().enumerate() {
         let x = 20 + column_px * (i % LEGEND_PER_ROW) as i32;
         let y = 4 + LEGEND_ROW_PX as i32 * (i / LEGEND_PER_ROW) as i32;
         area.draw(&Rectangle::new([(x, y), (x + 16, y + 16)], rgb(cat).filled()))?;
         area.draw(&Rectangle::new([(x, y), (x + 16, y + 16)], BLACK.stroke_width(1)))?;
         area.draw(&Text::new(cat.label(), (x + 22, y + 1), (FAMILY, 13).into_font()))?;
     }
-    let notes_y = 4 + LEGEND_ROW_PX as i32 * legend_rows(&chart.categories()) as i32;
-    for (i, note) in chart.notes.iter().enumerate() {
+    let notes_y = 4 + LEGEND_ROW_PX as i32 * legend_rows(categories) as i32;
+    for (i, note) in notes.iter().enumerate() {
         area.draw(&Text::new(note.as_str(), (20, notes_y + NOTE_PX as i32 * i as i32), (FAMILY, 12).into_font()))?;
+    }
+    Ok(())
+}
+
+fn draw_timeline<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &TimelineChart) -> DrawResult<DB> {
+    let n = chart.rows.len();
+    let longest = chart.rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(0);
+    let label_px = ((longest as f64 * CHAR_PX) as u32 + 16).clamp(60, 360);
+    let mut c = ChartBuilder::on(area)
+        .caption(&chart.title, (FAMILY, 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(label_px)
+        .build_cartesian_2d(0f64..chart.seconds, 0f64..n as f64)?;
+    c.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc("time since the trace start (s)")
+        .x_label_formatter(&|v| axis_number(*v, chart.seconds))
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .draw()?;
+    for (i, r) in chart.rows.iter().enumerate() {
+        let row = (n - 1 - i) as f64;
+        let (x, y) = c.backend_coord(&(0.0, row + 0.45));
+        let style = (FAMILY, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        area.draw(&Text::new(r.label.as_str(), (x - 8, y), style))?;
+        for cell in &r.cells {
+            draw_cell(&mut c, row, cell)?;
+        }
+    }
+    Ok(())
+}
+
+/// One bin: its categories stacked bottom-up in 80 % of the row, the busiest thread's
+/// name where it fits, and a triangle above it where VMM threads arrived.
+fn draw_cell<DB: DrawingBackend>(c: &mut ChartContext<DB, BarCoords>, row: f64, cell: &TimelineCell) -> DrawResult<DB> {
+    let (x0, x1) = (cell.start_s, cell.start_s + cell.len_s);
+    let mut y = row + 0.05;
+    for (cat, share) in &cell.shares {
+        let y1 = y + 0.8 * share;
+        c.draw_series(std::iter::once(Rectangle::new([(x0, y), (x1, y1)], rgb(*cat).filled())))?;
+        y = y1;
+    }
+    let px = |v: f64| c.backend_coord(&(v, row)).0;
+    if let Some(top) = &cell.top
+        && (px(x1) - px(x0)) as f64 > top.chars().count() as f64 * CHAR_PX * 0.8 + 6.0
+    {
+        let style = (FAMILY, 11).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        c.draw_series(std::iter::once(Text::new(top.clone(), (x0 + x_max_px_pad(c), row + 0.45), style)))?;
+    }
+    if !cell.vmm_arrivals.is_empty() {
+        let mark = TriangleMarker::new(((x0 + x1) / 2.0, row + 0.92), 5, BLACK.filled());
+        c.draw_series(std::iter::once(mark))?;
     }
     Ok(())
 }

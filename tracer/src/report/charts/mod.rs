@@ -15,21 +15,27 @@ mod model;
 mod palette;
 mod per_cpu;
 mod split;
+mod timeline;
 
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
 pub use font::FontError;
-pub use model::{Bar, BarChart, Segment};
+pub use model::{Bar, BarChart, Chart, Segment, TimelineCell, TimelineChart, TimelineRow};
 pub use palette::{Category, Rgb};
 
 use super::{Report, WriteError, write_atomic};
 use crate::diagnose::Finding;
 
 /// Every chart of a report, in the order index.html shows them.
-pub fn charts(r: &Report) -> Vec<BarChart> {
-    vec![attribution::chart(r), per_cpu::chart(r), exits::chart(r)]
+pub fn charts(r: &Report) -> Vec<Chart> {
+    vec![
+        Chart::Bars(attribution::chart(r)),
+        Chart::Bars(per_cpu::chart(r)),
+        Chart::Timeline(timeline::chart(r)),
+        Chart::Bars(exits::chart(r)),
+    ]
 }
 
 /// A chart written to disk.
@@ -65,17 +71,17 @@ pub fn write_dir(r: &Report, findings: &[Finding], dir: &Path) -> Result<Vec<Cha
 }
 
 /// Writes `<dir>/<name>.svg` and `<dir>/<name>.png`.
-pub fn write_chart(chart: &BarChart, dir: &Path) -> Result<ChartFile, ChartError> {
+pub fn write_chart(chart: &Chart, dir: &Path) -> Result<ChartFile, ChartError> {
     font::ensure_registered()?;
     let size = draw::size(chart);
-    let fail = |e: &dyn std::fmt::Display| ChartError::Draw { chart: chart.name, message: e.to_string() };
+    let fail = |e: &dyn std::fmt::Display| ChartError::Draw { chart: chart.name(), message: e.to_string() };
     let mut svg_text = String::new();
     {
         let root = SVGBackend::with_string(&mut svg_text, size).into_drawing_area();
         draw::draw(&root, chart).map_err(|e| fail(&e))?;
         root.present().map_err(|e| fail(&e))?;
     }
-    let svg = dir.join(format!("{}.svg", chart.name));
+    let svg = dir.join(format!("{}.svg", chart.name()));
     write_atomic(&svg, svg_text.as_bytes())?;
     let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
@@ -83,9 +89,9 @@ pub fn write_chart(chart: &BarChart, dir: &Path) -> Result<ChartFile, ChartError
         draw::draw(&root, chart).map_err(|e| fail(&e))?;
         root.present().map_err(|e| fail(&e))?;
     }
-    let png = dir.join(format!("{}.png", chart.name));
+    let png = dir.join(format!("{}.png", chart.name()));
     write_atomic(&png, &encode_png(&pixels, size).map_err(|e| fail(&e))?)?;
-    Ok(ChartFile { name: chart.name, title: chart.title.clone(), svg, png, size })
+    Ok(ChartFile { name: chart.name(), title: chart.title().to_string(), svg, png, size })
 }
 
 /// RGB pixels as a PNG file's bytes.
@@ -109,7 +115,7 @@ mod tests {
     #[test]
     fn the_exits_chart_is_drawn_with_its_reasons() {
         let dir = tempfile::tempdir().unwrap();
-        let chart = exits::chart(&fixtures::one_vm_report());
+        let chart = Chart::Bars(exits::chart(&fixtures::one_vm_report()));
         let file = write_chart(&chart, dir.path()).unwrap();
         let svg = std::fs::read_to_string(&file.svg).unwrap();
         for label in ["web: exit HLT", "web: exit IO_INSTRUCTION", "web: to VMM KVM_EXIT_IO"] {

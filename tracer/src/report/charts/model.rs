@@ -69,3 +69,91 @@ impl BarChart {
 pub fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
+
+/// Each CPU over time: one row per CPU, one cell per timeline bin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineChart {
+    pub name: &'static str,
+    pub title: String,
+    pub rows: Vec<TimelineRow>,
+    /// The time axis' end (s).
+    pub seconds: f64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineRow {
+    pub label: String,
+    pub cells: Vec<TimelineCell>,
+}
+
+/// One bin on one CPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineCell {
+    /// From the trace start (s).
+    pub start_s: f64,
+    pub len_s: f64,
+    /// Shares of the bin by category (they sum to 1), stacked bottom-up.
+    pub shares: Vec<(Category, f64)>,
+    /// The thread that ran most, written in the cell where it fits.
+    pub top: Option<String>,
+    /// VMM threads that arrived on this CPU in this bin (marked above the cell).
+    pub vmm_arrivals: Vec<String>,
+}
+
+/// Any chart this module draws.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Chart {
+    Bars(BarChart),
+    Timeline(TimelineChart),
+}
+
+impl Chart {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Chart::Bars(c) => c.name,
+            Chart::Timeline(c) => c.name,
+        }
+    }
+
+    pub fn title(&self) -> &str {
+        match self {
+            Chart::Bars(c) => &c.title,
+            Chart::Timeline(c) => &c.title,
+        }
+    }
+
+    /// The rows' labels (bars or CPUs), top first.
+    pub fn labels(&self) -> Vec<&str> {
+        match self {
+            Chart::Bars(c) => c.bars.iter().map(|b| b.label.as_str()).collect(),
+            Chart::Timeline(c) => c.rows.iter().map(|r| r.label.as_str()).collect(),
+        }
+    }
+
+    /// The bars of a bar chart (none for a timeline).
+    pub fn bars(&self) -> &[Bar] {
+        match self {
+            Chart::Bars(c) => &c.bars,
+            Chart::Timeline(_) => &[],
+        }
+    }
+
+    pub fn notes(&self) -> &[String] {
+        match self {
+            Chart::Bars(c) => &c.notes,
+            Chart::Timeline(c) => &c.notes,
+        }
+    }
+
+    /// The categories shown, in legend order.
+    pub fn categories(&self) -> Vec<Category> {
+        match self {
+            Chart::Bars(c) => c.categories(),
+            Chart::Timeline(c) => Category::ALL
+                .into_iter()
+                .filter(|cat| c.rows.iter().flat_map(|r| &r.cells).any(|cell| cell.shares.iter().any(|s| s.0 == *cat)))
+                .collect(),
+        }
+    }
+}
