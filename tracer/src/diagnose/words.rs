@@ -4,24 +4,7 @@
 use crate::{account::kvm::VcpuReport, report::ms};
 
 /// `0-3,6` (taskset's and cpuset's list format).
-pub fn cpu_list(cpus: &[u32]) -> String {
-    let mut sorted = cpus.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end = sorted[i];
-        }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
-        i += 1;
-    }
-    parts.join(",")
-}
+pub use crate::host::format_cpu_list as cpu_list;
 
 /// `vCPU 0 of VM 'web'`.
 pub fn vcpu_name(vm: &str, v: &VcpuReport) -> String {
@@ -57,10 +40,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_lists() {
-        assert_eq!(cpu_list(&[3, 0, 1, 2, 6]), "0-3,6");
-        assert_eq!(cpu_list(&[2]), "2");
-        assert_eq!(cpu_list(&[]), "");
+    fn names_and_numbers() {
         assert_eq!(other_cpus(4, &[1, 2]), [0, 3]);
         assert_eq!(ms_text(311_400_000), "311 ms");
         assert_eq!(ms_text(1_250_000), "1.2 ms");

@@ -62,33 +62,51 @@ fn rgb(c: Category) -> RGBColor {
 }
 
 fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
-    let n = chart.bars.len();
     let x_max = chart.bars.iter().map(Bar::total).fold(0.0, f64::max).max(1e-9) * 1.08;
-    let longest = chart.bars.iter().map(|b| b.label.chars().count()).max().unwrap_or(0);
+    let labels: Vec<&str> = chart.bars.iter().map(|b| b.label.as_str()).collect();
+    let mut c = rows_chart(area, &chart.title, &chart.unit, x_max, &labels)?;
+    for (row, bar) in rows(chart.bars.len()).zip(&chart.bars) {
+        draw_bar(&mut c, row, bar)?;
+    }
+    Ok(())
+}
+
+/// Rows from the top: row 0 of the coordinates is the bottom, and the first item goes on top.
+fn rows(n: usize) -> impl Iterator<Item = f64> {
+    (0..n).rev().map(|r| r as f64)
+}
+
+/// The frame both layouts share: the title, a value axis from 0 to `x_max` with its
+/// description, and one row per label, labelled on the left.
+fn rows_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x_desc: &str,
+    x_max: f64,
+    labels: &[&str],
+) -> Result<ChartContext<'a, DB, BarCoords>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let label_px = ((longest as f64 * CHAR_PX) as u32 + 16).clamp(60, 360);
     let mut c = ChartBuilder::on(area)
-        .caption(&chart.title, (FAMILY, 20))
+        .caption(title, (FAMILY, 20))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(label_px)
-        .build_cartesian_2d(0f64..x_max, 0f64..n as f64)?;
+        .build_cartesian_2d(0f64..x_max, 0f64..labels.len() as f64)?;
     c.configure_mesh()
         .disable_y_mesh()
         .y_labels(0)
-        .x_desc(chart.unit.as_str())
+        .x_desc(x_desc)
         .x_label_formatter(&|v| axis_number(*v, x_max))
         .label_style((FAMILY, 13))
         .axis_desc_style((FAMILY, 14))
         .draw()?;
-    for (i, bar) in chart.bars.iter().enumerate() {
-        // Row 0 of the coordinates is the bottom; bar 0 goes on top.
-        let row = (n - 1 - i) as f64;
+    for (row, label) in rows(labels.len()).zip(labels) {
         let (x, y) = c.backend_coord(&(0.0, row + 0.5));
         let style = (FAMILY, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
-        area.draw(&Text::new(bar.label.as_str(), (x - 8, y), style))?;
-        draw_bar(&mut c, row, bar)?;
+        area.draw(&Text::new(*label, (x - 8, y), style))?;
     }
-    Ok(())
+    Ok(c)
 }
 
 /// Tick labels without needless decimals.
@@ -150,28 +168,9 @@ fn draw_footer<DB: DrawingBackend>(
 }
 
 fn draw_timeline<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &TimelineChart) -> DrawResult<DB> {
-    let n = chart.rows.len();
-    let longest = chart.rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(0);
-    let label_px = ((longest as f64 * CHAR_PX) as u32 + 16).clamp(60, 360);
-    let mut c = ChartBuilder::on(area)
-        .caption(&chart.title, (FAMILY, 20))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(label_px)
-        .build_cartesian_2d(0f64..chart.seconds, 0f64..n as f64)?;
-    c.configure_mesh()
-        .disable_y_mesh()
-        .y_labels(0)
-        .x_desc("time since the trace start (s)")
-        .x_label_formatter(&|v| axis_number(*v, chart.seconds))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 14))
-        .draw()?;
-    for (i, r) in chart.rows.iter().enumerate() {
-        let row = (n - 1 - i) as f64;
-        let (x, y) = c.backend_coord(&(0.0, row + 0.45));
-        let style = (FAMILY, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
-        area.draw(&Text::new(r.label.as_str(), (x - 8, y), style))?;
+    let labels: Vec<&str> = chart.rows.iter().map(|r| r.label.as_str()).collect();
+    let mut c = rows_chart(area, &chart.title, "time since the trace start (s)", chart.seconds, &labels)?;
+    for (row, r) in rows(chart.rows.len()).zip(&chart.rows) {
         for cell in &r.cells {
             draw_cell(&mut c, row, cell)?;
         }
