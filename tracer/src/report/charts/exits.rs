@@ -43,6 +43,8 @@ pub fn chart(r: &Report) -> BarChart {
     }
     let notes = if r.vms.is_empty() {
         vec!["No VM ran during the trace.".into()]
+    } else if bars.is_empty() {
+        vec!["The probes saw no exit and no KVM event of the VMs in this trace.".into()]
     } else {
         vec![
             "exit: kvm_exit by reason (HLT-like exits in the idle colour); to VMM: exits to userspace (KVM_EXIT_*);"

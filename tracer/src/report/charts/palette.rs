@@ -81,6 +81,19 @@ impl Category {
             Role::Other => Category::Other,
         }
     }
+
+    /// The colour of a thief's role as the ledger spells it (`vcpu`, `vmm`, ...,
+    /// `idle`; `unresolved` wait, whose thief is unknown, keeps the wait's colour).
+    pub fn of_role_name(role: &str) -> Category {
+        match role {
+            "vcpu" | "workload" => Category::GuestOrJob,
+            "vmm" => Category::VmmThreads,
+            "host_kernel" => Category::HostKernel,
+            "idle" => Category::Idle,
+            "unresolved" => Category::RunqWait,
+            _ => Category::Other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +109,9 @@ mod tests {
         assert_eq!(colours.len(), Category::ALL.len());
         assert_eq!(labels.len(), Category::ALL.len());
         assert_eq!(Category::VmmThreads.colour().hex(), "#d55e00");
+        for role in [Role::Vcpu, Role::Vmm, Role::HostKernel, Role::Workload, Role::Other] {
+            let name = crate::report::role_name(role);
+            assert_eq!(Category::of_role_name(&name), Category::of_role(role), "{name}");
+        }
     }
 }
