@@ -10,6 +10,7 @@ pub(crate) struct GuestMem {
 // SAFETY: the mapping lives as long as the GuestMem; concurrent access from vCPU
 // threads, the emulator and the guest goes through raw volatile reads/writes only.
 unsafe impl Send for GuestMem {}
+// SAFETY: as for Send: shared access is only through raw volatile reads and writes.
 unsafe impl Sync for GuestMem {}
 
 impl GuestMem {
@@ -66,7 +67,7 @@ impl GuestMem {
 
     /// Reads a plain-old-data value the guest may be writing concurrently.
     pub(crate) fn read_obj<T: Copy>(&self, addr: u64) -> Result<T, Error> {
-        self.check(addr, std::mem::size_of::<T>() as u64)?;
+        self.check(addr, size_of::<T>() as u64)?;
         // SAFETY: bounds checked; T is Copy plain data (only used with integers and WlParams).
         Ok(unsafe { std::ptr::read_volatile(self.ptr.add(addr as usize) as *const T) })
     }

@@ -49,7 +49,7 @@ pub fn set_affinity(tid: u32, cpus: &[usize]) -> std::io::Result<()> {
             }
             libc::CPU_SET(c, &mut set);
         }
-        if libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(tid as libc::pid_t, size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

@@ -88,8 +88,7 @@ pub(crate) fn write_params(mem: &GuestMem, cfg: &Config, i: u32) -> Result<(), E
         ..Default::default()
     };
     // SAFETY: WlParams is repr(C) plain data.
-    let bytes =
-        unsafe { std::slice::from_raw_parts(&p as *const WlParams as *const u8, std::mem::size_of::<WlParams>()) };
+    let bytes = unsafe { std::slice::from_raw_parts(&p as *const WlParams as *const u8, size_of::<WlParams>()) };
     mem.write(vcpu_block(i) + PARAMS_OFF, bytes)
 }
 

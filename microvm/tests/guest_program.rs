@@ -162,7 +162,8 @@ fn a_static_binary_runs(p: Platform) {
     let data = d.join("data.bin");
     generate(&data, 3 << 20);
     let out = d.join("out.txt");
-    // SAFETY (test): set before any thread of this test reads the environment.
+    // SAFETY: every test of this binary runs under SERIAL, so no other thread reads the
+    // environment while it is set (setenv races only with a concurrent getenv).
     unsafe { std::env::set_var("MICROVM_TEST_VAR", "from-the-vmm") };
     let args = [data.to_str().unwrap()];
     let r = guest(p, exe.to_str().unwrap(), &args, Path::new("/dev/null"), &out);

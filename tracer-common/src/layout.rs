@@ -9,6 +9,7 @@ use core::mem::{align_of, size_of};
 use crate::{
     CpuState, ThreadCpuStats, ThreadInfo, Window,
     kvm::{ExitStats, HIST_BUCKETS, TidKey, VcpuState},
+    ledger::{CpuHistory, HISTORY_LEN, PAIR_CACHE_LEN, PairCache, PairKey, PairStats, ThreadSched, unresolved},
 };
 
 const _: () = assert!(size_of::<CpuState>() == 8 + 4 + 4 + 8 && align_of::<CpuState>() == 8);
@@ -20,3 +21,11 @@ const _: () = assert!(size_of::<VcpuState>() == 4 * 4 + 8);
 const _: () = assert!(size_of::<ExitStats>() == (3 + HIST_BUCKETS) * 8);
 // The Mode stored in VcpuState::mode.
 const _: () = assert!(size_of::<crate::Mode>() == 4);
+const _: () = assert!(
+    size_of::<ThreadSched>() == 4 + 4 + 9 * 8 + unresolved::COUNT * 8 + HIST_BUCKETS * 4 + 4 + 4
+        && align_of::<ThreadSched>() == 8
+);
+const _: () = assert!(size_of::<CpuHistory>() == 4 + 4 + 8 + HISTORY_LEN * (8 + 4));
+const _: () = assert!(size_of::<PairKey>() == 4 + 4);
+const _: () = assert!(size_of::<PairStats>() == 8 + 8);
+const _: () = assert!(size_of::<PairCache>() == PAIR_CACHE_LEN * (8 + 16) + 4 + 4);

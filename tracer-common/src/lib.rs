@@ -17,6 +17,7 @@
 
 pub mod kvm;
 mod layout;
+pub mod ledger;
 pub mod names;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
@@ -29,6 +30,10 @@ pub mod globals {
     /// [u32; N]: byte offsets of the fields of classic tracepoint records that the
     /// probes read, indexed by the `OFF_*` constants (from tracefs `format` files).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
+    /// u32, one of `ledger::level`: what of the run-queue states and the preemption
+    /// ledger the probes keep (the verifier drops the code of the rest, so each level
+    /// costs exactly what it runs).
+    pub const LEDGER_ON: &str = "LEDGER_ON";
 }
 
 /// Indices into the `TP_OFFSETS` global.
@@ -55,7 +60,13 @@ pub mod tp_off {
     pub const RENAME_PID: usize = 9;
     /// task:task_rename `newcomm` (char[16])
     pub const RENAME_NEWCOMM: usize = 10;
-    pub const COUNT: usize = 11;
+    /// sched:sched_wakeup `pid`
+    pub const WAKEUP_PID: usize = 11;
+    /// sched:sched_wakeup_new `pid`
+    pub const WAKEUP_NEW_PID: usize = 12;
+    /// sched:sched_migrate_task `dest_cpu`
+    pub const MIGRATE_DEST_CPU: usize = 13;
+    pub const COUNT: usize = 14;
 }
 
 /// What the thread on a CPU is doing, for the split of its on-CPU time.
@@ -239,9 +250,23 @@ pub mod counter {
     pub const KVM_OTHER: u32 = 12;
     /// sched_process_exec and task_rename events (comm updates).
     pub const COMM_UPDATE: u32 = 13;
-    pub const COUNT: u32 = 16;
-    /// How many of the first counters count lost data.
+    /// sched_wakeup events handled.
+    pub const SCHED_WAKEUP: u32 = 14;
+    /// sched_wakeup_new events handled.
+    pub const SCHED_WAKEUP_NEW: u32 = 15;
+    /// Threads whose run-queue state was lost because `THREAD_SCHED` was full.
+    pub const DROPPED_THREAD_SCHED: u32 = 16;
+    /// Context switches whose prev was not the thread the previous switch on that CPU
+    /// put there: a switch in between was not reported by the tracepoint.
+    pub const MISSED_SWITCH: u32 = 17;
+    /// Ledger pairs lost because `LEDGER` was full.
+    pub const DROPPED_LEDGER: u32 = 18;
+    pub const COUNT: u32 = 20;
+    /// How many of the first counters count lost data ...
     pub const DROPPED_COUNT: u32 = 4;
+    /// ... and every counter of lost data.
+    pub const DROPPED: [u32; 6] =
+        [DROPPED_THREAD_STATS, DROPPED_THREAD_INFO, DROPPED_WATCH, DROPPED_KVM, DROPPED_THREAD_SCHED, DROPPED_LEDGER];
 }
 
 #[cfg(feature = "user")]
@@ -256,6 +281,16 @@ mod pod {
     unsafe impl aya::Pod for ThreadCpuStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ThreadInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ledger::ThreadSched {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ledger::CpuHistory {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ledger::PairKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ledger::PairStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ledger::PairCache {}
 }
 
 #[cfg(test)]

@@ -16,6 +16,10 @@ pub mod map {
     pub const KVM_EVENTS: &str = "KVM_EVENTS";
     pub const GUEST_SAMPLES: &str = "GUEST_SAMPLES";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const THREAD_SCHED: &str = "THREAD_SCHED";
+    pub const CPU_HISTORY: &str = "CPU_HISTORY";
+    pub const LEDGER: &str = "LEDGER";
+    pub const PAIR_CACHE: &str = "PAIR_CACHE";
 }
 
 /// Programs (the functions of `tracer-ebpf`).
@@ -32,6 +36,10 @@ pub mod program {
     pub const KVM_EXIT: &str = "kvm_exit";
     pub const KVM_USERSPACE_EXIT: &str = "kvm_userspace_exit";
     pub const GUEST_SAMPLE: &str = "guest_sample";
+    pub const SCHED_WAKEUP_BTF: &str = "sched_wakeup_btf";
+    pub const SCHED_WAKEUP_NEW_BTF: &str = "sched_wakeup_new_btf";
+    pub const SCHED_WAKEUP_TP: &str = "sched_wakeup_tp";
+    pub const SCHED_WAKEUP_NEW_TP: &str = "sched_wakeup_new_tp";
     /// One program per counted KVM event slot (`KVM_EVENTS` keys carry the slot).
     pub const KVM_EVENT: [&str; 8] = [
         "kvm_event_0",

@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod kvm;
 #[cfg(target_arch = "bpf")]
+mod ledger;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod sched;

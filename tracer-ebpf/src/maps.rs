@@ -10,6 +10,7 @@ use aya_ebpf::{
 use tracer_common::{
     CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
+    ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
     tp_off,
 };
 use tracer_common::{assert_named, names::map};
@@ -19,6 +20,8 @@ use tracer_common::{assert_named, names::map};
 static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static GUEST_IRQ_TEXT: [u64; 2 * tracer_common::kvm::GUEST_IRQ_RANGES] = [0; 2 * tracer_common::kvm::GUEST_IRQ_RANGES];
+#[unsafe(no_mangle)]
+static LEDGER_ON: u32 = 0;
 #[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 
@@ -48,6 +51,34 @@ pub fn guest_irq_range(i: usize) -> (u64, u64) {
     // SAFETY: reading a global that userspace wrote into .rodata before loading;
     // i < GUEST_IRQ_RANGES at the only call site.
     unsafe { (core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i]), core::ptr::read_volatile(&GUEST_IRQ_TEXT[2 * i + 1])) }
+}
+
+/// What of the run-queue states and the ledger is kept (`globals::LEDGER_ON`).
+#[inline(always)]
+fn ledger_level() -> u32 {
+    // SAFETY: reading a global that userspace wrote into .rodata before loading.
+    unsafe { core::ptr::read_volatile(&LEDGER_ON) }
+}
+
+/// Whether the run-queue states are kept.
+#[inline(always)]
+pub fn ledger_on() -> bool {
+    ledger_level() != tracer_common::ledger::level::OFF
+}
+
+/// Whether the ledger (thieves) is kept besides the states.
+#[inline(always)]
+pub fn ledger_full() -> bool {
+    ledger_level() == tracer_common::ledger::level::FULL
+}
+
+/// The tid (`pid`) of a tp_btf `struct task_struct *` argument: a direct load, which
+/// the verifier checks against the kernel's BTF (the offset is a constant of
+/// `.rodata`), cheaper than bpf_probe_read_kernel.
+#[inline(always)]
+pub fn task_tid(task: *const u8) -> u32 {
+    // SAFETY: `task` is a trusted BTF pointer and the offset is task_struct.pid's.
+    unsafe { core::ptr::read_volatile(task.add(task_pid_offset()) as *const i32) as u32 }
 }
 
 #[inline(always)]
@@ -100,6 +131,28 @@ assert_named!(KVM_EVENTS, map::KVM_EVENTS);
 #[map]
 pub static GUEST_SAMPLES: HashMap<TidKey, u64> = HashMap::with_max_entries(8192, 0);
 assert_named!(GUEST_SAMPLES, map::GUEST_SAMPLES);
+
+/// tid -> run-queue state and totals (see `tracer_common::ledger`). Max entries is
+/// set by userspace at load time.
+#[map]
+pub static THREAD_SCHED: HashMap<u32, ThreadSched> = HashMap::with_max_entries(32768, 0);
+assert_named!(THREAD_SCHED, map::THREAD_SCHED);
+
+/// CPU id -> its recent on-CPU intervals. Max entries is set by userspace to the
+/// number of possible CPUs.
+#[map]
+pub static CPU_HISTORY: Array<CpuHistory> = Array::with_max_entries(256, 0);
+assert_named!(CPU_HISTORY, map::CPU_HISTORY);
+
+/// (victim, thief) -> wait time the thief took from the victim.
+#[map]
+pub static LEDGER: HashMap<PairKey, PairStats> = HashMap::with_max_entries(65536, 0);
+assert_named!(LEDGER, map::LEDGER);
+
+/// This CPU's recent (victim, thief) pairs, on their way to `LEDGER`.
+#[map]
+pub static PAIR_CACHE: PerCpuArray<PairCache> = PerCpuArray::with_max_entries(1, 0);
+assert_named!(PAIR_CACHE, map::PAIR_CACHE);
 
 /// Event and drop counters, indexed by `tracer_common::counter`.
 #[map]

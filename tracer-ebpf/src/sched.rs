@@ -7,26 +7,37 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use tracer_common::{
-    ThreadCpuStats, assert_named, counter, is_involuntary, is_involuntary_classic, names::program, tp_off,
+    ThreadCpuStats, assert_named, counter,
+    ledger::{SwitchOut, switch_out_btf, switch_out_classic},
+    names::program,
+    tp_off,
 };
 
-use crate::maps::{
-    CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, mode_of, now, remember_current,
-    task_pid_offset, tp_offset, window,
+use crate::{
+    ledger,
+    maps::{
+        CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, ledger_on, mode_of, now,
+        remember_current, task_pid_offset, tp_offset, window,
+    },
 };
 
 /// The common part of both sched_switch programs. `sched_switch` fires in the context
 /// of `prev`, so prev is the current task. Returns true for the first switch seen on
-/// this CPU.
+/// this CPU. `how`: how prev left the CPU.
 #[inline(always)]
-fn on_switch(next_tid: u32, involuntary: bool) -> bool {
+fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
     bump(counter::SCHED_SWITCH);
     let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return false };
     // SAFETY: per-CPU slot, this CPU only.
     let first = unsafe { (*cpu).switches == 0 };
     let prev = current_tid();
+    let (now, w) = (now(), window());
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
-    let d = unsafe { (*cpu).switch(now(), &window(), next_tid) };
+    let d = unsafe { (*cpu).switch(now, &w, next_tid) };
+    let involuntary = how == SwitchOut::Runnable;
+    if ledger_on() {
+        ledger::on_switch(prev, next_tid, now, how, &w);
+    }
     if let Some(s) = charge_current(prev, mode_of(prev), d) {
         // SAFETY: per-CPU value returned by the map for this CPU.
         unsafe {
@@ -64,7 +75,7 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     let prev_state: u64 = ctx.arg(3);
     // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
     let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }.unwrap_or(-1) as u32;
-    if on_switch(next_tid, is_involuntary(preempt & 0xff != 0, prev_state & 0xffff_ffff)) {
+    if on_switch(next_tid, switch_out_btf(preempt & 0xff != 0, prev_state & 0xffff_ffff)) {
         log_first(&ctx, "tp_btf");
     }
     0
@@ -78,7 +89,7 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
     // SAFETY: as above.
     let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
-    if on_switch(next_tid as u32, is_involuntary_classic(prev_state as u64)) {
+    if on_switch(next_tid as u32, switch_out_classic(prev_state as u64)) {
         log_first(&ctx, "tracepoint");
     }
     0
@@ -92,6 +103,12 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the format file.
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_PID)) }) else { return 0 };
     let tid = tid as u32;
+    if ledger_on() {
+        // SAFETY: offset from the format file.
+        if let Ok(dest) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_DEST_CPU)) } {
+            ledger::on_migrate(tid, dest as u32);
+        }
+    }
     match THREAD_STATS.get_ptr_mut(tid) {
         // SAFETY: per-CPU value, this CPU only.
         Some(s) => unsafe { (*s).migrations += 1 },

@@ -75,19 +75,27 @@ impl Drop for BpfStats {
     }
 }
 
+/// The probe sets measured side by side: none, the sched_switch program alone (tp_btf
+/// or classic), and with the run-queue states and the ledger (its wakeup programs and
+/// its part of sched_switch).
+/// "+runq" keeps the run-queue states without the thieves, to price the two apart.
+const MODES: [&str; 6] = ["none", "tp_btf", "tp_btf+runq", "tp_btf+ledger", "tracepoint", "tracepoint+ledger"];
+
 pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
     let _stats = BpfStats::enable();
     // SAFETY: sched_getcpu has no preconditions.
     let cpu = unsafe { libc::sched_getcpu() }.max(0) as u32;
     let mut rows = Vec::new();
     for _ in 0..reps {
-        for mode in ["none", "tp_btf", "tracepoint"] {
+        for mode in MODES {
             let probes = match mode {
                 "none" => None,
                 m => {
                     let mut p = Probes::attach(&ProbeOptions {
-                        classic_sched_switch: m == "tracepoint",
+                        classic_sched_switch: m.starts_with("tracepoint"),
                         kvm: false,
+                        ledger: m.contains('+'),
+                        runq_only: m.ends_with("+runq"),
                         ..Default::default()
                     })?;
                     p.start()?;
@@ -191,7 +199,7 @@ pub fn render(rows: &[BenchRow]) -> String {
         writeln!(s, "context-switch load: two threads ping-ponging over pipes on one CPU (2 switches per round trip)");
     let _ = writeln!(
         s,
-        "{:<11} {:>14} {:>10}  programs (events, avg ns/event from kernel bpf stats)",
+        "{:<17} {:>14} {:>10}  programs (events, avg ns/event from kernel bpf stats)",
         "probes", "ns/round trip", "vs none"
     );
     let mut base = None;
@@ -201,7 +209,32 @@ pub fn render(rows: &[BenchRow]) -> String {
         }
         let ratio = base.map(|b| r.ns_per_round_trip / b).unwrap_or(f64::NAN);
         let progs: Vec<String> = r.programs.iter().map(|(n, c, a)| format!("{n}: {c} ev, {a:.0} ns")).collect();
-        let _ = writeln!(s, "{:<11} {:>14.0} {:>9.3}x  {}", r.mode, r.ns_per_round_trip, ratio, progs.join("; "));
+        let _ = writeln!(s, "{:<17} {:>14.0} {:>9.3}x  {}", r.mode, r.ns_per_round_trip, ratio, progs.join("; "));
+    }
+    s.push_str(&render_ledger_cost(rows));
+    s
+}
+
+/// What the ledger adds: per repetition, the ns each mode adds per context switch
+/// over no probes, and the ratio with the ledger to without it.
+fn render_ledger_cost(rows: &[BenchRow]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "ledger cost: added ns per context switch over no probes (same repetition)");
+    for chunk in rows.chunks(MODES.len()) {
+        let rt = |m: &str| chunk.iter().find(|r| r.mode == m).map(|r| r.ns_per_round_trip);
+        let Some(none) = rt("none") else { continue };
+        let mut parts = Vec::new();
+        let added = |m: &str| rt(m).map(|ns| (ns - none) / 2.0);
+        for base in ["tp_btf", "tracepoint"] {
+            if let (Some(a), Some(b)) = (added(base), added(&format!("{base}+ledger"))) {
+                parts.push(format!("{base}: {a:.0} ns without, {b:.0} ns with states and ledger ({:.2}x)", b / a));
+            }
+        }
+        if let (Some(a), Some(b)) = (added("tp_btf+runq"), added("tp_btf+ledger")) {
+            parts.push(format!("tp_btf, ledger over states alone: {a:.0} -> {b:.0} ns ({:.2}x)", b / a));
+        }
+        let _ = writeln!(s, "  {}", parts.join("; "));
     }
     s
 }

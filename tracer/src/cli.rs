@@ -29,6 +29,9 @@ pub enum Command {
     /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
     /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
     Microvm(microvm::cli::MicrovmArgs),
+    /// Run the guest workloads under real QEMU (-M microvm, a PVH guest built from source):
+    /// vCPU threads found with QMP and pinned, QEMU's threads and roles in the ground truth JSON.
+    Qemu(vmm_qemu::cli::QemuArgs),
     /// Measure the per-event cost of the probes (kernel BPF statistics) under a context-switch load.
     Bench(BenchArgs),
 }
@@ -57,6 +60,13 @@ pub struct RecordArgs {
     /// Do not attach the KVM probes.
     #[arg(long)]
     pub no_kvm: bool,
+    /// Do not keep run-queue states and the preemption ledger (no sched_wakeup probes;
+    /// each context switch then costs less).
+    #[arg(long)]
+    pub no_ledger: bool,
+    /// (victim, thief) pairs to list in the report's ledger.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub ledger_top: usize,
     /// Command to run and trace (everything after --); tracing ends when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

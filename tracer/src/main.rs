@@ -23,6 +23,15 @@ fn main() {
             }
         });
     }
+    if let Command::Qemu(a) = &cli.command {
+        std::process::exit(match vmm_qemu::cli::run(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vmmtrace qemu: {e:#}");
+                1
+            }
+        });
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,8 +60,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 probe: ProbeOptions {
                     classic_sched_switch: a.classic_sched_switch,
                     kvm: !a.no_kvm,
+                    ledger: !a.no_ledger,
                     ..Default::default()
                 },
+                ledger_top: a.ledger_top,
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));
@@ -96,7 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,
-        Command::Microvm(_) => unreachable!("handled before the runtime starts"),
+        Command::Microvm(_) | Command::Qemu(_) => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -107,7 +118,7 @@ fn read_report(path: &std::path::Path) -> anyhow::Result<Report> {
 
 async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     vmmtrace::probe::check_privileges()?;
-    eprintln!("vmmtrace bench: {} round trips x 3 modes x {} repetitions...", a.rounds, a.reps);
+    eprintln!("vmmtrace bench: {} round trips x 6 modes x {} repetitions...", a.rounds, a.reps);
     let (rounds, reps) = (a.rounds, a.reps);
     let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(rounds, reps)).await??;
     print!("{}", vmmtrace::bench::render(&rows));

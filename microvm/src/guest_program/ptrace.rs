@@ -119,6 +119,7 @@ fn wait(pid: i32) -> Result<i32, String> {
 fn regs(pid: i32) -> Result<libc::user_regs_struct, String> {
     // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for a stopped tracee.
     let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: r is a user_regs_struct the call writes into; pid is our stopped tracee.
     if unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut r) } != 0 {
         return Err(format!("PTRACE_GETREGS: {}", std::io::Error::last_os_error()));
     }

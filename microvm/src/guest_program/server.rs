@@ -250,11 +250,11 @@ impl SyscallServer {
                 host(libc::SYS_getdents64, [f as u64, out, a[2], 0, 0])
             }),
             137 => self.path(mem, a[0]).and_then(|p| {
-                let out = out_ptr(mem, a[1], std::mem::size_of::<libc::statfs>())?;
+                let out = out_ptr(mem, a[1], size_of::<libc::statfs>())?;
                 host(libc::SYS_statfs, [p.as_ptr() as u64, out, 0, 0, 0])
             }),
             138 => self.fd(a[0]).and_then(|f| {
-                let out = out_ptr(mem, a[1], std::mem::size_of::<libc::statfs>())?;
+                let out = out_ptr(mem, a[1], size_of::<libc::statfs>())?;
                 host(libc::SYS_fstatfs, [f as u64, out, 0, 0, 0])
             }),
             32 => self.dup(a[0], None),
@@ -262,8 +262,7 @@ impl SyscallServer {
             292 => self.dup(a[0], Some(a[1])).and_then(|n| if a[0] == a[1] { Err(EINVAL) } else { Ok(n) }),
             22 => self.pipe(mem, a[0], 0),
             293 => self.pipe(mem, a[0], a[1]),
-            99 => out_ptr(mem, a[0], std::mem::size_of::<libc::sysinfo>())
-                .and_then(|p| host(libc::SYS_sysinfo, [p, 0, 0, 0, 0])),
+            99 => out_ptr(mem, a[0], size_of::<libc::sysinfo>()).and_then(|p| host(libc::SYS_sysinfo, [p, 0, 0, 0, 0])),
             // answered as a kernel or file system without them would; programs fall back
             326 => Err(ENOSYS),        // copy_file_range: cat & co. fall back to read/write
             191..=196 => Err(ENOTSUP), // *getxattr, *listxattr: no extended attributes
@@ -278,11 +277,10 @@ impl SyscallServer {
             158 => return self.arch_prctl(mem, a[0], a[1]),
             218 | 39 | 186 => Ok(self.pid as u64),
             110 => Ok(std::os::unix::process::parent_id() as u64),
-            // SAFETY: the id getters have no preconditions.
-            102 => Ok(unsafe { libc::getuid() } as u64),
-            104 => Ok(unsafe { libc::getgid() } as u64),
-            107 => Ok(unsafe { libc::geteuid() } as u64),
-            108 => Ok(unsafe { libc::getegid() } as u64),
+            102 => Ok(getuid()),
+            104 => Ok(getgid()),
+            107 => Ok(geteuid()),
+            108 => Ok(getegid()),
             273 => Ok(0),       // set_robust_list: no threads, nothing to clean up
             334 => Err(ENOSYS), // rseq: as a kernel without it; glibc carries on
             13 => zero_out(mem, a[2], 32),
@@ -293,8 +291,7 @@ impl SyscallServer {
             318 => mem
                 .slice_mut(a[0], a[1])
                 .and_then(|b| host(libc::SYS_getrandom, [b.as_mut_ptr() as u64, a[1], a[2], 0, 0])),
-            63 => out_ptr(mem, a[0], std::mem::size_of::<libc::utsname>())
-                .and_then(|p| host(libc::SYS_uname, [p, 0, 0, 0, 0])),
+            63 => out_ptr(mem, a[0], size_of::<libc::utsname>()).and_then(|p| host(libc::SYS_uname, [p, 0, 0, 0, 0])),
             228 => out_ptr(mem, a[1], 16).and_then(|p| host(libc::SYS_clock_gettime, [a[0], p, 0, 0, 0])),
             229 => opt_out_ptr(mem, a[1], 16).and_then(|p| host(libc::SYS_clock_getres, [a[0], p, 0, 0, 0])),
             96 => self.gettimeofday(mem, a[0], a[1]),
@@ -521,7 +518,7 @@ impl SyscallServer {
         let d = self.dirfd(dirfd)?;
         let empty = CString::default();
         let p = if flags & AT_EMPTY_PATH != 0 && path == 0 { empty } else { self.path(mem, path)? };
-        let out = out_ptr(mem, buf, std::mem::size_of::<libc::stat>())?;
+        let out = out_ptr(mem, buf, size_of::<libc::stat>())?;
         host(libc::SYS_newfstatat, [d as u64, p.as_ptr() as u64, out, flags, 0])
     }
 
@@ -762,12 +759,12 @@ impl SyscallServer {
     /// The program's own rusage is the vCPU thread's (the thread that runs it and
     /// serves its calls); children: none.
     fn getrusage(&self, mem: &mut GuestMemory, who: u64, buf: u64) -> Sys {
-        let out = out_ptr(mem, buf, std::mem::size_of::<libc::rusage>())?;
+        let out = out_ptr(mem, buf, size_of::<libc::rusage>())?;
         match who as i32 {
             libc::RUSAGE_SELF | libc::RUSAGE_THREAD => {
                 host(libc::SYS_getrusage, [libc::RUSAGE_THREAD as u64, out, 0, 0, 0])
             }
-            libc::RUSAGE_CHILDREN => mem.zero(buf, std::mem::size_of::<libc::rusage>() as u64).map(|_| 0),
+            libc::RUSAGE_CHILDREN => mem.zero(buf, size_of::<libc::rusage>() as u64).map(|_| 0),
             _ => Err(EINVAL),
         }
     }
@@ -776,6 +773,7 @@ impl SyscallServer {
         // SAFETY: times(NULL) only returns the tick count.
         let now = unsafe { libc::times(std::ptr::null_mut()) };
         if buf != 0 {
+            // SAFETY: rusage is plain data, valid when zeroed.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
             // SAFETY: getrusage writes into ru.
             unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
@@ -821,6 +819,26 @@ fn zero_out(mem: &mut GuestMemory, addr: u64, len: u64) -> Sys {
         mem.zero(addr, len)?;
     }
     Ok(0)
+}
+
+fn getuid() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    u64::from(unsafe { libc::getuid() })
+}
+
+fn getgid() -> u64 {
+    // SAFETY: getgid has no preconditions.
+    u64::from(unsafe { libc::getgid() })
+}
+
+fn geteuid() -> u64 {
+    // SAFETY: geteuid has no preconditions.
+    u64::from(unsafe { libc::geteuid() })
+}
+
+fn getegid() -> u64 {
+    // SAFETY: getegid has no preconditions.
+    u64::from(unsafe { libc::getegid() })
 }
 
 #[cfg(test)]

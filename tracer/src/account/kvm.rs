@@ -10,7 +10,7 @@ use super::ThreadTime;
 use tracer_common::kvm::TidKey;
 
 use crate::{
-    host::{ThreadIdentity, Vm},
+    host::{ThreadIdentity, Vm, VmmThreadKind, vmm_thread_kind},
     kvm_reasons::{Isa, exit_reason_name, is_guest_idle, userspace_exit_name},
     probe::RawCounters,
 };
@@ -74,11 +74,19 @@ pub struct VcpuReport {
     pub migrations: u64,
     pub affinity: Vec<u32>,
     pub pinned: bool,
+    /// The threads that ran on this vCPU's CPU while it waited for it, most first
+    /// (schema vmmtrace/2; see the report's `ledger`).
+    #[serde(default)]
+    pub lost_to: Vec<super::ledger::Thief>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct VmmThreadReport {
     pub tid: u32,
+    /// What the thread does (main loop, RCU, iothread, ...), from its name; reports
+    /// written before this field existed read as `other`.
+    #[serde(default)]
+    pub kind: VmmThreadKind,
     pub comm: String,
     pub on_cpu_ns: u64,
     pub migrations: u64,
@@ -125,7 +133,7 @@ fn vm_report(raw: &RawCounters, vm: &Vm, by_tid: &BTreeMap<u32, &ThreadTime>, in
         .iter()
         .map(|&tid| vcpu_report(raw, tid, inp.threads.get(&tid), by_tid.get(&tid).copied(), inp))
         .collect();
-    let vmm_threads = vmm_threads(&vm.vmm_threads, by_tid, inp.threads);
+    let vmm_threads = vmm_threads(vm, by_tid, inp.threads);
     VmReport {
         name: vm.name.clone(),
         pid: vm.pid,
@@ -182,6 +190,7 @@ fn vcpu_report(
         migrations: t.map(|t| t.migrations).unwrap_or(0),
         affinity: id.map(|i| i.affinity.clone()).unwrap_or_default(),
         pinned: id.map(|i| i.pinned).unwrap_or(false),
+        lost_to: Vec::new(),
     }
 }
 
@@ -308,18 +317,23 @@ fn count_by_name(counts: &[(TidKey, u64)], tid: u32, name: impl Fn(u32) -> Strin
 
 /// The VMM's other threads, busiest first.
 fn vmm_threads(
-    tids: &[u32],
+    vm: &Vm,
     by_tid: &BTreeMap<u32, &ThreadTime>,
     ids: &HashMap<u32, ThreadIdentity>,
 ) -> Vec<VmmThreadReport> {
-    let mut out: Vec<VmmThreadReport> = tids
+    let process_comm = ids.get(&vm.pid).map(|i| i.comm.as_str()).unwrap_or_default();
+    let vcpus_named = vm.vcpus.iter().any(|t| ids.get(t).is_some_and(|i| !i.vcpu_index_inferred));
+    let mut out: Vec<VmmThreadReport> = vm
+        .vmm_threads
         .iter()
         .map(|&tid| {
             let id = ids.get(&tid);
             let t = by_tid.get(&tid);
+            let comm = id.map(|i| i.comm.clone()).unwrap_or_default();
             VmmThreadReport {
                 tid,
-                comm: id.map(|i| i.comm.clone()).unwrap_or_default(),
+                kind: vmm_thread_kind(vm.kind, &comm, tid == vm.pid, process_comm, vcpus_named),
+                comm,
                 on_cpu_ns: t.map(|t| t.on_cpu_ns).unwrap_or(0),
                 migrations: t.map(|t| t.migrations).unwrap_or(0),
                 affinity: id.map(|i| i.affinity.clone()).unwrap_or_default(),

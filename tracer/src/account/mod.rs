@@ -2,6 +2,7 @@
 //! with each thread's role. No I/O here; callers pass what they learned of each thread.
 
 pub mod kvm;
+pub mod ledger;
 pub mod timeline;
 
 use std::collections::BTreeMap;

@@ -202,6 +202,60 @@ pub fn is_host_kernel_comm(comm: &str) -> bool {
     comm == "swapper" || PREFIXES.iter().any(|prefix| comm.starts_with(prefix))
 }
 
+/// What a VMM thread that is not a vCPU does, for the operator: QEMU's main loop, its
+/// RCU thread, an iothread, a thread-pool worker, KVM's own workers, vhost.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmThreadKind {
+    /// The VMM process's main thread (QEMU's main loop: devices, timers, QMP).
+    MainLoop,
+    /// QEMU's `call_rcu` thread.
+    Rcu,
+    /// A QEMU iothread (`IO <id>`), including QEMU's own `IO mon_iothread`.
+    IoThread,
+    /// A QEMU thread-pool worker (`worker`).
+    Worker,
+    /// KVM's workers for the VM: `kvm-nx-lpage-recovery`, `kvm-pit`.
+    KvmWorker,
+    /// A vhost worker (`vhost-<pid>`).
+    Vhost,
+    #[default]
+    Other,
+}
+
+/// The kind of a VMM thread (not a vCPU) of a process of `kind` whose main thread is
+/// called `process_comm`. `vcpus_named`: the process names its vCPU threads (QEMU's
+/// `debug-threads=on`); QEMU's RCU thread starts before QEMU reads that option, so it
+/// often keeps the process's name: in a QEMU that names its threads, a thread other
+/// than the main one still carrying the process's name is the RCU thread.
+pub fn vmm_thread_kind(
+    kind: VmmKind,
+    comm: &str,
+    is_main: bool,
+    process_comm: &str,
+    vcpus_named: bool,
+) -> VmmThreadKind {
+    if is_main {
+        return VmmThreadKind::MainLoop;
+    }
+    if comm.starts_with("vhost-") {
+        return VmmThreadKind::Vhost;
+    }
+    if comm.starts_with("kvm-nx-lpage") || comm.starts_with("kvm-pit/") {
+        return VmmThreadKind::KvmWorker;
+    }
+    if kind != VmmKind::Qemu {
+        return VmmThreadKind::Other;
+    }
+    match comm {
+        "call_rcu" => VmmThreadKind::Rcu,
+        "worker" => VmmThreadKind::Worker,
+        _ if comm.starts_with("IO ") => VmmThreadKind::IoThread,
+        _ if vcpus_named && comm == process_comm => VmmThreadKind::Rcu,
+        _ => VmmThreadKind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +340,24 @@ mod tests {
         assert_eq!(vcpu_index_from_name("fc_vcpu 1", Some(VmmKind::Firecracker)), Some(1));
         assert_eq!(vcpu_index_from_name("crosvm_vcpu2", Some(VmmKind::Crosvm)), Some(2));
         assert_eq!(vcpu_index_from_name("qemu-system-x86", Some(VmmKind::Qemu)), None);
+    }
+
+    #[test]
+    fn qemu_thread_kinds() {
+        let q = |comm, is_main, named| vmm_thread_kind(VmmKind::Qemu, comm, is_main, "qemu-system-x86", named);
+        assert_eq!(q("qemu-system-x86", true, true), VmmThreadKind::MainLoop);
+        assert_eq!(q("call_rcu", false, true), VmmThreadKind::Rcu);
+        assert_eq!(q("qemu-system-x86", false, true), VmmThreadKind::Rcu);
+        // Without debug-threads=on every thread has the process's name: unknown.
+        assert_eq!(q("qemu-system-x86", false, false), VmmThreadKind::Other);
+        assert_eq!(q("IO iothread0", false, true), VmmThreadKind::IoThread);
+        assert_eq!(q("IO mon_iothread", false, true), VmmThreadKind::IoThread);
+        assert_eq!(q("worker", false, true), VmmThreadKind::Worker);
+        assert_eq!(q("kvm-nx-lpage-re", false, true), VmmThreadKind::KvmWorker);
+        assert_eq!(q("vhost-4242", false, true), VmmThreadKind::Vhost);
+        assert_eq!(q("vnc_worker", false, true), VmmThreadKind::Other);
+        let other = vmm_thread_kind(VmmKind::Other, "vmmtrace", false, "vmmtrace", true);
+        assert_eq!(other, VmmThreadKind::Other);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
     EBPF_OBJ, Features, KvmSplit, ProbeError, ProbeOptions, Probes, btf, kallsyms,
     maps::Maps,
     privileges::check_privileges,
-    table::{Group, KVM_EVENT_SLOTS, NO_KVM_PROBE, Need, TRACEPOINTS, TracepointRow},
+    table::{Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow},
     tracefs::{self, TracefsError},
 };
 use crate::error::chain;
@@ -74,11 +74,14 @@ impl Probes {
                 KvmSplit::Unavailable(format!("{NO_KVM_PROBE} is not attached: not requested (--no-kvm)"));
             plan.features.unavailable(NO_KVM_PROBE, "not requested (--no-kvm)");
         }
+        if !opts.ledger {
+            plan.features.unavailable(NO_LEDGER_PROBE, "not requested (--no-ledger)");
+        }
         read_layouts(&root, opts, &mut plan)?;
         plan.btf_pid_offset = choose_sched_switch(opts, &mut plan.features);
         raise_memlock_limit();
         let cpus = Cpus::read()?;
-        let mut ebpf = load(opts, &plan)?;
+        let mut ebpf = load(opts, &plan, &cpus)?;
         let logger = init_logger(&mut ebpf);
 
         attach_sched(&mut ebpf, &mut plan)?;
@@ -108,7 +111,7 @@ impl Probes {
 /// kernels), from tracefs `format` files.
 fn read_layouts(root: &Path, opts: &ProbeOptions, plan: &mut Plan) -> Result<(), ProbeError> {
     for row in TRACEPOINTS {
-        if row.group == Group::Kvm && !opts.kvm {
+        if (row.group == Group::Kvm && !opts.kvm) || (row.group == Group::Ledger && !opts.ledger) {
             continue;
         }
         if row.fields.is_empty() && row.need == Need::Required {
@@ -188,16 +191,19 @@ fn raise_memlock_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }
 
-/// Step 5: loads the object with the offsets, the guest sampler's function ranges
-/// and the map sizes written in.
-fn load(opts: &ProbeOptions, plan: &Plan) -> Result<Ebpf, ProbeError> {
+/// Step 5: loads the object with the offsets, the guest sampler's function ranges,
+/// whether the ledger runs, and the map sizes written in.
+fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeError> {
     let pid_offset = plan.btf_pid_offset.unwrap_or(0);
     EbpfLoader::new()
         .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
         .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
+        .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
+        .map_max_entries(map::THREAD_SCHED, opts.max_threads * 2)
+        .map_max_entries(map::CPU_HISTORY, cpus.possible as u32)
         .load(EBPF_OBJ)
         .map_err(|e| ProbeError::Load(Box::new(e)))
 }
@@ -224,23 +230,36 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     } else {
         features.sched_switch = "tracepoint".into();
     }
-    for row in plan.usable.iter().filter(|r| r.group == Group::Sched) {
-        if row.program == program::SCHED_SWITCH_TP && plan.btf_pid_offset.is_some() {
+    let btf = plan.btf_pid_offset.is_some();
+    for row in plan.usable.iter().filter(|r| r.group == Group::Sched || r.group == Group::Ledger) {
+        // With tp_btf sched_switch, its tp_btf siblings replace these.
+        if btf && (row.program == program::SCHED_SWITCH_TP || row.group == Group::Ledger) {
             continue;
         }
         attach_tracepoint(ebpf, row.program, row.category, row.name)?;
         features.attached.push(format!("tracepoint:{}", row.probe()));
     }
+    if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
+        for (program, tracepoint) in LEDGER_BTF {
+            attach_btf(ebpf, program, tracepoint)?;
+            features.attached.push(format!("tp_btf:{tracepoint}"));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the tp_btf program `program` for `tracepoint` and attaches it.
+fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), ProbeError> {
+    let attach_err = |source| ProbeError::Attach { probe: format!("tp_btf:{tracepoint}"), source };
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
+    let p: &mut BtfTracePoint = program_mut(ebpf, program)?;
+    p.load(tracepoint, &kernel_btf).map_err(attach_err)?;
+    p.attach().map_err(attach_err)?;
     Ok(())
 }
 
 fn attach_btf_sched_switch(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    let attach_err = |source| ProbeError::Attach { probe: "tp_btf:sched_switch".into(), source };
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
-    let p: &mut BtfTracePoint = program_mut(ebpf, program::SCHED_SWITCH_BTF)?;
-    p.load("sched_switch", &kernel_btf).map_err(attach_err)?;
-    p.attach().map_err(attach_err)?;
-    Ok(())
+    attach_btf(ebpf, program::SCHED_SWITCH_BTF, "sched_switch")
 }
 
 /// Step 6, KVM part: the ioctl and KVM rows; a failure is recorded and tracing goes on.

@@ -10,6 +10,7 @@ use aya::{
 use tracer_common::{
     CpuState, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
+    ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
     names::map,
 };
 
@@ -30,6 +31,10 @@ pub(super) struct Maps {
     kvm_events: Keyed<TidKey, u64>,
     guest_samples: Keyed<TidKey, u64>,
     counters: PerCpuArray<MapData, u64>,
+    thread_sched: Keyed<u32, ThreadSched>,
+    cpu_history: Array<MapData, CpuHistory>,
+    ledger: Keyed<PairKey, PairStats>,
+    pair_cache: PerCpuArray<MapData, PairCache>,
 }
 
 fn take<M: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError> {
@@ -62,6 +67,10 @@ impl Maps {
             kvm_events: take(ebpf, map::KVM_EVENTS)?,
             guest_samples: take(ebpf, map::GUEST_SAMPLES)?,
             counters: take(ebpf, map::COUNTERS)?,
+            thread_sched: take(ebpf, map::THREAD_SCHED)?,
+            cpu_history: take(ebpf, map::CPU_HISTORY)?,
+            ledger: take(ebpf, map::LEDGER)?,
+            pair_cache: take(ebpf, map::PAIR_CACHE)?,
         })
     }
 
@@ -104,6 +113,25 @@ impl Maps {
         raw.userspace_exits = entries(&self.userspace_exits, map::USERSPACE_EXITS)?;
         raw.kvm_events = entries(&self.kvm_events, map::KVM_EVENTS)?;
         raw.guest_samples = entries(&self.guest_samples, map::GUEST_SAMPLES)?;
+        self.read_ledger_into(raw)
+    }
+
+    /// The run-queue states, the CPUs' interval histories and the ledger, with the
+    /// pairs still in the CPUs' caches added in (all empty without the ledger).
+    fn read_ledger_into(&self, raw: &mut RawCounters) -> Result<(), ProbeError> {
+        raw.sched = entries(&self.thread_sched, map::THREAD_SCHED)?.into_iter().collect();
+        raw.cpu_history = (0..self.cpu_history.len())
+            .map(|cpu| self.cpu_history.get(&cpu, 0))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map::CPU_HISTORY))?;
+        raw.ledger = entries(&self.ledger, map::LEDGER)?.into_iter().collect();
+        for cache in self.pair_cache.get(&0, 0).map_err(map_err(map::PAIR_CACHE))?.iter() {
+            for (key, stats) in cache.pairs() {
+                let p = raw.ledger.entry(key).or_default();
+                p.ns += stats.ns;
+                p.intervals += stats.intervals;
+            }
+        }
         Ok(())
     }
 }

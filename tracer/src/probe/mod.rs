@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracer_common::{
     CpuState, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
+    ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
 };
 
 pub use maps::watch_self_raw;
@@ -113,11 +114,35 @@ pub struct ProbeOptions {
     /// Period (ns) of the per-CPU cpu-clock samples that estimate guest time where
     /// kvm_entry/kvm_exit never fire; 0 = no sampling.
     pub guest_sample_period_ns: u64,
+    /// Keep run-queue states and the preemption ledger (the sched_wakeup probes, and
+    /// their part of sched_switch and sched_migrate_task).
+    pub ledger: bool,
+    /// With `ledger`: keep the run-queue states only, not the thieves (for `bench`).
+    pub runq_only: bool,
+}
+
+impl ProbeOptions {
+    /// The `LEDGER_ON` global for these options.
+    pub fn ledger_level(&self) -> u32 {
+        use tracer_common::ledger::level;
+        match (self.ledger, self.runq_only) {
+            (false, _) => level::OFF,
+            (true, true) => level::RUN_QUEUE,
+            (true, false) => level::FULL,
+        }
+    }
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { classic_sched_switch: false, kvm: true, max_threads: 16384, guest_sample_period_ns: 1_000_000 }
+        ProbeOptions {
+            classic_sched_switch: false,
+            kvm: true,
+            max_threads: 16384,
+            guest_sample_period_ns: 1_000_000,
+            ledger: true,
+            runq_only: false,
+        }
     }
 }
 
@@ -146,11 +171,17 @@ pub struct RawCounters {
     pub guest_samples: Vec<(TidKey, u64)>,
     /// Period of those samples (ns); 0 = not sampled.
     pub guest_sample_period_ns: u64,
+    /// tid -> run-queue state and totals (empty without the ledger).
+    pub sched: HashMap<u32, ThreadSched>,
+    /// Indexed by CPU id: its recent on-CPU intervals.
+    pub cpu_history: Vec<CpuHistory>,
+    /// (victim, thief) -> wait the thief took (the map and the CPUs' caches).
+    pub ledger: BTreeMap<PairKey, PairStats>,
 }
 
 impl RawCounters {
     pub fn dropped_events(&self) -> u64 {
-        self.counters.iter().take(counter::DROPPED_COUNT as usize).sum()
+        counter::DROPPED.iter().map(|&i| self.counters.get(i as usize).copied().unwrap_or(0)).sum()
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Group {
     Sched,
     /// Attached unless `--no-kvm`.
     Kvm,
+    /// Attached unless `--no-ledger`, and only where sched_switch is the classic
+    /// tracepoint: with tp_btf sched_switch, the programs of [`LEDGER_BTF`] run instead.
+    Ledger,
 }
 
 /// One classic tracepoint and the program attached to it.
@@ -86,7 +89,26 @@ pub const TRACEPOINTS: &[TracepointRow] = &[
             FieldSlot { field: "next_pid", slot: tp_off::SWITCH_NEXT_PID },
         ],
     ),
-    sched("sched_migrate_task", program::SCHED_MIGRATE_TASK, &[FieldSlot { field: "pid", slot: tp_off::MIGRATE_PID }]),
+    sched(
+        "sched_migrate_task",
+        program::SCHED_MIGRATE_TASK,
+        &[
+            FieldSlot { field: "pid", slot: tp_off::MIGRATE_PID },
+            FieldSlot { field: "dest_cpu", slot: tp_off::MIGRATE_DEST_CPU },
+        ],
+    ),
+    TracepointRow {
+        group: Group::Ledger,
+        ..sched("sched_wakeup", program::SCHED_WAKEUP_TP, &[FieldSlot { field: "pid", slot: tp_off::WAKEUP_PID }])
+    },
+    TracepointRow {
+        group: Group::Ledger,
+        ..sched(
+            "sched_wakeup_new",
+            program::SCHED_WAKEUP_NEW_TP,
+            &[FieldSlot { field: "pid", slot: tp_off::WAKEUP_NEW_PID }],
+        )
+    },
     sched(
         "sched_process_fork",
         program::SCHED_PROCESS_FORK,
@@ -156,6 +178,14 @@ pub const KVM_EVENT_SLOTS: &[KvmEventSlot] = &[
 ];
 
 const _: () = assert!(KVM_EVENT_SLOTS.len() <= program::KVM_EVENT.len());
+
+/// The ledger's tp_btf programs and the tracepoints they attach to, used with tp_btf
+/// sched_switch (they read the task's pid from its `task_struct`).
+pub const LEDGER_BTF: [(&str, &str); 2] =
+    [(program::SCHED_WAKEUP_BTF, "sched_wakeup"), (program::SCHED_WAKEUP_NEW_BTF, "sched_wakeup_new")];
+
+/// The probe listed when `--no-ledger` leaves out the run-queue states and the ledger.
+pub const NO_LEDGER_PROBE: &str = "sched:sched_wakeup, sched:sched_wakeup_new (run-queue wait and ledger)";
 
 /// The probe listed when `--no-kvm` leaves out every KVM probe.
 pub const NO_KVM_PROBE: &str = "syscalls:sys_enter_ioctl, kvm:*";

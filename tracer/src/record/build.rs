@@ -14,14 +14,20 @@ pub fn host_info(features: probe::Features, online: usize) -> HostInfo {
     HostInfo { hostname: kernel_string("hostname"), cpus: online, kernel: kernel_string("osrelease"), features }
 }
 
-/// Builds the report from the probes' final counters and what discovery learned.
+/// (victim, thief) pairs listed in the report's ledger unless told otherwise.
+pub const DEFAULT_LEDGER_TOP: usize = 200;
+
+/// Builds the report from the probes' final counters and what discovery learned,
+/// listing the `ledger_top` largest (victim, thief) pairs.
 pub fn build_report(
     mut raw: RawCounters,
     features: probe::Features,
     started_unix_s: u64,
     mut disc: Discovery,
+    ledger_top: usize,
 ) -> Report {
     account::close_open_intervals(&mut raw);
+    account::ledger::close_at_stop(&mut raw);
     disc.observe(&raw);
     let seen: BTreeMap<u32, (u32, String)> = raw
         .threads
@@ -31,7 +37,7 @@ pub fn build_report(
     let kvm_run_tids: HashSet<u32> = raw.vcpus.keys().copied().collect();
     disc.registry.add_unseen_vms(&kvm_run_tids, &seen);
     let meta = thread_meta(&raw, &disc.registry);
-    let a = account::attribute(&raw, meta);
+    let a = account::attribute(&raw, &meta);
     let entry_exit_unavailable = match &features.kvm_split {
         probe::KvmSplit::Available => None,
         probe::KvmSplit::Unavailable(why) => Some(why.clone()),
@@ -51,6 +57,7 @@ pub fn build_report(
     );
     let mut r = Report::from_attribution(&a, host_info(features, raw.online_cpus.len()), started_unix_s);
     r.vms = vms;
+    add_ledger(&mut r, &raw, &meta, ledger_top);
     r.dropped_events = raw.dropped_events();
     use tracer_common::counter as c;
     for (name, idx) in [
@@ -64,18 +71,44 @@ pub fn build_report(
         ("kvm_exit", c::KVM_EXIT),
         ("kvm_userspace_exit", c::KVM_USERSPACE_EXIT),
         ("kvm_other", c::KVM_OTHER),
+        ("sched_wakeup", c::SCHED_WAKEUP),
+        ("sched_wakeup_new", c::SCHED_WAKEUP_NEW),
+        ("missed_switch", c::MISSED_SWITCH),
     ] {
         r.events.insert(name.into(), raw.counters.get(idx as usize).copied().unwrap_or(0));
     }
     r
 }
 
+/// Who took the time: each thread's run-queue states, the ledger, and each vCPU's
+/// `lost_to` (nothing when the ledger was not kept).
+fn add_ledger(r: &mut Report, raw: &RawCounters, meta: &impl Fn(u32) -> account::ThreadMeta, top: usize) {
+    if raw.sched.is_empty() {
+        return;
+    }
+    for t in r.threads.iter_mut() {
+        t.sched = raw.sched.get(&t.tid).and_then(|s| account::ledger::sched_report(s, t.on_cpu_ns, raw));
+    }
+    account::ledger::fill_lost_to(&mut r.vms, raw, meta);
+    r.ledger = Some(account::ledger::ledger_report(raw, meta, top));
+}
+
 /// Ends the trace: closes the window, reads the counters, detaches the probes, and
 /// builds the report.
-pub fn finish(mut probes: Probes, disc: Discovery, started_unix_s: u64) -> Result<Report, probe::ProbeError> {
+pub fn finish(probes: Probes, disc: Discovery, started_unix_s: u64) -> Result<Report, probe::ProbeError> {
+    finish_listing(probes, disc, started_unix_s, DEFAULT_LEDGER_TOP)
+}
+
+/// [`finish`], listing the `ledger_top` largest (victim, thief) pairs.
+pub fn finish_listing(
+    mut probes: Probes,
+    disc: Discovery,
+    started_unix_s: u64,
+    ledger_top: usize,
+) -> Result<Report, probe::ProbeError> {
     probes.stop()?;
     let raw = probes.read()?;
     let features = probes.features.clone();
     drop(probes);
-    Ok(build_report(raw, features, started_unix_s, disc))
+    Ok(build_report(raw, features, started_unix_s, disc, ledger_top))
 }

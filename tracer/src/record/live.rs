@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// One line of live summary: elapsed, busy/idle split, guest vs hypervisor, top
-/// threads, drops.
+/// threads, the thread that took the most run-queue wait from others, drops.
 pub fn live_line(
     elapsed: Duration,
     before: &RawCounters,
@@ -48,6 +48,10 @@ pub fn live_line(
     for (tid, d) in deltas.iter().filter(|(t, _)| *t != 0).take(3) {
         let comm = now.thread_info.get(tid).map(|i| comm_from_bytes(&i.comm)).unwrap_or_else(|| "?".into());
         s.push_str(&format!(" {comm}[{tid}] {:.0}%", 100.0 * *d as f64 / interval_ns as f64));
+    }
+    if let Some((tid, ns)) = account::ledger::thieves_delta(before, now).first() {
+        let comm = now.thread_info.get(tid).map(|i| comm_from_bytes(&i.comm)).unwrap_or_else(|| "?".into());
+        s.push_str(&format!(" | top thief {comm}[{tid}] {:.1} ms", *ns as f64 / 1e6));
     }
     s.push_str(&format!(" | dropped {}", now.dropped_events()));
     s

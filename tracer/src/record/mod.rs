@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-pub use build::{build_report, finish, host_info};
+pub use build::{DEFAULT_LEDGER_TOP, build_report, finish, finish_listing, host_info};
 pub use command::resolve_command;
 pub use live::live_line;
 
@@ -35,6 +35,8 @@ pub struct RecordOptions {
     /// Live summary interval; None = no live summary.
     pub live_interval: Option<Duration>,
     pub probe: ProbeOptions,
+    /// (victim, thief) pairs to list in the report's ledger.
+    pub ledger_top: usize,
 }
 
 #[derive(Debug)]
@@ -71,7 +73,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut tracing = start(&opts)?;
     let end = tracing.run(&opts, &mut sigint, &mut sigterm).await?;
     let Tracing { probes, discovery, started_unix_s, child, timeline, .. } = tracing;
-    let mut report = finish(probes, discovery, started_unix_s)?;
+    let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
     report.timeline = Some(timeline.finish());
 
     let mut exit_code = 0;

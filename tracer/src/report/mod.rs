@@ -1,8 +1,10 @@
-//! The report: one versioned JSON schema (`vmmtrace/1`, see docs/schema.md), written
-//! atomically (`write.rs`), and its text rendering (`text.rs`).
+//! The report: one versioned JSON schema (`vmmtrace/2`, see docs/schema.md; files of
+//! `vmmtrace/1` are still read), written atomically (`write.rs`), and its text
+//! rendering (`text.rs`, with the "who took the time" section in `who_took.rs`).
 
 pub mod charts;
 mod text;
+mod who_took;
 mod write;
 
 use std::collections::BTreeMap;
@@ -10,7 +12,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    account::{Attribution, kvm::VmReport, timeline::Timeline},
+    account::{
+        Attribution,
+        kvm::VmReport,
+        ledger::{LedgerReport, SchedReport},
+        timeline::Timeline,
+    },
     host::Role,
     probe::Features,
 };
@@ -18,7 +25,10 @@ use crate::{
 pub use text::{ms, render_text, role_name};
 pub use write::{WriteError, check_writable, write_atomic};
 
-pub const SCHEMA: &str = "vmmtrace/1";
+pub const SCHEMA: &str = "vmmtrace/2";
+/// The schemas `Report::from_json` reads: older files parse with the newer parts
+/// empty (`sched`, `ledger` and `lost_to` null or empty).
+pub const READABLE_SCHEMAS: [&str; 2] = ["vmmtrace/1", SCHEMA];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -42,6 +52,10 @@ pub struct Report {
     pub dropped_events: u64,
     /// How many events each probe handled.
     pub events: BTreeMap<String, u64>,
+    /// Who took the time: run-queue waits charged to the threads that ran meanwhile
+    /// (null in vmmtrace/1 files and with --no-ledger).
+    #[serde(default)]
+    pub ledger: Option<LedgerReport>,
     /// Each CPU over time, in bins of the live interval (`record` only; bounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
@@ -89,6 +103,10 @@ pub struct ThreadReport {
     pub switches: u64,
     pub involuntary_switches: u64,
     pub migrations: u64,
+    /// Run-queue wait, blocked time and their closure (null in vmmtrace/1 files, with
+    /// --no-ledger, and for a thread whose state the probes never learned).
+    #[serde(default)]
+    pub sched: Option<SchedReport>,
 }
 
 impl Report {
@@ -115,12 +133,14 @@ impl Report {
                     switches: t.switches,
                     involuntary_switches: t.involuntary_switches,
                     migrations: t.migrations,
+                    sched: None,
                 })
                 .collect(),
             by_role_ns: a.by_role_ns.clone(),
             vms: Vec::new(),
             dropped_events: 0,
             events: BTreeMap::new(),
+            ledger: None,
             timeline: None,
         }
     }
@@ -133,7 +153,7 @@ impl Report {
     pub fn from_json(text: &str) -> Result<Report, ParseError> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(ParseError::NotJson)?;
         match v.get("schema").and_then(|s| s.as_str()) {
-            Some(SCHEMA) => serde_json::from_value(v).map_err(ParseError::Invalid),
+            Some(s) if READABLE_SCHEMAS.contains(&s) => serde_json::from_value(v).map_err(ParseError::Invalid),
             Some(other) => Err(ParseError::OtherSchema(other.to_string())),
             None => Err(ParseError::NoSchema),
         }
@@ -145,9 +165,9 @@ impl Report {
 pub enum ParseError {
     #[error("not JSON")]
     NotJson(#[source] serde_json::Error),
-    #[error("not a valid {SCHEMA} report")]
+    #[error("not a valid vmmtrace report")]
     Invalid(#[source] serde_json::Error),
-    #[error("report schema is {0}; this vmmtrace reads {SCHEMA}")]
+    #[error("report schema is {0}; this vmmtrace reads vmmtrace/1 and {SCHEMA} (a newer vmmtrace may read it)")]
     OtherSchema(String),
     #[error("not a vmmtrace report (no \"schema\" field)")]
     NoSchema,
@@ -156,6 +176,84 @@ pub enum ParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        account::{
+            CpuTime, ThreadMeta, ThreadTime,
+            ledger::{PairReport, VictimReport},
+        },
+        host::Role,
+    };
+
+    /// Two threads on one CPU that took turns, with their ledger.
+    fn report() -> Report {
+        let thread = |tid| ThreadTime {
+            tid,
+            meta: ThreadMeta { pid: tid, comm: format!("t{tid}"), role: Role::Workload, vcpu_index: None, vm: None },
+            on_cpu_ns: 500,
+            per_cpu_ns: vec![500],
+            kvm_run_ns: 0,
+            guest_ns: 0,
+            switches: 5,
+            involuntary_switches: 5,
+            migrations: 0,
+        };
+        let a = Attribution {
+            wall_ns: 1_000,
+            cpus: vec![CpuTime { cpu: 0, busy_ns: 1_000, idle_ns: 0 }],
+            threads: vec![thread(7), thread(8)],
+            by_role_ns: BTreeMap::from([(Role::Workload, 1_000)]),
+        };
+        let host = HostInfo { hostname: "h".into(), cpus: 1, kernel: "k".into(), features: Features::default() };
+        let mut r = Report::from_attribution(&a, host, 0);
+        let pair = PairReport {
+            victim: 7,
+            victim_comm: "t7".into(),
+            victim_role: "workload".into(),
+            thief: 8,
+            thief_comm: "t8".into(),
+            thief_role: "workload".into(),
+            ns: 500,
+            intervals: 5,
+        };
+        let victim = VictimReport {
+            tid: 7,
+            comm: "t7".into(),
+            role: "workload".into(),
+            runq_wait_ns: 500,
+            by_thief_role_ns: BTreeMap::from([("workload".to_string(), 500)]),
+        };
+        r.ledger = Some(LedgerReport {
+            pairs_total: 1,
+            pairs: vec![pair],
+            victims: vec![victim],
+            unresolved_ns: BTreeMap::new(),
+        });
+        r
+    }
+
+    #[test]
+    fn a_report_reads_back_and_says_who_took_the_time() {
+        let r = report();
+        let back = Report::from_json(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let text = render_text(&r, 10);
+        assert!(text.contains("who took the time"), "{text}");
+        assert!(text.contains("t8[8] 0.0"), "{text}");
+    }
+
+    #[test]
+    fn vmmtrace_1_files_are_still_read() {
+        let mut v = serde_json::to_value(report()).unwrap();
+        v["schema"] = "vmmtrace/1".into();
+        v.as_object_mut().unwrap().remove("ledger");
+        for t in v["threads"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("sched");
+        }
+        let r = Report::from_json(&v.to_string()).unwrap();
+        assert_eq!(r.schema, "vmmtrace/1");
+        assert!(r.ledger.is_none() && r.threads.iter().all(|t| t.sched.is_none()));
+        assert!(!render_text(&r, 10).contains("who took the time"));
+    }
 
     #[test]
     fn other_schemas_are_refused() {

@@ -22,6 +22,7 @@ pub fn render_text(r: &Report, top: usize) -> String {
     for vm in &r.vms {
         render_vm(&mut s, vm);
     }
+    s.push_str(&super::who_took::render(r, top));
     let _ = writeln!(s, "  dropped events: {}", r.dropped_events);
     for u in &r.host.features.unavailable {
         let _ = writeln!(s, "  note: {} unavailable: {}", u.probe, u.reason);

@@ -1,0 +1,210 @@
+//! Wakeups and the preemption ledger: every thread's run-queue state, and who ran on
+//! a CPU while a thread waited for it. The state machines are
+//! `tracer_common::ledger`; this file feeds them events and keeps the maps.
+
+use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    NO_TID, Window, assert_named, counter,
+    ledger::{CpuHistory, PairKey, PairStats, SwitchOut, ThreadSched, unresolved},
+    names::program,
+    tp_off,
+};
+
+use crate::maps::{
+    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, bump, get_or_insert, ledger_full, now, task_tid, tp_offset, window,
+};
+
+/// A thread's entry, created empty the first time.
+#[inline(always)]
+fn sched_entry(tid: u32) -> Option<*mut ThreadSched> {
+    get_or_insert(&THREAD_SCHED, &tid, &ThreadSched::UNSEEN, counter::DROPPED_THREAD_SCHED)
+}
+
+/// Adds `stats` to a pair in the map; false when the map is full. The same pair can
+/// be flushed from two CPUs' caches at once (its victim moved): an insert that lost
+/// the race adds to the winner's entry. (Two adds at once to an existing entry could
+/// still lose one: the BPF target has no atomic add in Rust's `core`; that needs the
+/// same pair evicted on two CPUs in the same instant.)
+#[inline(always)]
+fn add_to_map(key: &PairKey, stats: &PairStats) -> bool {
+    const BPF_NOEXIST: u64 = 1;
+    const EEXIST: i64 = 17;
+    if add_to_entry(key, stats) {
+        return true;
+    }
+    match LEDGER.insert(key, stats, BPF_NOEXIST) {
+        Ok(()) => true,
+        Err(e) if e as i64 == -EEXIST => add_to_entry(key, stats),
+        Err(_) => false,
+    }
+}
+
+/// Adds `stats` to the pair's entry if it has one.
+#[inline(always)]
+fn add_to_entry(key: &PairKey, stats: &PairStats) -> bool {
+    let Some(p) = LEDGER.get_ptr_mut(key) else { return false };
+    // SAFETY: a map value, alive while this program runs.
+    unsafe {
+        (*p).ns += stats.ns;
+        (*p).intervals += stats.intervals;
+    }
+    true
+}
+
+/// Adds `ns` to (victim, thief), through this CPU's pair cache; false when the map is
+/// full for it.
+#[inline(always)]
+fn add_pair(victim: u32, thief: u32, ns: u64) -> bool {
+    let key = PairKey { victim, thief };
+    let Some(c) = PAIR_CACHE.get_ptr_mut(0) else { return add_to_map(&key, &PairStats { ns, intervals: 1 }) };
+    // SAFETY: this CPU's slot; its users run with interrupts off (scheduler locks).
+    if let Some((k, s)) = unsafe { (*c).add(key, ns) }
+        && !add_to_map(&k, &s)
+    {
+        bump(counter::DROPPED_LEDGER);
+    }
+    true
+}
+
+/// Charges the victim's wait `[from, to)` on the CPU of `history` to its thieves.
+#[inline(always)]
+fn charge_wait(victim: u32, t: *mut ThreadSched, history: &CpuHistory, from: u64, to: u64, w: &Window) {
+    let mut lost = 0u64;
+    let overflow = history.walk(from, to, w, |thief, ns| {
+        if !add_pair(victim, thief, ns) {
+            lost += ns;
+        }
+    });
+    // SAFETY: the victim's entry; its updates are serialized by its run-queue lock.
+    unsafe {
+        (*t).add_unresolved(unresolved::HISTORY_OVERFLOW, overflow);
+        (*t).add_unresolved(unresolved::LEDGER_FULL, lost);
+    }
+}
+
+/// The ledger's part of a context switch on this CPU at `now`: prev's interval ends
+/// and it leaves as `how`; next's begins, and its wait (if it waited) is charged.
+#[inline(always)]
+pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let history = if ledger_full() { CPU_HISTORY.get_ptr_mut(cpu) } else { None };
+    // Where the on-CPU accounting starts charging prev (now, without a history).
+    let mut prev_since = now;
+    if let Some(h) = history {
+        // SAFETY: this CPU's history, written under its run-queue lock (held here).
+        let (was, was_since) = unsafe { (*h).switch(prev, next, now) };
+        if was != prev && was != NO_TID {
+            missed_switch(was, was_since, cpu);
+        }
+        prev_since = was_since;
+    }
+    if prev != 0
+        && let Some(t) = sched_entry(prev)
+    {
+        // SAFETY: prev's entry, serialized by its run-queue lock.
+        unsafe { (*t).on_switch_out(now, cpu, how, prev_since, w) };
+    }
+    if next == 0 {
+        return;
+    }
+    let Some(t) = sched_entry(next) else { return };
+    // SAFETY: next's entry, serialized by its run-queue lock.
+    let wait = unsafe { (*t).on_switch_in(now, cpu, w) };
+    if let (Some(from), Some(h)) = (wait, history) {
+        // SAFETY: as above.
+        charge_wait(next, t, unsafe { &*h }, from, now, w);
+    }
+}
+
+/// A switch on this CPU since `at` was not reported: `was` left without a switch-out
+/// (`prev`, which came without a switch-in, is handled by its switch-out).
+#[inline(always)]
+fn missed_switch(was: u32, at: u64, cpu: u32) {
+    bump(counter::MISSED_SWITCH);
+    if was != 0
+        && let Some(t) = THREAD_SCHED.get_ptr_mut(was)
+    {
+        // SAFETY: its entry; it is off every CPU, and its next events need this CPU's lock.
+        unsafe { (*t).on_missed_switch_out(at, cpu) };
+    }
+}
+
+/// The ledger's part of a migration of `tid` to `dest`: a waiting thread's wait on
+/// the CPU it leaves is charged to that CPU's thieves now. The migration holds the
+/// old CPU's run-queue lock, so its history is not being written meanwhile.
+#[inline(always)]
+pub fn on_migrate(tid: u32, dest: u32) {
+    let Some(t) = sched_entry(tid) else { return };
+    let now = now();
+    // SAFETY: tid's entry, serialized by its run-queue lock.
+    let Some((old, from)) = (unsafe { (*t).on_migrate(now, dest) }) else { return };
+    if !ledger_full() {
+        return;
+    }
+    let w = window();
+    match CPU_HISTORY.get(old) {
+        Some(h) => charge_wait(tid, t, h, from, now, &w),
+        // SAFETY: as above.
+        None => unsafe { (*t).add_unresolved(unresolved::MIGRATED, tracer_common::ledger::clip(from, now, &w)) },
+    }
+}
+
+#[inline(always)]
+fn on_wakeup(tid: u32) {
+    bump(counter::SCHED_WAKEUP);
+    if let Some(t) = sched_entry(tid) {
+        // SAFETY: the wakee's entry; the wakeup holds its run-queue lock.
+        unsafe { (*t).on_wakeup(now(), &window()) };
+    }
+}
+
+#[inline(always)]
+fn on_wakeup_new(tid: u32) {
+    bump(counter::SCHED_WAKEUP_NEW);
+    if let Some(t) = sched_entry(tid) {
+        // SAFETY: a new thread's entry, before it ever ran.
+        unsafe { (*t).start_new(now()) };
+    }
+}
+
+assert_named!(sched_wakeup_btf, program::SCHED_WAKEUP_BTF);
+/// tp_btf: `sched_wakeup(struct task_struct *p)`.
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
+    on_wakeup(task_tid(ctx.arg(0)));
+    0
+}
+
+assert_named!(sched_wakeup_new_btf, program::SCHED_WAKEUP_NEW_BTF);
+/// tp_btf: `sched_wakeup_new(struct task_struct *p)`.
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
+    on_wakeup_new(task_tid(ctx.arg(0)));
+    0
+}
+
+assert_named!(sched_wakeup_tp, program::SCHED_WAKEUP_TP);
+/// Classic tracepoint fallback; `pid` offset from tracefs.
+#[tracepoint(category = "sched", name = "sched_wakeup")]
+pub fn sched_wakeup_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from this kernel's format file; read_at checks bounds.
+    if let Ok(tid) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::WAKEUP_PID)) } {
+        on_wakeup(tid as u32);
+    }
+    0
+}
+
+assert_named!(sched_wakeup_new_tp, program::SCHED_WAKEUP_NEW_TP);
+#[tracepoint(category = "sched", name = "sched_wakeup_new")]
+pub fn sched_wakeup_new_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    if let Ok(tid) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::WAKEUP_NEW_PID)) } {
+        on_wakeup_new(tid as u32);
+    }
+    0
+}
