@@ -113,7 +113,14 @@ fn the_recorded_fixtures_show_what_their_runs_did() {
         pinned.cells.iter().any(|c| !c.vmm_arrivals.is_empty()),
         "the floating VMM threads are marked arriving on the pinned vCPU's CPU"
     );
+    let who_took = vm[3].bars();
+    let vcpu = who_took.iter().find(|b| b.label.contains("vCPU 0")).expect("the vCPU is a victim");
+    assert!(
+        vcpu.segments.iter().any(|s| s.category == Category::VmmThreads
+            && s.label.as_deref().is_some_and(|l| l.starts_with("IO mon_iothread") || l.starts_with("qemu-system"))),
+        "a VMM thread named among the vCPU's thieves: {vcpu:?}"
+    );
     let jobs = charts(&fixture("jobs.json"));
     assert!(jobs[0].bars().iter().filter(|b| b.label.starts_with("job sh")).count() >= 2);
-    assert!(jobs[3].bars().is_empty(), "no VM, no exits");
+    assert!(jobs[4].bars().is_empty(), "no VM, no exits");
 }

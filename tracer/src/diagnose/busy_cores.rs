@@ -9,7 +9,7 @@ use super::{
     Finding, Kind, Thresholds,
     words::{ms_text, pct},
 };
-use crate::report::Report;
+use crate::{host::Role, report::Report};
 
 pub fn findings(r: &Report, t: &Thresholds) -> Vec<Finding> {
     if r.cpus.is_empty() || r.wall_ns == 0 {
@@ -22,13 +22,19 @@ pub fn findings(r: &Report, t: &Thresholds) -> Vec<Finding> {
     }
     // Threads that ran more than a quarter of the trace.
     let busy_threads = r.threads.iter().filter(|th| th.on_cpu_ns * 4 > r.wall_ns).count();
-    let waited: u64 = r.threads.iter().map(|th| super::words::runq_wait_ns(r, th.tid)).sum();
+    // The cost is the jobs' wait: vCPUs' wait has findings of its own.
+    let waited: u64 =
+        r.threads.iter().filter(|th| th.role == Role::Workload).map(|th| super::words::runq_wait_ns(r, th.tid)).sum();
     let summary = format!(
         "Every core was busy: no CPU was idle more than {most_idle:.1} % of the {:.1} s traced, and {busy_threads} thread{} each ran more than a quarter of it on {} CPUs{}.",
         r.wall_ns as f64 / 1e9,
         if busy_threads == 1 { "" } else { "s" },
         r.cpus.len(),
-        if waited > 0 { format!("; threads waited {} in all for a CPU", ms_text(waited)) } else { String::new() }
+        if waited > 0 {
+            format!("; the traced job's threads waited {} in all for a CPU", ms_text(waited))
+        } else {
+            String::new()
+        }
     );
     let remedy = format!(
         "Leave a core free: run one busy job fewer than there are CPUs ({} here) beside the VMs, or keep the vCPUs' cores for them alone (isolcpus= and nohz_full= on the kernel command line, or a cgroup cpuset such as systemd's AllowedCPUs= for the host's other work).",

@@ -6,6 +6,8 @@
 mod busy_cores;
 mod exit_rates;
 mod shared_cpu;
+mod vcpu_wait;
+mod vmm_on_vcpu_cores;
 mod words;
 
 use std::collections::BTreeMap;
@@ -66,7 +68,11 @@ impl Default for Thresholds {
 
 /// Every finding of `r`, most costly first.
 pub fn diagnose(r: &Report, t: &Thresholds) -> Vec<Finding> {
-    let mut out = Vec::new();
+    let mut out = vmm_on_vcpu_cores::findings(r, t);
+    // What the findings on VMM threads explain of each vCPU's wait is not said twice.
+    let explained: BTreeMap<u32, u64> =
+        out.iter().filter_map(|f| Some((f.facts.get("vcpu_tid")?.as_u64()? as u32, f.cost_ns))).collect();
+    out.extend(vcpu_wait::findings(r, t, &explained));
     out.extend(shared_cpu::findings(r, t));
     out.extend(busy_cores::findings(r, t));
     out.extend(exit_rates::findings(r, t));

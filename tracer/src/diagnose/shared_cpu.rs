@@ -64,6 +64,6 @@ pub fn findings(r: &Report, _t: &Thresholds) -> Vec<Finding> {
 
 /// Time the vCPUs of a group lost to each other (from their `lost_to`).
 fn shared_wait_ns(vcpus: &[(&str, &crate::account::kvm::VcpuReport)]) -> u64 {
-    let _ = vcpus;
-    0
+    let tids: Vec<u32> = vcpus.iter().map(|(_, v)| v.tid).collect();
+    vcpus.iter().flat_map(|(_, v)| &v.lost_to).filter(|thief| tids.contains(&thief.tid)).map(|thief| thief.ns).sum()
 }

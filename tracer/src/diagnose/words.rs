@@ -1,7 +1,10 @@
 //! How findings name things: CPU lists as taskset writes them, vCPUs and threads as
 //! an operator knows them, times in ms.
 
-use crate::{account::kvm::VcpuReport, report::ms};
+use crate::{
+    account::kvm::VcpuReport,
+    report::{Report, ms},
+};
 
 /// `0-3,6` (taskset's and cpuset's list format).
 pub use crate::host::format_cpu_list as cpu_list;
@@ -25,9 +28,16 @@ pub fn pct(part: u64, whole: u64) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
 
-/// A thread's run-queue wait, where the report has it.
-pub fn runq_wait_ns(_r: &crate::report::Report, _tid: u32) -> u64 {
-    0
+/// A thread's run-queue wait, where the report has it (0 without a ledger).
+pub fn runq_wait_ns(r: &Report, tid: u32) -> u64 {
+    r.thread(tid).and_then(|t| t.sched.as_ref()).map(|s| s.runq_wait_ns).unwrap_or(0)
+}
+
+/// A vCPU's run-queue wait and the time it was alive in the trace (the whole trace
+/// where the report does not say).
+pub fn vcpu_wait(r: &Report, v: &VcpuReport) -> (u64, u64) {
+    let sched = r.thread(v.tid).and_then(|t| t.sched.as_ref());
+    (sched.map(|s| s.runq_wait_ns).unwrap_or(0), sched.map(|s| s.alive_ns).filter(|a| *a > 0).unwrap_or(r.wall_ns))
 }
 
 /// The CPUs of a host of `n` CPUs that are not in `used`.

@@ -71,8 +71,8 @@ fn host_bar(r: &Report) -> Bar {
 }
 
 /// A thread's run-queue wait, where the report has it (vmmtrace/2 with the ledger).
-pub fn runq_wait_ns(_r: &Report, _tid: u32) -> u64 {
-    0
+fn runq_wait_ns(r: &Report, tid: u32) -> u64 {
+    r.thread(tid).and_then(|t| t.sched.as_ref()).map(|s| s.runq_wait_ns).unwrap_or(0)
 }
 
 #[cfg(test)]

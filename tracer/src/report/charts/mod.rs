@@ -16,6 +16,7 @@ mod palette;
 mod per_cpu;
 mod split;
 mod timeline;
+mod who_took;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,7 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         Chart::Bars(attribution::chart(r)),
         Chart::Bars(per_cpu::chart(r)),
         Chart::Timeline(timeline::chart(r)),
+        Chart::Bars(who_took::chart(r)),
         Chart::Bars(exits::chart(r)),
     ]
 }
