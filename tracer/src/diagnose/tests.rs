@@ -97,7 +97,12 @@ fn vmm_threads_on_a_pinned_vcpus_core_then_the_rest_of_its_wait() {
     assert_eq!((f[0].cost_ns, f[0].facts["lost_to_vmm_ns"].as_u64()), (80 * MS, Some(80 * MS)));
     // The 20 ms the VMM finding does not explain, by cause.
     assert_eq!(f[1].cost_ns, 20 * MS);
-    assert!(f[1].summary.contains("VMM threads 80 ms, other host processes 20 ms"), "{}", f[1].summary);
+    assert_eq!(
+        f[1].summary,
+        "vCPU 0 of VM 'web' waited 100 ms (10.0 % of its run) for a CPU, 20 ms beyond the VMM threads named above; \
+         its CPU went meanwhile to: other host processes 20 ms."
+    );
+    assert!(f[1].remedy.contains("cpuset"), "{}", f[1].remedy);
 }
 
 #[test]

@@ -24,12 +24,22 @@ pub fn findings(r: &Report, t: &Thresholds, explained: &BTreeMap<u32, u64>) -> V
                 continue;
             }
             let Some(victim) = ledger.victims.iter().find(|x| x.tid == v.tid) else { continue };
-            let mut causes: Vec<(&String, &u64)> = victim.by_thief_role_ns.iter().filter(|(_, ns)| **ns > 0).collect();
+            let already = explained.get(&v.tid).copied().unwrap_or(0);
+            let mut by_role = victim.by_thief_role_ns.clone();
+            if let Some(vmm) = by_role.get_mut("vmm") {
+                *vmm = vmm.saturating_sub(already);
+            }
+            let mut causes: Vec<(&String, &u64)> = by_role.iter().filter(|(_, ns)| **ns > 0).collect();
             causes.sort_by_key(|(_, ns)| std::cmp::Reverse(**ns));
             let words: Vec<String> =
                 causes.iter().map(|(role, ns)| format!("{} {}", cause_name(role), ms_text(**ns))).collect();
+            let beyond = if already > 0 {
+                format!(", {} beyond the VMM threads named above", ms_text(rest))
+            } else {
+                String::new()
+            };
             let summary = format!(
-                "{} waited {} ({:.1} % of its run) for a CPU; its CPU went meanwhile to: {}.",
+                "{} waited {} ({:.1} % of its run) for a CPU{beyond}; its CPU went meanwhile to: {}.",
                 vcpu_name(&vm.name, v),
                 ms_text(wait),
                 pct(wait, alive),
