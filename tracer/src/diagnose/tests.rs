@@ -91,7 +91,7 @@ fn vmm_threads_on_a_pinned_vcpus_core_then_the_rest_of_its_wait() {
     assert_eq!(
         f[0].summary,
         "vCPU 0 of VM 'web' (pinned to CPU 1) waited 100 ms (10.0 % of its run) for CPU 1; 80 ms of it went to a VMM \
-         thread: 'qemu-system-x86' (tid 102) 80 ms, not pinned, moved 2 times over CPUs 0-1."
+         thread: 'qemu-system-x86' (tid 102) 80 ms, not pinned (allowed on CPUs 0-1), moved 2 times."
     );
     assert!(f[0].remedy.starts_with("Confine the VMM threads away from the vCPUs' cores: virsh emulatorpin web 0 "));
     assert_eq!((f[0].cost_ns, f[0].facts["lost_to_vmm_ns"].as_u64()), (80 * MS, Some(80 * MS)));

@@ -125,7 +125,7 @@ fn finding(r: &Report, vm: &VmReport, v: &VcpuReport, loss: &Loss, takers: &[Tak
 fn describe(k: &Taker) -> String {
     let moves = match k.thread {
         Some(m) if m.pinned => format!("pinned to CPU {}", cpu_list(&m.affinity)),
-        Some(m) => format!("not pinned, moved {} times over CPUs {}", m.migrations, cpu_list(&m.affinity)),
+        Some(m) => format!("not pinned (allowed on CPUs {}), moved {} times", cpu_list(&m.affinity), m.migrations),
         None => "affinity unknown".into(),
     };
     format!("'{}' (tid {}) {}, {moves}", k.comm, k.tid, ms_text(k.ns))
