@@ -22,7 +22,8 @@ pub fn one_vm_report() -> Report {
         "userspace_exits": {"KVM_EXIT_IO": 200},
         "exits": {
             "HLT": {"count": 1000, "completed": 1000, "latency_ns": 0, "latency_hist_log2": [], "guest_idle": true},
-            "IO_INSTRUCTION": {"count": 500, "completed": 500, "latency_ns": 0, "latency_hist_log2": [], "guest_idle": false}
+            "IO_INSTRUCTION": {"count": 500, "completed": 500, "latency_ns": 0,
+                "latency_hist_log2": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 300, 0, 0, 200], "guest_idle": false}
         },
         "kvm_events": {}, "switches": 10, "involuntary_switches": 5, "migrations": 0, "affinity": [1], "pinned": true});
     let report = json!({

@@ -6,6 +6,7 @@
 
 mod attribution;
 mod draw;
+mod exit_latency;
 mod exits;
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -37,6 +38,7 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         Chart::Timeline(timeline::chart(r)),
         Chart::Bars(who_took::chart(r)),
         Chart::Bars(exits::chart(r)),
+        Chart::Bars(exit_latency::chart(r)),
     ]
 }
 
@@ -113,7 +115,7 @@ mod tests {
     use super::*;
 
     /// The recorded fixtures have no exits (no /dev/kvm when they were made): the
-    /// exits chart is drawn here from the hand-made report.
+    /// exits and exit latency charts are drawn here from the hand-made report.
     #[test]
     fn the_exits_chart_is_drawn_with_its_reasons() {
         let dir = tempfile::tempdir().unwrap();
@@ -125,5 +127,7 @@ mod tests {
         }
         assert!(svg.contains(&Category::VcpuOverhead.colour().hex().to_uppercase()));
         assert!(std::fs::metadata(&file.png).unwrap().len() > 1000);
+        let latency = write_chart(&Chart::Bars(exit_latency::chart(&fixtures::one_vm_report())), dir.path()).unwrap();
+        assert!(std::fs::read_to_string(&latency.svg).unwrap().contains("web: IO_INSTRUCTION 1-8 µs"));
     }
 }
