@@ -23,8 +23,7 @@ pub fn findings(r: &Report, t: &Thresholds) -> Vec<Finding> {
     // Threads that ran more than a quarter of the trace.
     let busy_threads = r.threads.iter().filter(|th| th.on_cpu_ns * 4 > r.wall_ns).count();
     // The cost is the jobs' wait: vCPUs' wait has findings of its own.
-    let waited: u64 =
-        r.threads.iter().filter(|th| th.role == Role::Workload).map(|th| super::words::runq_wait_ns(r, th.tid)).sum();
+    let waited: u64 = r.threads.iter().filter(|th| th.role == Role::Workload).map(|th| r.runq_wait_ns(th.tid)).sum();
     let summary = format!(
         "Every core was busy: no CPU was idle more than {most_idle:.1} % of the {:.1} s traced, and {busy_threads} thread{} each ran more than a quarter of it on {} CPUs{}.",
         r.wall_ns as f64 / 1e9,

@@ -28,11 +28,6 @@ pub fn pct(part: u64, whole: u64) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
 
-/// A thread's run-queue wait, where the report has it (0 without a ledger).
-pub fn runq_wait_ns(r: &Report, tid: u32) -> u64 {
-    r.thread(tid).and_then(|t| t.sched.as_ref()).map(|s| s.runq_wait_ns).unwrap_or(0)
-}
-
 /// A vCPU's run-queue wait and the time it was alive in the trace (the whole trace
 /// where the report does not say).
 pub fn vcpu_wait(r: &Report, v: &VcpuReport) -> (u64, u64) {

@@ -149,6 +149,11 @@ impl Report {
         self.threads.iter().find(|t| t.tid == tid)
     }
 
+    /// A thread's run-queue wait; 0 where the report has none (no ledger).
+    pub fn runq_wait_ns(&self, tid: u32) -> u64 {
+        self.thread(tid).and_then(|t| t.sched.as_ref()).map(|s| s.runq_wait_ns).unwrap_or(0)
+    }
+
     /// Parses a report, refusing other schemas with a clear message.
     pub fn from_json(text: &str) -> Result<Report, ParseError> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(ParseError::NotJson)?;

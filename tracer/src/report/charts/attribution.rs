@@ -26,14 +26,14 @@ pub fn chart(r: &Report) -> BarChart {
             let (guest, overhead) = vcpu_split(v);
             bar.push(Category::GuestOrJob, ms(guest));
             bar.push(Category::VcpuOverhead, ms(overhead));
-            bar.push(Category::RunqWait, ms(runq_wait_ns(r, v.tid)));
+            bar.push(Category::RunqWait, ms(r.runq_wait_ns(v.tid)));
             bars.push(bar);
         }
     }
     for t in r.threads.iter().filter(|t| t.role == Role::Workload).take(JOB_THREADS) {
         let mut bar = Bar::new(format!("job {} [{}]", t.comm, t.tid));
         bar.push(Category::GuestOrJob, ms(t.on_cpu_ns));
-        bar.push(Category::RunqWait, ms(runq_wait_ns(r, t.tid)));
+        bar.push(Category::RunqWait, ms(r.runq_wait_ns(t.tid)));
         bars.push(bar);
     }
     let mut notes = vec![format!(
@@ -68,11 +68,6 @@ fn host_bar(r: &Report) -> Bar {
         bar.push(cat, value);
     }
     bar
-}
-
-/// A thread's run-queue wait, where the report has it (vmmtrace/2 with the ledger).
-fn runq_wait_ns(r: &Report, tid: u32) -> u64 {
-    r.thread(tid).and_then(|t| t.sched.as_ref()).map(|s| s.runq_wait_ns).unwrap_or(0)
 }
 
 #[cfg(test)]
