@@ -141,10 +141,8 @@ pub struct ThreadSched {
     /// While runnable: when the wait began on `cpu` (later than `since_ns` after a
     /// migration).
     pub wait_on_cpu_since_ns: u64,
-    /// `sched_wakeup_new` time; 0 = existed before the probes saw it.
-    pub born_ns: u64,
-    /// Last switch-out as `TASK_DEAD`; 0 = alive.
-    pub died_ns: u64,
+    // The fields above and these five are what every switch and wakeup touches: 64
+    // bytes, kept together so that an event touches as few cache lines as it can.
     /// Inside the window: time runnable but not running ...
     pub runq_wait_ns: u64,
     /// ... and time blocked.
@@ -155,6 +153,10 @@ pub struct ThreadSched {
     pub waits: u64,
     /// and switch-outs while still runnable.
     pub preemptions: u64,
+    /// `sched_wakeup_new` time; 0 = existed before the probes saw it.
+    pub born_ns: u64,
+    /// Last switch-out as `TASK_DEAD`; 0 = alive.
+    pub died_ns: u64,
     /// Wait time that could not be charged to a thief, by [`unresolved`] reason.
     pub unresolved_ns: [u64; unresolved::COUNT],
     /// Log2 histogram of single waits (bucket as `kvm::log2_bucket`).
@@ -239,12 +241,18 @@ impl ThreadSched {
         }
     }
 
+    /// Whether a wakeup would make it runnable (blocked, or not seen yet).
+    #[inline(always)]
+    pub fn is_asleep(&self) -> bool {
+        self.state == state::BLOCKED || self.state == state::UNKNOWN
+    }
+
     /// `sched_wakeup`: a blocked (or never seen) thread becomes runnable. A wakeup of a
     /// thread that is running or already runnable (it was woken before it could
     /// block) changes nothing. Returns whether it was a real wakeup.
     #[inline(always)]
     pub fn on_wakeup(&mut self, now: u64, w: &Window) -> bool {
-        if self.state != state::BLOCKED && self.state != state::UNKNOWN {
+        if !self.is_asleep() {
             return false;
         }
         self.state = state::BLOCKED; // an unknown thread was blocked since before
@@ -362,6 +370,10 @@ impl ThreadSched {
     /// Charges `ns` of wait to an unresolved bucket.
     #[inline(always)]
     pub fn add_unresolved(&mut self, reason: usize, ns: u64) {
+        // Nothing to add is the common case: no store, no cache line touched.
+        if ns == 0 {
+            return;
+        }
         if let Some(b) = self.unresolved_ns.get_mut(reason) {
             *b += ns;
         }

@@ -154,12 +154,17 @@ pub fn on_migrate(tid: u32, dest: u32) {
     }
 }
 
+/// Kept small: it runs on every wakeup. A thread already running or runnable (woken
+/// before it could block) costs one lookup, no clock read.
 #[inline(always)]
 fn on_wakeup(tid: u32) {
     bump(counter::SCHED_WAKEUP);
-    if let Some(t) = sched_entry(tid) {
-        // SAFETY: the wakee's entry; the wakeup holds its run-queue lock.
-        unsafe { (*t).on_wakeup(now(), &window()) };
+    let Some(t) = sched_entry(tid) else { return };
+    // SAFETY: the wakee's entry; the wakeup holds its run-queue lock.
+    unsafe {
+        if (*t).is_asleep() {
+            (*t).on_wakeup(now(), &window());
+        }
     }
 }
 

@@ -235,6 +235,23 @@ fn render_ledger_cost(rows: &[BenchRow]) -> String {
             parts.push(format!("tp_btf, ledger over states alone: {a:.0} -> {b:.0} ns ({:.2}x)", b / a));
         }
         let _ = writeln!(s, "  {}", parts.join("; "));
+        let bpf = |m: &str| chunk.iter().find(|r| r.mode == m).and_then(bpf_ns_per_switch);
+        if let (Some(a), Some(b)) = (bpf("tp_btf"), bpf("tp_btf+ledger")) {
+            let _ = writeln!(
+                s,
+                "    in the programs (kernel bpf stats): tp_btf {a:.0} ns without, {b:.0} ns with ({:.2}x)",
+                b / a
+            );
+        }
     }
     s
+}
+
+/// Time spent in all the programs per context switch (kernel bpf stats), the part of
+/// the cost that other load on the machine does not blur; the programs' invocation
+/// is not in it.
+fn bpf_ns_per_switch(r: &BenchRow) -> Option<f64> {
+    let switches: u64 = r.programs.iter().filter(|(n, _, _)| n.starts_with("sched_switch")).map(|(_, c, _)| c).sum();
+    let total: f64 = r.programs.iter().map(|(_, c, a)| *c as f64 * a).sum();
+    (switches > 0).then(|| total / switches as f64)
 }

@@ -22,8 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Trace the whole host for a duration, until Ctrl-C, or around a command; write a JSON report.
     Record(RecordArgs),
-    /// Print a report file as text.
+    /// Print a report file as text, or draw its charts and index.html with --out DIR.
     Report(ReportArgs),
+    /// Say what is wrong in a report, in plain words, most costly first, with remedies.
+    Diagnose(DiagnoseArgs),
     /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
     /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
     Microvm(microvm::cli::MicrovmArgs),
@@ -74,12 +76,53 @@ pub struct RecordArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vmmtrace report run.json\n  vmmtrace report run.json --out run-charts   # then open run-charts/index.html"
+)]
 pub struct ReportArgs {
     /// A report written by `vmmtrace record`.
     pub file: PathBuf,
     /// Threads to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Draw the charts (SVG and PNG) and a self-contained index.html into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vmmtrace diagnose run.json\n  vmmtrace diagnose --json --min-wait-pct 0.5 run.json"
+)]
+pub struct DiagnoseArgs {
+    /// A report written by `vmmtrace record`.
+    pub file: PathBuf,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Report a vCPU's lost or waiting time from this share of its run (%)...
+    #[arg(long, value_name = "PCT", default_value_t = 1.0)]
+    pub min_wait_pct: f64,
+    /// ... and from this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10.0)]
+    pub min_wait_ms: f64,
+    /// Every core counts as busy when no CPU was idle more than this share of the trace (%).
+    #[arg(long, value_name = "PCT", default_value_t = 5.0)]
+    pub busy_idle_pct: f64,
+    /// Report exits of one reason from this rate, per vCPU per second.
+    #[arg(long, value_name = "PER_S", default_value_t = 10_000.0)]
+    pub exit_rate: f64,
+}
+
+impl DiagnoseArgs {
+    pub fn thresholds(&self) -> crate::diagnose::Thresholds {
+        crate::diagnose::Thresholds {
+            min_wait_pct: self.min_wait_pct,
+            min_wait_ns: (self.min_wait_ms.max(0.0) * 1e6) as u64,
+            busy_idle_pct: self.busy_idle_pct,
+            exit_rate_per_s: self.exit_rate,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

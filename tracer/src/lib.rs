@@ -7,6 +7,7 @@
 pub mod account;
 pub mod bench;
 pub mod cli;
+pub mod diagnose;
 pub mod error;
 pub mod experiment;
 pub mod host;

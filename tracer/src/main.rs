@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use vmmtrace::{
     cli::{BenchArgs, Cli, Command},
+    diagnose::{Thresholds, diagnose},
     probe::ProbeOptions,
     record::{RecordOptions, record},
     report::{Report, render_text},
@@ -66,6 +67,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));
+            if let Some(top) = diagnose(&out.report, &Thresholds::default()).first() {
+                eprintln!(
+                    "top finding (vmmtrace diagnose {} for all): {}\n  Remedy: {}",
+                    a.output.display(),
+                    top.summary,
+                    top.remedy
+                );
+            }
             if out.interrupted {
                 eprintln!("interrupted: report of the time traced so far");
             }
@@ -73,22 +82,43 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(out.exit_code)
         }
         Command::Report(a) => {
-            let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
-            if let Ok(mut r) = vmmtrace::experiment::ExperimentResult::from_json(&text) {
-                // The summary is derived from the runs: recomputed, so that older files
-                // get what this version derives.
-                r.summary = vmmtrace::experiment::decompose::summarize(&r.runs, r.config.plan.cpus.len());
-                print!("{}", vmmtrace::experiment::table::render(&r));
+            if let Some(table) = experiment_table(&a.file) {
+                print!("{table}");
                 return Ok(0);
             }
-            let r = Report::from_json(&text).with_context(|| a.file.display().to_string())?;
-            print!("{}", render_text(&r, a.top));
+            let r = read_report(&a.file)?;
+            match &a.out {
+                Some(dir) => {
+                    let findings = diagnose(&r, &Thresholds::default());
+                    let files = vmmtrace::report::charts::write_dir(&r, &findings, dir)?;
+                    for f in &files {
+                        println!("{}: {} and {}", f.title, f.svg.display(), f.png.display());
+                    }
+                    println!("open {}", dir.join("index.html").display());
+                }
+                None => print!("{}", render_text(&r, a.top)),
+            }
+            Ok(0)
+        }
+        Command::Diagnose(a) => {
+            let r = read_report(&a.file)?;
+            let findings = diagnose(&r, &a.thresholds());
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                print!("{}", vmmtrace::diagnose::render_text(&findings));
+            }
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,
         Command::Experiment(a) => experiment(a).await,
         Command::Microvm(_) | Command::Qemu(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+fn read_report(path: &std::path::Path) -> anyhow::Result<Report> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Report::from_json(&text).with_context(|| path.display().to_string())
 }
 
 async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
@@ -126,4 +156,14 @@ async fn experiment(a: vmmtrace::cli::ExperimentArgs) -> anyhow::Result<i32> {
         return Ok(130);
     }
     Ok(0)
+}
+
+/// The table of an experiment result (`vmmtrace-experiment/1`), if `path` is one. Its
+/// summary is derived from the runs: recomputed, so older files get what this version
+/// derives.
+fn experiment_table(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut r = vmmtrace::experiment::ExperimentResult::from_json(&text).ok()?;
+    r.summary = vmmtrace::experiment::decompose::summarize(&r.runs, r.config.plan.cpus.len());
+    Some(vmmtrace::experiment::table::render(&r))
 }

@@ -160,3 +160,54 @@ fn report_renders_a_recorded_file() {
     assert!(text.contains("top threads"), "{text}");
     assert!(text.contains("dropped events: 0"), "{text}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+#[test]
+fn record_ends_with_the_top_finding() {
+    let d = tmp();
+    let out = d.path().join("r.json");
+    // One busy job more than CPUs: no CPU is idle.
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 1;
+    let script = format!("for i in $(seq {jobs}); do timeout 1.5 sh -c 'while :; do :; done' & done; wait");
+    let o = vmmtrace()
+        .args(["record", "--interval", "0", "-o"])
+        .arg(&out)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("top finding (vmmtrace diagnose "), "{stderr}");
+    assert!(stderr.contains("Remedy: "), "{stderr}");
+}
+
+#[test]
+fn diagnose_json_gives_the_findings_as_data() {
+    let o = vmmtrace().args(["diagnose", "--json"]).arg(fixture("lookalike-vm.json")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(findings[0]["kind"], "vmm_thread_on_vcpu_core");
+    assert!(findings[0]["cost_ns"].as_u64().unwrap() > 0);
+    // A threshold above every wait leaves only the findings that are not about waits.
+    let o = vmmtrace().args(["diagnose", "--min-wait-pct", "100"]).arg(fixture("lookalike-vm.json")).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("waited"), "{text}");
+}
+
+#[test]
+fn report_out_says_what_to_do_about_a_bad_font() {
+    let d = tmp();
+    let o = vmmtrace()
+        .args(["report"])
+        .arg(fixture("jobs.json"))
+        .arg("--out")
+        .arg(d.path())
+        .env("VMMTRACE_FONT", fixture("jobs.json"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("is not a TrueType font") && stderr.contains("VMMTRACE_FONT"), "{stderr}");
+}

@@ -9,6 +9,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod browser;
+
 #[derive(Parser)]
 #[command(about = "vmmtrace's project chores")]
 struct Cli {
@@ -45,6 +47,16 @@ enum Cmd {
     ClippyEbpf,
     /// Per-event cost of the sched_switch programs (kernel BPF stats).
     Bench,
+    /// Draw a report's charts and open index.html in headless chromium (installed if
+    /// missing): no console message, every image loads; take a screenshot.
+    BrowserCheck {
+        /// The report to draw.
+        #[arg(long, default_value = "tests/fixtures/lookalike-vm.json")]
+        report: PathBuf,
+        /// Where to write the screenshot.
+        #[arg(long, default_value = "docs/img/report-index.png")]
+        screenshot: PathBuf,
+    },
 }
 
 /// The committed, stripped eBPF object that the `vmmtrace` binary embeds.
@@ -95,7 +107,8 @@ fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
 
 /// Workloads and tools the tests and the demo use.
 fn setup() -> anyhow::Result<()> {
-    apt_install(&["bzip2", "gnugo", "qemu-system-x86", "linux-perf"])?;
+    // fonts-dejavu-core: the font chart text is drawn with (`vmmtrace report --out`).
+    apt_install(&["bzip2", "gnugo", "qemu-system-x86", "linux-perf", "fonts-dejavu-core"])?;
     if !Path::new("/sys/kernel/tracing/events").exists() {
         run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
     }
@@ -268,6 +281,7 @@ fn main() -> anyhow::Result<()> {
             let mut cmd = ebpf_cargo("clippy", &root.join("target/ebpf-clippy"))?;
             run(cmd.args(["--", "-D", "warnings"]))
         }
+        Cmd::BrowserCheck { report, screenshot } => browser::check(&root, &root.join(report), &root.join(screenshot)),
         Cmd::Bench => {
             setup()?;
             run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;

@@ -3,6 +3,7 @@
 
 pub mod kvm;
 pub mod ledger;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 

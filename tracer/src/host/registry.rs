@@ -30,10 +30,22 @@ impl Registry {
                 }
             }
             e.vmm_threads.retain(|t| !e.vcpus.contains(t));
-            e.name = vm.name.clone();
+            // A later snapshot may know only the pid (a VMM that exited and is not yet
+            // reaped reads an empty command line): keep a name learned before.
+            if vm.name != vm.pid.to_string() || e.name == e.pid.to_string() {
+                e.name = vm.name.clone();
+            }
         }
         for (tid, t) in &s.threads {
             self.threads.insert(*tid, t.clone());
+        }
+        // Every thread of a VM carries the VM's name as kept above.
+        for vm in self.vms.values() {
+            for tid in vm.vcpus.iter().chain(&vm.vmm_threads) {
+                if let Some(id) = self.threads.get_mut(tid).filter(|id| id.pid == vm.pid) {
+                    id.vm = Some(vm.name.clone());
+                }
+            }
         }
         // Keep each VM's vCPUs ordered by index, whichever snapshot found them.
         let threads = &self.threads;
@@ -106,6 +118,26 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vms_name_outlives_a_snapshot_that_knows_only_its_pid() {
+        let vm = |name: &str| Vm {
+            name: name.into(),
+            pid: 100,
+            kind: names::VmmKind::Qemu,
+            vcpus: vec![101],
+            vmm_threads: vec![100],
+        };
+        let mut r = Registry::default();
+        for name in ["100", "web", "100"] {
+            let mut s = HostSnapshot::default();
+            s.vms.push(vm(name));
+            s.threads.insert(100, ThreadIdentity::new(100, 100, "qemu-system-x86".into(), Role::Vmm).in_vm(name, 100));
+            r.merge(s);
+        }
+        assert_eq!(r.vms[&100].name, "web");
+        assert_eq!(r.threads[&100].vm.as_deref(), Some("web"));
+    }
 
     #[test]
     fn a_vm_that_came_and_went_is_rebuilt_from_kvm_run_evidence() {

@@ -57,6 +57,15 @@ pub fn live_line(
     s
 }
 
+/// What the timeline learns of a thread at a tick: its role and name as known now.
+pub(super) fn who<'a>(now: &'a RawCounters, reg: &'a Registry) -> impl Fn(u32) -> account::timeline::Who + 'a {
+    let meta = thread_meta(now, reg);
+    move |tid| {
+        let m = meta(tid);
+        account::timeline::Who { role: m.role, comm: m.comm }
+    }
+}
+
 /// A snapshot with every CPU's running interval charged up to now, for live use.
 pub(super) fn live_snapshot(probes: &Probes) -> anyhow::Result<RawCounters> {
     let mut raw = probes.read()?;

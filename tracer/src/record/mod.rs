@@ -21,6 +21,7 @@ pub use command::resolve_command;
 pub use live::live_line;
 
 use crate::{
+    account::timeline::TimelineBuilder,
     host::Discovery,
     probe::{self, ProbeOptions, Probes},
     report::{self, CommandInfo, Report},
@@ -62,6 +63,7 @@ struct Tracing {
     started: Instant,
     /// The traced command and its pid.
     child: Option<(tokio::process::Child, u32)>,
+    timeline: TimelineBuilder,
 }
 
 pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
@@ -70,8 +72,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut tracing = start(&opts)?;
     let end = tracing.run(&opts, &mut sigint, &mut sigterm).await?;
-    let Tracing { probes, discovery, started_unix_s, child, .. } = tracing;
+    let Tracing { probes, discovery, started_unix_s, child, timeline, .. } = tracing;
     let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
+    report.timeline = Some(timeline.finish());
 
     let mut exit_code = 0;
     if let Some((child, pid)) = child {
@@ -126,7 +129,7 @@ fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
             Some((c, pid))
         }
     };
-    Ok(Tracing { probes, discovery, started_unix_s, started, child })
+    Ok(Tracing { probes, discovery, started_unix_s, started, child, timeline: TimelineBuilder::default() })
 }
 
 impl Tracing {
@@ -138,6 +141,7 @@ impl Tracing {
         let interval = opts.live_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut last = live::live_snapshot(&self.probes)?;
+        let mut last_tick = last.clone();
         let mut last_print = Instant::now();
         loop {
             let child_wait = async {
@@ -160,6 +164,8 @@ impl Tracing {
                 _ = ticker.tick() => {
                     let now = live::live_snapshot(&self.probes)?;
                     self.discovery.observe(&now);
+                    self.timeline.add(&last_tick, &now, live::who(&now, &self.discovery.registry));
+                    last_tick = now.clone();
                     let Some(every) = opts.live_interval else { continue };
                     if last_print.elapsed() + interval / 2 >= every {
                         let ns = now.window.stop_ns.saturating_sub(last.window.stop_ns).max(1);

@@ -2,6 +2,7 @@
 //! `vmmtrace/1` are still read), written atomically (`write.rs`), and its text
 //! rendering (`text.rs`, with the "who took the time" section in `who_took.rs`).
 
+pub mod charts;
 mod text;
 mod who_took;
 mod write;
@@ -15,6 +16,7 @@ use crate::{
         Attribution,
         kvm::VmReport,
         ledger::{LedgerReport, SchedReport},
+        timeline::Timeline,
     },
     host::Role,
     probe::Features,
@@ -54,6 +56,9 @@ pub struct Report {
     /// (null in vmmtrace/1 files and with --no-ledger).
     #[serde(default)]
     pub ledger: Option<LedgerReport>,
+    /// Each CPU over time, in bins of the live interval (`record` only; bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -136,11 +141,17 @@ impl Report {
             dropped_events: 0,
             events: BTreeMap::new(),
             ledger: None,
+            timeline: None,
         }
     }
 
     pub fn thread(&self, tid: u32) -> Option<&ThreadReport> {
         self.threads.iter().find(|t| t.tid == tid)
+    }
+
+    /// A thread's run-queue wait; 0 where the report has none (no ledger).
+    pub fn runq_wait_ns(&self, tid: u32) -> u64 {
+        self.thread(tid).and_then(|t| t.sched.as_ref()).map(|s| s.runq_wait_ns).unwrap_or(0)
     }
 
     /// Parses a report, refusing other schemas with a clear message.
