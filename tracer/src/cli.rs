@@ -34,6 +34,9 @@ pub enum Command {
     Qemu(vmm_qemu::cli::QemuArgs),
     /// Measure the per-event cost of the probes (kernel BPF statistics) under a context-switch load.
     Bench(BenchArgs),
+    /// Re-run the 2011 study's experiments here: N-1 against N jobs of real bzip2 and GNU Go,
+    /// pinned and not, every run traced, every job's slowdown decomposed into its causes.
+    Experiment(ExperimentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +136,43 @@ pub struct BenchArgs {
     /// Skip the KVM part (a micro-VM with and without the probes).
     #[arg(long)]
     pub no_kvm: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vmmtrace experiment -o exp.json\n  vmmtrace experiment --env host --workload bzip2 --scale 0.2 --repeat 2\n  vmmtrace experiment -o exp.json --resume      # after Ctrl-C\n\n\
+The result is rewritten after every run (each run's record report goes to <output stem>.runs/); \
+Ctrl-C keeps every finished run. Needs bzip2 and gnugo (apt-get install bzip2 gnugo)."
+)]
+pub struct ExperimentArgs {
+    /// Environments, comma-separated: host, qemu, microvm, vm (default: every one of
+    /// host, microvm and qemu that this build can run).
+    #[arg(long, value_delimiter = ',')]
+    pub env: Vec<String>,
+    /// Workloads, comma-separated: bzip2, gobmk.
+    #[arg(long, value_delimiter = ',', default_value = "bzip2,gobmk")]
+    pub workload: Vec<String>,
+    /// CPUs to use, e.g. 0-3 or 0,2 (default: every CPU vmmtrace may run on); N = their number.
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// Measured runs of each scenario (after one discarded warm-up per environment and workload).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Work per job: 1.0 is about 6 s here.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Seed of the generated inputs and of the run order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// For --env vm: COMMAND starts one job inside the VM NAME (repeat for each VM).
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub vm: Vec<String>,
+    /// Where to write the JSON result.
+    #[arg(short, long, value_name = "FILE", default_value = "vmmtrace-experiment.json")]
+    pub output: PathBuf,
+    /// Continue the interrupted experiment in --output (same options).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {

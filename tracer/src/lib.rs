@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod diagnose;
 pub mod error;
+pub mod experiment;
 pub mod host;
 pub mod kvm_reasons;
 pub mod probe;

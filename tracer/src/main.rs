@@ -82,6 +82,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(out.exit_code)
         }
         Command::Report(a) => {
+            if let Some(table) = experiment_table(&a.file) {
+                print!("{table}");
+                return Ok(0);
+            }
             let r = read_report(&a.file)?;
             match &a.out {
                 Some(dir) => {
@@ -107,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => bench(a).await,
+        Command::Experiment(a) => experiment(a).await,
         Command::Microvm(_) | Command::Qemu(_) => unreachable!("handled before the runtime starts"),
     }
 }
@@ -129,4 +134,36 @@ async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+async fn experiment(a: vmmtrace::cli::ExperimentArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal as _;
+    let opts = vmmtrace::experiment::ExperimentOptions {
+        config: vmmtrace::experiment::config_from_cli(&a)?,
+        output: a.output.clone(),
+        resume: a.resume,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let out = tokio::task::spawn_blocking(move || vmmtrace::experiment::run_experiment(&opts)).await??;
+    print!("{}", vmmtrace::experiment::table::render(&out.result));
+    eprintln!("result written to {}", a.output.display());
+    if out.interrupted {
+        eprintln!(
+            "interrupted: {} of {} runs kept; continue with --resume",
+            out.result.runs.len(),
+            out.result.plan.len()
+        );
+        return Ok(130);
+    }
+    Ok(0)
+}
+
+/// The table of an experiment result (`vmmtrace-experiment/1`), if `path` is one. Its
+/// summary is derived from the runs: recomputed, so older files get what this version
+/// derives.
+fn experiment_table(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut r = vmmtrace::experiment::ExperimentResult::from_json(&text).ok()?;
+    r.summary = vmmtrace::experiment::decompose::summarize(&r.runs, r.config.plan.cpus.len());
+    Some(vmmtrace::experiment::table::render(&r))
 }

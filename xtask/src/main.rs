@@ -28,6 +28,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, then re-run the study's experiments here with `vmmtrace experiment`
+    /// (result in target/experiment/result.json).
+    Experiment {
+        /// Extra arguments for `vmmtrace experiment` (e.g. --env host --scale 0.5, or --resume).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up, then trace bzip2 compressing generated data with `vmmtrace record`.
     Demo,
     /// Rebuild the eBPF object from tracer-ebpf/ and refresh the committed copy
@@ -218,6 +225,17 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => {
             setup()?;
             run(cargo().current_dir(&root).args(["test", "--workspace"]).args(&args))
+        }
+        Cmd::Experiment { args } => {
+            setup()?;
+            run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
+            let dir = root.join("target/experiment");
+            std::fs::create_dir_all(&dir)?;
+            run(Command::new(root.join("target/release/vmmtrace"))
+                .current_dir(&root)
+                .args(["experiment", "-o"])
+                .arg(dir.join("result.json"))
+                .args(&args))
         }
         Cmd::Demo => {
             setup()?;
