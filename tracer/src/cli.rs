@@ -24,6 +24,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Print a report file as text.
     Report(ReportArgs),
+    /// Preflight: whether each part of vmmtrace works on this host, why not, and what to do.
+    /// Exits with 1 when `record` could not run.
+    Check(CheckArgs),
     /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
     /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
     Microvm(microvm::cli::MicrovmArgs),
@@ -67,6 +70,13 @@ pub struct ReportArgs {
     /// Threads to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Check without the KVM probes, as `record --no-kvm` would run.
+    #[arg(long)]
+    pub no_kvm: bool,
 }
 
 #[derive(Args, Debug)]

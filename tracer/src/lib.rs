@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod error;
 pub mod host;
