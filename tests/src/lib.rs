@@ -57,6 +57,16 @@ macro_rules! require_kvm {
     };
 }
 
+/// A `std::process::Command` for the current `vmmtrace` binary (built with these
+/// tests as `vmmtrace-under-test`, from tracer/src/main.rs). A macro, because
+/// cargo tells its path only to the test files themselves.
+#[macro_export]
+macro_rules! vmmtrace_cmd {
+    () => {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vmmtrace-under-test"))
+    };
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The probes attached and host discovery started, holding this binary's session lock.
