@@ -36,7 +36,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C or SIGTERM. \
+    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C, SIGTERM or SIGHUP. \
 With a command, vmmtrace exits with the command's exit code."
 )]
 pub struct RecordArgs {
