@@ -41,13 +41,15 @@ With a command, vmmtrace exits with the command's exit code."
 )]
 pub struct RecordArgs {
     /// Stop after this long: seconds (e.g. 10, 2.5) or with a unit (500ms, 30s, 2m).
-    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    // allow_hyphen_values: `-d -5` reaches parse_duration, which says why it is
+    // refused, instead of clap's "unexpected argument '-5'".
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Where to write the JSON report.
     #[arg(short, long, value_name = "FILE", default_value = "vmmtrace-report.json")]
     pub output: PathBuf,
     /// Seconds between live summary lines on stderr (0 = none).
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration_or_zero)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration_or_zero, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Threads to list in the summary at the end.
     #[arg(long, default_value_t = 10)]
@@ -111,7 +113,10 @@ fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {
         .map_err(|_| format!("'{s}' is not a duration: give seconds (10, 2.5) or a number with ms, s, m or h"))?;
     let secs = v * mult;
     if !secs.is_finite() || secs < 0.0 || (secs == 0.0 && !allow_zero) {
-        return Err(format!("'{s}' is not a positive duration"));
+        return Err(match allow_zero {
+            true => format!("'{s}' is not a duration of 0 or more seconds (e.g. 0, 1, 500ms)"),
+            false => format!("'{s}' is not a positive duration: give how long, e.g. 10 or 500ms"),
+        });
     }
     if secs > 366.0 * 86400.0 {
         return Err(format!("'{s}' is longer than a year"));

@@ -9,6 +9,9 @@
 mod kvm;
 mod system;
 
+pub use kvm::last_kvm_refusal;
+pub use system::kernel_version;
+
 use crate::{
     error::chain,
     probe::{ProbeOptions, Probes, check_privileges},
