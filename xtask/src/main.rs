@@ -38,6 +38,38 @@ enum Cmd {
     ClippyEbpf,
     /// Per-event cost of the sched_switch programs (kernel BPF stats).
     Bench,
+    /// Fuzz the parsers of outside text with cargo-fuzz (nightly; installs cargo-fuzz
+    /// when missing). Not part of CI: docs/results.md has the figures of a run.
+    Fuzz {
+        /// Targets to run, one after the other (default: all of fuzz/Cargo.toml).
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+}
+
+/// The fuzz targets of fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 5] = ["proc_files", "tracefs_format", "btf", "report_json", "cli_values"];
+
+/// `cargo +nightly fuzz run` each target for `seconds`, corpora kept in fuzz/corpus.
+fn fuzz(root: &Path, targets: &[String], seconds: u64) -> anyhow::Result<()> {
+    if !have("cargo-fuzz") {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets: Vec<String> = match targets.is_empty() {
+        true => FUZZ_TARGETS.iter().map(|t| t.to_string()).collect(),
+        false => targets.to_vec(),
+    };
+    for target in &targets {
+        // rustup's `cargo` proxy picks the toolchain; the CARGO of this xtask is stable's.
+        run(Command::new("cargo").current_dir(root.join("fuzz")).args(["+nightly", "fuzz", "run", target]).args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-print_final_stats=1",
+        ]))?;
+    }
+    Ok(())
 }
 
 /// The committed, stripped eBPF object that the `vmmtrace` binary embeds.
@@ -250,6 +282,7 @@ fn main() -> anyhow::Result<()> {
             let mut cmd = ebpf_cargo("clippy", &root.join("target/ebpf-clippy"))?;
             run(cmd.args(["--", "-D", "warnings"]))
         }
+        Cmd::Fuzz { targets, seconds } => fuzz(&root, &targets, seconds),
         Cmd::Bench => {
             setup()?;
             run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
