@@ -209,6 +209,40 @@ fn tracefs_not_mounted() {
     assert!(!out.exists());
 }
 
+/// Without the kvm tracepoints (hidden here by empty mounts over tracefs's
+/// events/kvm and events/kvmmmu in a private mount namespace, which is what vmmtrace
+/// sees on a kernel without the kvm module), the report says why each KVM probe is
+/// missing, and the host is traced as before.
+#[test]
+fn without_kvm_tracepoints_the_report_says_so_and_host_tracing_works() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let script = format!(
+        "mount -t tmpfs none /sys/kernel/tracing/events/kvm && mount -t tmpfs none /sys/kernel/tracing/events/kvmmmu \
+         && exec {} record -d 300ms --interval 0 -o {}",
+        vmmtrace_cmd!().get_program().to_string_lossy(),
+        out.display()
+    );
+    let o = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let r = read_report(&out);
+    let reason = |probe: &str| r.host.features.unavailable.iter().find(|u| u.probe == probe).map(|u| u.reason.clone());
+    for probe in ["kvm:kvm_exit", "kvm:kvm_entry", "kvm:kvm_userspace_exit"] {
+        let why = reason(probe).unwrap_or_else(|| panic!("{probe} not listed as unavailable"));
+        assert!(why.contains("is the kvm module loaded?"), "{probe}: {why}");
+    }
+    assert!(reason("kvm:kvm_emulate_insn").is_some());
+    assert!(stderr.contains("note: kvm:kvm_exit unavailable"), "{stderr}");
+    // The host is still traced: every CPU's time adds up, threads are there.
+    assert!(!r.threads.is_empty());
+    assert_eq!(r.dropped_events, 0);
+    for c in &r.cpus {
+        assert!(c.busy_ns + c.idle_ns > r.wall_ns / 2, "cpu {}: {} + {} of {}", c.cpu, c.busy_ns, c.idle_ns, r.wall_ns);
+    }
+}
+
 /// The pids whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
