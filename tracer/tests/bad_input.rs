@@ -203,9 +203,37 @@ proptest! {
     }
 }
 
+/// The input cargo-fuzz found: ranges that each pass join into one that did not.
+#[test]
+fn joined_ranges_read_back() {
+    let cpus = parse_cpu_list("661-65000,65001-69116").unwrap_or_default();
+    assert_eq!(parse_cpu_list(&format_cpu_list(&cpus)).unwrap_or_default(), cpus);
+}
+
 #[test]
 fn the_highest_address_ends_its_own_range() {
     assert_eq!(symbol_ranges("ffffffffffffffff T f\n", &["f"]), vec![(u64::MAX, u64::MAX)]);
+}
+
+proptest! {
+    // Lists of up to ~100,000 CPUs: few cases, to stay fast in a debug build.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// What parses reads back the same once formatted, also where ranges join into
+    /// one (cargo-fuzz found a list where they did not).
+    #[test]
+    fn parsed_cpu_lists_survive_a_format_round_trip(start in 0u32..100_000, pieces in prop::collection::vec((0u32..2, 20_000u32..33_000), 3)) {
+        let mut text = Vec::new();
+        let mut next = start;
+        for (gap, len) in pieces {
+            let first = next + gap;
+            text.push(format!("{first}-{}", first + len));
+            next = first + len + 1;
+        }
+        if let Ok(cpus) = parse_cpu_list(&text.join(",")) {
+            prop_assert_eq!(parse_cpu_list(&format_cpu_list(&cpus)).unwrap(), cpus);
+        }
+    }
 }
 
 #[test]
