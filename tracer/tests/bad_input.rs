@@ -142,6 +142,21 @@ proptest! {
         }
     }
 
+    /// The minimal BTF blob with a few bytes changed (the fuzzer found a type id past
+    /// the end this way).
+    #[test]
+    fn damaged_btf_never_panics(changes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+        let mut blob = include_bytes!("data/minimal.btf").to_vec();
+        for (at, byte) in changes {
+            let i = at.index(blob.len());
+            blob[i] = byte;
+        }
+        if let Ok(btf) = Btf::parse(blob) {
+            let _ = btf.member_offset("task_struct", "pid");
+            let _ = btf.typedef_proto_params("btf_trace_sched_switch");
+        }
+    }
+
     #[test]
     fn kallsyms_never_panics(s in any::<String>(), addr in any::<u64>()) {
         let _ = symbol_ranges(&s, &["f", "g"]);
@@ -234,6 +249,16 @@ proptest! {
             prop_assert_eq!(parse_cpu_list(&format_cpu_list(&cpus)).unwrap(), cpus);
         }
     }
+}
+
+/// A hand-made BTF blob (tests/data/minimal.btf, also the fuzzer's seed): `int`,
+/// `struct task_struct { int; int pid; }` and the typedef of a 5-argument
+/// `btf_trace_sched_switch` prototype.
+#[test]
+fn the_minimal_btf_gives_what_the_probes_need() {
+    let btf = Btf::parse(include_bytes!("data/minimal.btf").to_vec()).unwrap();
+    assert_eq!(btf.member_offset("task_struct", "pid").unwrap(), 4);
+    assert_eq!(btf.typedef_proto_params("btf_trace_sched_switch").unwrap(), 5);
 }
 
 #[test]

@@ -52,7 +52,7 @@ enum Cmd {
 /// The fuzz targets of fuzz/Cargo.toml.
 const FUZZ_TARGETS: [&str; 5] = ["proc_files", "tracefs_format", "btf", "report_json", "cli_values"];
 
-/// `cargo +nightly fuzz run` each target for `seconds`, corpora kept in fuzz/corpus.
+/// `cargo +nightly fuzz run` each target for `seconds`, from the seeds of fuzz/seeds.
 fn fuzz(root: &Path, targets: &[String], seconds: u64) -> anyhow::Result<()> {
     if !have("cargo-fuzz") {
         run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
@@ -62,12 +62,17 @@ fn fuzz(root: &Path, targets: &[String], seconds: u64) -> anyhow::Result<()> {
         false => targets.to_vec(),
     };
     for target in &targets {
+        // New inputs go to fuzz/corpus/TARGET (not committed); fuzz/seeds/TARGET holds
+        // the committed seeds (real files of this host, a hand-made BTF blob).
+        let corpus = format!("corpus/{target}");
+        std::fs::create_dir_all(root.join("fuzz").join(&corpus))?;
+        let mut cmd = Command::new("cargo");
         // rustup's `cargo` proxy picks the toolchain; the CARGO of this xtask is stable's.
-        run(Command::new("cargo").current_dir(root.join("fuzz")).args(["+nightly", "fuzz", "run", target]).args([
-            "--",
-            &format!("-max_total_time={seconds}"),
-            "-print_final_stats=1",
-        ]))?;
+        cmd.current_dir(root.join("fuzz")).args(["+nightly", "fuzz", "run", target, &corpus]);
+        if root.join("fuzz/seeds").join(target).is_dir() {
+            cmd.arg(format!("seeds/{target}"));
+        }
+        run(cmd.args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"]))?;
     }
     Ok(())
 }
