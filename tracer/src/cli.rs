@@ -121,7 +121,12 @@ fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {
     if secs > 366.0 * 86400.0 {
         return Err(format!("'{s}' is longer than a year"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let duration = Duration::from_secs_f64(secs);
+    // Under a nanosecond rounds to zero (cargo-fuzz found "0.000...01m").
+    if duration.is_zero() && !allow_zero {
+        return Err(format!("'{s}' is shorter than a nanosecond: give how long, e.g. 10 or 500ms"));
+    }
+    Ok(duration)
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -148,6 +153,9 @@ mod tests {
         assert!(parse_duration("NaN").is_err());
         assert!(parse_duration("1e12").is_err());
         assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1e-12").unwrap_err().contains("shorter than a nanosecond"));
+        assert!(parse_duration("0.0000000000001m").is_err());
+        assert_eq!(parse_duration_or_zero("1e-12").unwrap(), Duration::ZERO);
     }
 
     #[test]

@@ -172,6 +172,14 @@ proptest! {
         prop_assert!(e.contains("not a positive duration") || e.contains("not a duration"), "{}", e);
     }
 
+    /// A duration that parses is never zero, however small the number.
+    #[test]
+    fn tiny_durations_are_refused_or_positive(exp in 0u32..200, unit in prop::sample::select(vec!["", "ms", "s", "m", "h"])) {
+        if let Ok(d) = parse_duration(&format!("1e-{exp}{unit}")) {
+            prop_assert!(!d.is_zero());
+        }
+    }
+
     #[test]
     fn whole_milliseconds_read_back(ms in 1u64..86_400_000) {
         prop_assert_eq!(parse_duration(&format!("{ms}ms")).unwrap().as_millis() as u64, ms);
