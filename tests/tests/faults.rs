@@ -10,7 +10,7 @@ use std::{
 };
 
 use vmmtrace::report::Report;
-use vmmtrace_tests::{require_root, vmmtrace_cmd};
+use vmmtrace_tests::{CopyForAnyone, require_root, vmmtrace_cmd};
 
 fn read_report(path: &Path) -> Report {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -181,7 +181,8 @@ fn tracefs_not_mounted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = dir.path().join("r.json");
-    let vmmtrace = vmmtrace_cmd!().get_program().to_string_lossy().into_owned();
+    let copy = CopyForAnyone::of(vmmtrace_cmd!().get_program().as_ref());
+    let vmmtrace = copy.path.display();
     let in_namespace_without_tracefs = |then: &str| {
         let script = format!(
             "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; \

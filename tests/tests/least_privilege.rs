@@ -5,11 +5,11 @@
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Output};
 
 use vmmtrace::{probe::privileges::REQUIRED, report::Report};
-use vmmtrace_tests::{require_root, vmmtrace_cmd};
+use vmmtrace_tests::{CopyForAnyone, require_root, vmmtrace_cmd};
 
 /// `vmmtrace record -d 300ms -o out` as user nobody with exactly `caps` (setpriv
 /// names: "bpf", "perfmon", ...), as effective, permitted and ambient capabilities.
-fn record_as_nobody(caps: &[String], out: &Path) -> Output {
+fn record_as_nobody(vmmtrace: &Path, caps: &[String], out: &Path) -> Output {
     let list: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
     let list = list.join(",");
     let mut cmd = std::process::Command::new("setpriv");
@@ -17,8 +17,7 @@ fn record_as_nobody(caps: &[String], out: &Path) -> Output {
     if !caps.is_empty() {
         cmd.arg(format!("--inh-caps={list}")).arg(format!("--ambient-caps={list}"));
     }
-    let vmmtrace = vmmtrace_cmd!();
-    cmd.arg(vmmtrace.get_program()).args(["record", "-d", "300ms", "--interval", "0", "-o"]).arg(out);
+    cmd.arg(vmmtrace).args(["record", "-d", "300ms", "--interval", "0", "-o"]).arg(out);
     cmd.output().expect("run setpriv")
 }
 
@@ -36,9 +35,10 @@ fn record_runs_with_exactly_the_documented_capabilities_and_names_each_one_dropp
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let all: Vec<String> = REQUIRED.iter().map(|c| setpriv_name(c.name)).collect();
+    let vmmtrace = CopyForAnyone::of(vmmtrace_cmd!().get_program().as_ref());
 
     let out = dir.path().join("all.json");
-    let o = record_as_nobody(&all, &out);
+    let o = record_as_nobody(&vmmtrace.path, &all, &out);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "record with {all:?} failed: {stderr}");
     let report = Report::from_json(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -48,7 +48,7 @@ fn record_runs_with_exactly_the_documented_capabilities_and_names_each_one_dropp
     for dropped in REQUIRED {
         let rest: Vec<String> = all.iter().filter(|c| **c != setpriv_name(dropped.name)).cloned().collect();
         let out = dir.path().join(format!("without-{}.json", dropped.name));
-        let o = record_as_nobody(&rest, &out);
+        let o = record_as_nobody(&vmmtrace.path, &rest, &out);
         let stderr = String::from_utf8_lossy(&o.stderr);
         eprintln!("without {}: {}", dropped.name, stderr.trim());
         assert_eq!(o.status.code(), Some(1), "without {}: {stderr}", dropped.name);
@@ -71,10 +71,11 @@ fn unreadable_tracefs_is_not_called_unmounted() {
         eprintln!("skipped: /sys/kernel/tracing is not a tracefs only root may read here (mode {mode:o})");
         return;
     }
+    let vmmtrace = CopyForAnyone::of(vmmtrace_cmd!().get_program().as_ref());
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=+bpf,+perfmon,+sys_ptrace"])
         .arg("--ambient-caps=+bpf,+perfmon,+sys_ptrace")
-        .arg(vmmtrace_cmd!().get_program())
+        .arg(&vmmtrace.path)
         .arg("check")
         .output()
         .unwrap();
