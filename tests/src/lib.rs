@@ -57,6 +57,45 @@ macro_rules! require_kvm {
     };
 }
 
+/// A `std::process::Command` for the current `vmmtrace` binary (built with these
+/// tests as `vmmtrace-under-test`, from tracer/src/main.rs). A macro, because
+/// cargo tells its path only to the test files themselves.
+#[macro_export]
+macro_rules! vmmtrace_cmd {
+    () => {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vmmtrace-under-test"))
+    };
+}
+
+/// A copy of a binary that any user may run, removed when dropped: the tests that run
+/// vmmtrace as another user cannot rely on the build tree being open to them (a
+/// clone under /root is not).
+pub struct CopyForAnyone {
+    dir: std::path::PathBuf,
+    pub path: std::path::PathBuf,
+}
+
+impl CopyForAnyone {
+    pub fn of(binary: &std::path::Path) -> CopyForAnyone {
+        use std::os::unix::fs::PermissionsExt as _;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vmmtrace-for-anyone.{}.{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for the copy");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join(binary.file_name().expect("a binary's file name"));
+        std::fs::copy(binary, &path).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CopyForAnyone { dir, path }
+    }
+}
+
+impl Drop for CopyForAnyone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The probes attached and host discovery started, holding this binary's session lock.

@@ -26,6 +26,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Say what is wrong in a report, in plain words, most costly first, with remedies.
     Diagnose(DiagnoseArgs),
+    /// Preflight: whether each part of vmmtrace works on this host, why not, and what to do.
+    /// Exits with 1 when `record` could not run.
+    Check(CheckArgs),
     /// Run a real KVM micro-VM (no image needed): vCPU threads running bzip2 or a compute
     /// loop at native speed, with a QEMU-like emulator thread; prints its ground truth as JSON.
     Microvm(microvm::cli::MicrovmArgs),
@@ -41,18 +44,20 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C or SIGTERM. \
+    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C, SIGTERM or SIGHUP. \
 With a command, vmmtrace exits with the command's exit code."
 )]
 pub struct RecordArgs {
     /// Stop after this long: seconds (e.g. 10, 2.5) or with a unit (500ms, 30s, 2m).
-    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    // allow_hyphen_values: `-d -5` reaches parse_duration, which says why it is
+    // refused, instead of clap's "unexpected argument '-5'".
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Where to write the JSON report.
     #[arg(short, long, value_name = "FILE", default_value = "vmmtrace-report.json")]
     pub output: PathBuf,
     /// Seconds between live summary lines on stderr (0 = none).
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration_or_zero)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration_or_zero, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Threads to list in the summary at the end.
     #[arg(long, default_value_t = 10)]
@@ -126,6 +131,13 @@ impl DiagnoseArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Check without the KVM probes, as `record --no-kvm` would run.
+    #[arg(long)]
+    pub no_kvm: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Pipe round trips per measurement (each is two context switches).
     #[arg(long, default_value_t = 100_000)]
@@ -194,12 +206,20 @@ fn parse_duration_inner(s: &str, allow_zero: bool) -> Result<Duration, String> {
         .map_err(|_| format!("'{s}' is not a duration: give seconds (10, 2.5) or a number with ms, s, m or h"))?;
     let secs = v * mult;
     if !secs.is_finite() || secs < 0.0 || (secs == 0.0 && !allow_zero) {
-        return Err(format!("'{s}' is not a positive duration"));
+        return Err(match allow_zero {
+            true => format!("'{s}' is not a duration of 0 or more seconds (e.g. 0, 1, 500ms)"),
+            false => format!("'{s}' is not a positive duration: give how long, e.g. 10 or 500ms"),
+        });
     }
     if secs > 366.0 * 86400.0 {
         return Err(format!("'{s}' is longer than a year"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let duration = Duration::from_secs_f64(secs);
+    // Under a nanosecond rounds to zero (cargo-fuzz found "0.000...01m").
+    if duration.is_zero() && !allow_zero {
+        return Err(format!("'{s}' is shorter than a nanosecond: give how long, e.g. 10 or 500ms"));
+    }
+    Ok(duration)
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -226,6 +246,9 @@ mod tests {
         assert!(parse_duration("NaN").is_err());
         assert!(parse_duration("1e12").is_err());
         assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1e-12").unwrap_err().contains("shorter than a nanosecond"));
+        assert!(parse_duration("0.0000000000001m").is_err());
+        assert_eq!(parse_duration_or_zero("1e-12").unwrap(), Duration::ZERO);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod diagnose;
 pub mod error;

@@ -110,6 +110,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Check(a) => {
+            let opts = ProbeOptions { kvm: !a.no_kvm, ..Default::default() };
+            let preflight = tokio::task::spawn_blocking(move || vmmtrace::check::run(&opts)).await?;
+            print!("{}", vmmtrace::check::render(&preflight));
+            Ok(if preflight.record_can_run() { 0 } else { 1 })
+        }
         Command::Bench(a) => bench(a).await,
         Command::Experiment(a) => experiment(a).await,
         Command::Microvm(_) | Command::Qemu(_) => unreachable!("handled before the runtime starts"),

@@ -123,6 +123,8 @@ fn bad_input_fails_before_tracing_with_a_clear_message() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["record".into(), "-d".into(), "soon".into()], "not a duration"),
         (vec!["record".into(), "--duration=-3".into()], "not a positive duration"),
+        (vec!["record".into(), "-d".into(), "-5".into()], "'-5' is not a positive duration"),
+        (vec!["record".into(), "--interval".into(), "-1".into()], "'-1' is not a duration of 0 or more seconds"),
         (
             vec![
                 "record".into(),
@@ -145,6 +147,9 @@ fn bad_input_fails_before_tracing_with_a_clear_message() {
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        // The cause is said once (it once read "... (os error 2) (choose another
+        // --output): No such file or directory (os error 2)").
+        assert!(err.matches("os error").count() <= 1, "{args:?}: {err}");
     }
 }
 

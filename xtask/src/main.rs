@@ -57,6 +57,43 @@ enum Cmd {
         #[arg(long, default_value = "docs/img/report-index.png")]
         screenshot: PathBuf,
     },
+    /// Fuzz the parsers of outside text with cargo-fuzz (nightly; installs cargo-fuzz
+    /// when missing). Not part of CI: docs/results.md has the figures of a run.
+    Fuzz {
+        /// Targets to run, one after the other (default: all of fuzz/Cargo.toml).
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+}
+
+/// The fuzz targets of fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 5] = ["proc_files", "tracefs_format", "btf", "report_json", "cli_values"];
+
+/// `cargo +nightly fuzz run` each target for `seconds`, from the seeds of fuzz/seeds.
+fn fuzz(root: &Path, targets: &[String], seconds: u64) -> anyhow::Result<()> {
+    if !have("cargo-fuzz") {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets: Vec<String> = match targets.is_empty() {
+        true => FUZZ_TARGETS.iter().map(|t| t.to_string()).collect(),
+        false => targets.to_vec(),
+    };
+    for target in &targets {
+        // New inputs go to fuzz/corpus/TARGET (not committed); fuzz/seeds/TARGET holds
+        // the committed seeds (real files of this host, a hand-made BTF blob).
+        let corpus = format!("corpus/{target}");
+        std::fs::create_dir_all(root.join("fuzz").join(&corpus))?;
+        let mut cmd = Command::new("cargo");
+        // rustup's `cargo` proxy picks the toolchain; the CARGO of this xtask is stable's.
+        cmd.current_dir(root.join("fuzz")).args(["+nightly", "fuzz", "run", target, &corpus]);
+        if root.join("fuzz/seeds").join(target).is_dir() {
+            cmd.arg(format!("seeds/{target}"));
+        }
+        run(cmd.args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"]))?;
+    }
+    Ok(())
 }
 
 /// The committed, stripped eBPF object that the `vmmtrace` binary embeds.
@@ -282,6 +319,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd.args(["--", "-D", "warnings"]))
         }
         Cmd::BrowserCheck { report, screenshot } => browser::check(&root, &root.join(report), &root.join(screenshot)),
+        Cmd::Fuzz { targets, seconds } => fuzz(&root, &targets, seconds),
         Cmd::Bench => {
             setup()?;
             run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;

@@ -45,7 +45,8 @@ use std::path::PathBuf;
 pub use discovery::{Discovery, thread_meta};
 pub use names::{VmmKind, VmmThreadKind, vmm_thread_kind};
 pub use parse::{
-    CpuListError, PF_KTHREAD, Stat, comm_from_bytes, format_cpu_list, in_kvm_run, parse_cpu_list, parse_stat,
+    CpuListError, PF_KTHREAD, Stat, Status, comm_from_bytes, format_cpu_list, in_kvm_run, parse_cmdline,
+    parse_cpu_list, parse_stat, parse_status,
 };
 pub use procfs::{HostPaths, clock_tick_ns, kernel_string};
 pub use roles::with_workload;

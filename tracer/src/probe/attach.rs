@@ -174,7 +174,8 @@ fn choose_sched_switch(opts: &ProbeOptions, features: &mut Features) -> Option<u
     }
 }
 
-fn btf_pid_offset() -> Result<u32, String> {
+/// `task_struct.pid`'s offset where tp_btf sched_switch is usable, else why not.
+pub fn btf_pid_offset() -> Result<u32, String> {
     let btf = btf::Btf::from_sys_fs().map_err(|e| chain(&e))?;
     let params = btf.typedef_proto_params("btf_trace_sched_switch").map_err(|e| e.to_string())?;
     let offset = btf.member_offset("task_struct", "pid").map_err(|e| e.to_string())?;

@@ -121,23 +121,33 @@ impl Btf {
             .by_name
             .get(&(name.to_string(), KIND_STRUCT))
             .ok_or_else(|| BtfError::NoType(format!("struct {name}")))?;
-        self.find_member(id, member, 0)?
+        self.find_member(id, member, 0, 0)?
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember(name.into(), member.into()))
     }
 
-    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Result<Option<u32>, BtfError> {
-        let t = self.types.get(id as usize).ok_or(BtfError::Malformed("type id"))?;
+    /// Type `id`; an error for an id past the last type (BTF from outside may say anything).
+    fn ty(&self, id: u32) -> Result<&Type, BtfError> {
+        self.types.get(id as usize).ok_or(BtfError::Malformed("type id"))
+    }
+
+    /// `depth` bounds the nesting of anonymous members: a struct that contains itself
+    /// would otherwise recurse without end.
+    fn find_member(&self, id: u32, member: &str, base_bits: u32, depth: u32) -> Result<Option<u32>, BtfError> {
+        if depth > 32 {
+            return Err(BtfError::Malformed("anonymous members nested too deep"));
+        }
+        let t = self.ty(id)?;
         for i in 0..t.vlen as usize {
             let m = t.extra + 12 * i;
             let name_off = u32_at(&self.data, m)?;
             let mtype = u32_at(&self.data, m + 4)?;
             let raw = u32_at(&self.data, m + 8)?;
-            let bits = base_bits + if t.kind_flag { raw & 0xff_ffff } else { raw };
+            let bits = base_bits.saturating_add(if t.kind_flag { raw & 0xff_ffff } else { raw });
             if name_off == 0 {
                 let inner = self.skip_modifiers(mtype)?;
-                if matches!(self.types[inner as usize].kind, KIND_STRUCT | KIND_UNION)
-                    && let Some(b) = self.find_member(inner, member, bits)?
+                if matches!(self.ty(inner)?.kind, KIND_STRUCT | KIND_UNION)
+                    && let Some(b) = self.find_member(inner, member, bits, depth + 1)?
                 {
                     return Ok(Some(b));
                 }
@@ -150,7 +160,7 @@ impl Btf {
 
     fn skip_modifiers(&self, mut id: u32) -> Result<u32, BtfError> {
         for _ in 0..32 {
-            let t = self.types.get(id as usize).ok_or(BtfError::Malformed("type id"))?;
+            let t = self.ty(id)?;
             match t.kind {
                 8..=11 | 18 => id = t.size_or_type, // typedef, volatile, const, restrict, type_tag
                 _ => return Ok(id),
@@ -166,10 +176,10 @@ impl Btf {
             .by_name
             .get(&(typedef.to_string(), KIND_TYPEDEF))
             .ok_or_else(|| BtfError::NoType(format!("typedef {typedef}")))?;
-        let mut t = &self.types[id as usize];
+        let mut t = self.ty(id)?;
         for _ in 0..8 {
             match t.kind {
-                KIND_TYPEDEF | KIND_PTR => t = &self.types[t.size_or_type as usize],
+                KIND_TYPEDEF | KIND_PTR => t = self.ty(t.size_or_type)?,
                 KIND_FUNC_PROTO => return Ok(t.vlen),
                 _ => break,
             }
@@ -212,6 +222,35 @@ mod tests {
         assert!(matches!(b.member_offset("s", "nope"), Err(BtfError::NoMember(..))));
         assert!(matches!(b.member_offset("nope", "a"), Err(BtfError::NoType(..))));
         assert_eq!(b.typedef_proto_params("t").unwrap(), 3);
+    }
+
+    /// BTF built from `types` (u32 words) and the strings of `blob`.
+    fn blob_with(types: &[u32]) -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0pid\0t\0";
+        let ty: Vec<u8> = types.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut d = vec![0x9f, 0xeb, 1, 0];
+        for v in [24u32, 0, ty.len() as u32, ty.len() as u32, strings.len() as u32] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&ty);
+        d.extend_from_slice(strings);
+        d
+    }
+
+    /// Found by cargo-fuzz (btf target): a pointer to a type id past the last type.
+    #[test]
+    fn a_type_id_past_the_end_is_an_error() {
+        let b = Btf::parse(blob_with(&[13, KIND_TYPEDEF << 24, 2, 0, KIND_PTR << 24, 63229])).unwrap();
+        assert!(matches!(b.typedef_proto_params("t"), Err(BtfError::Malformed("type id"))));
+        let b = Btf::parse(blob_with(&[5, (KIND_STRUCT << 24) | 1, 4, 0, 77, 0])).unwrap();
+        assert!(matches!(b.member_offset("s", "pid"), Err(BtfError::Malformed("type id"))));
+    }
+
+    /// A struct whose anonymous member is itself does not recurse without end.
+    #[test]
+    fn a_struct_that_contains_itself_is_an_error() {
+        let b = Btf::parse(blob_with(&[5, (KIND_STRUCT << 24) | 1, 4, 0, 1, 0])).unwrap();
+        assert!(matches!(b.member_offset("s", "pid"), Err(BtfError::Malformed(_))));
     }
 
     #[test]

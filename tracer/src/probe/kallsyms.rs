@@ -27,7 +27,7 @@ pub fn symbol_ranges(kallsyms: &str, names: &[&str]) -> Vec<(u64, u64)> {
         .map(|n| match found.get(n) {
             Some(&start) => {
                 let i = addrs.partition_point(|&x| x <= start);
-                (start, addrs.get(i).copied().unwrap_or(start + 1))
+                (start, addrs.get(i).copied().unwrap_or(start.saturating_add(1)))
             }
             None => (0, 0),
         })

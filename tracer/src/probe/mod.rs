@@ -9,7 +9,7 @@ mod attach;
 pub mod btf;
 pub mod kallsyms;
 mod maps;
-mod privileges;
+pub mod privileges;
 pub mod table;
 pub mod tracefs;
 
@@ -23,6 +23,7 @@ use tracer_common::{
     ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
 };
 
+pub use attach::btf_pid_offset;
 pub use maps::watch_self_raw;
 pub use privileges::check_privileges;
 
@@ -34,9 +35,10 @@ static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!("../../ebpf/tracer-ebpf.o")
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "vmmtrace needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load its eBPF probes: run it with sudo"
+        "missing capabilities: {missing}: run it as root, or `setcap {setcap} vmmtrace` (docs/user-guide.md, Least privilege)",
+        setcap = privileges::SETCAP
     )]
-    NotPrivileged,
+    NotPrivileged { missing: String },
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
     #[error("loading the eBPF programs failed")]

@@ -9,9 +9,17 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
     #[error(
-        "tracefs is not mounted: mount it with `mount -t tracefs nodev /sys/kernel/tracing` (vmmtrace tries this itself as root)"
+        "tracefs is not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing: mount it as root with `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     NotMounted,
+    #[error(
+        "tracefs is not mounted, and mounting it at /sys/kernel/tracing failed (as root: `mount -t tracefs nodev /sys/kernel/tracing`)"
+    )]
+    MountFailed(#[source] std::io::Error),
+    #[error(
+        "tracefs is mounted at {path} but this user (uid {uid}) cannot read it: grant CAP_DAC_READ_SEARCH or run as root"
+    )]
+    Unreadable { path: String, uid: u32 },
     #[error("tracepoint {0} does not exist on this kernel")]
     NoTracepoint(String),
     #[error("tracepoint {tp} has no field {field} (kernel too old or too new?)")]
@@ -71,20 +79,47 @@ pub fn parse_format(text: &str) -> Result<Format, String> {
     Ok(f)
 }
 
+/// Where tracefs is usually mounted, the preferred place first.
+pub const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracefs mount point, without mounting anything: `NotMounted` where no mount
+/// point has tracefs, `Unreadable` where one exists that this user may not read
+/// (tracefs is mode 0700 root: a user with only CAP_BPF and CAP_PERFMON gets EACCES).
+pub fn find_root() -> Result<PathBuf, TracefsError> {
+    let mut unreadable = None;
+    for p in MOUNT_POINTS {
+        match std::fs::read_dir(Path::new(p).join("events")) {
+            Ok(_) => return Ok(PathBuf::from(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                unreadable.get_or_insert(p);
+            }
+            Err(_) => {}
+        }
+    }
+    match unreadable {
+        Some(p) => Err(TracefsError::Unreadable { path: p.into(), uid: current_uid() }),
+        None => Err(TracefsError::NotMounted),
+    }
+}
+
 /// The tracefs mount point, mounting it at /sys/kernel/tracing when absent.
 pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        if Path::new(p).join("events").is_dir() {
-            return Ok(PathBuf::from(p));
-        }
+    match find_root() {
+        Err(TracefsError::NotMounted) => {}
+        found => return found,
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: mount(2) with constant NUL-terminated strings and no data.
     let rc = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
-    if rc == 0 && Path::new("/sys/kernel/tracing/events").is_dir() {
-        return Ok(PathBuf::from("/sys/kernel/tracing"));
+    if rc != 0 {
+        return Err(TracefsError::MountFailed(std::io::Error::last_os_error()));
     }
-    Err(TracefsError::NotMounted)
+    find_root()
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
 }
 
 /// Reads and parses `events/<category>/<name>/format`.

@@ -55,6 +55,34 @@ enum End {
     Signal(i32),
 }
 
+/// The signals that end a trace with a report: Ctrl-C, SIGTERM (systemd's stop) and
+/// SIGHUP (the terminal closed), whose default action would lose the trace.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let on = |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("install the {name} handler"));
+        Ok(Signals {
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The next of them to arrive.
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
 /// A trace in progress.
 struct Tracing {
     probes: Probes,
@@ -68,10 +96,9 @@ struct Tracing {
 
 pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     check_before_tracing(&opts)?;
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut signals = Signals::install()?;
     let mut tracing = start(&opts)?;
-    let end = tracing.run(&opts, &mut sigint, &mut sigterm).await?;
+    let end = tracing.run(&opts, &mut signals).await?;
     let Tracing { probes, discovery, started_unix_s, child, timeline, .. } = tracing;
     let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
     report.timeline = Some(timeline.finish());
@@ -93,7 +120,11 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
         exit_code = 128 + sig;
     }
     let json = serde_json::to_vec_pretty(&report)?;
-    report::write_atomic(&opts.output, &json)?;
+    if let Err(e) = report::write_atomic(&opts.output, &json) {
+        // What was measured is not lost without a word: the summary still shows it.
+        eprint!("{}", report::render_text(&report, 10));
+        return Err(e.into());
+    }
     Ok(RecordOutcome { report, exit_code, interrupted })
 }
 
@@ -135,7 +166,7 @@ fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
 impl Tracing {
     /// Traces until the duration is over, the command exits or a signal arrives;
     /// meanwhile discovers the host every second and prints the live summary.
-    async fn run(&mut self, opts: &RecordOptions, sigint: &mut Signal, sigterm: &mut Signal) -> anyhow::Result<End> {
+    async fn run(&mut self, opts: &RecordOptions, signals: &mut Signals) -> anyhow::Result<End> {
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         // Discovery runs every second even without live output, to see VMs that come and go.
         let interval = opts.live_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
@@ -159,8 +190,7 @@ impl Tracing {
             tokio::select! {
                 st = child_wait => return Ok(End::CommandExited(st.context("waiting for the command")?)),
                 _ = sleep => return Ok(End::Duration),
-                _ = sigint.recv() => return Ok(End::Signal(libc::SIGINT)),
-                _ = sigterm.recv() => return Ok(End::Signal(libc::SIGTERM)),
+                sig = signals.recv() => return Ok(End::Signal(sig)),
                 _ = ticker.tick() => {
                     let now = live::live_snapshot(&self.probes)?;
                     self.discovery.observe(&now);

@@ -13,7 +13,9 @@ pub struct WriteError {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory,
-/// fsync, then rename over the target. A reader sees the old file or the new one.
+/// fsync, rename over the target, fsync the directory (so that the rename itself
+/// survives a crash). A reader sees the old file or the new one; on a full disk the
+/// old one stays and the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let err = |source| WriteError { path: path.to_path_buf(), source };
     let dir = match path.parent() {
@@ -26,7 +28,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
