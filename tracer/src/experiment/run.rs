@@ -476,6 +476,14 @@ fn run_step(
         std::fs::File::create(&step.stdout).with_context(|| format!("cannot create {}", step.stdout.display()))?;
     let mut cmd = std::process::Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..]).stdin(stdin).stdout(stdout).stderr(Stdio::null());
+    // The forked child is born where its parent runs, and runs there until pre_exec
+    // pins it: born on another job's CPU, it would take that job's CPU for a moment.
+    // So this job thread forks from the job's CPUs, then floats again (it must not
+    // share the job's CPU when it wakes to read the kernel's counts at the job's exit).
+    let floating = available_cpus();
+    if !crate::sys::set_affinity(0, &launch.affinity) {
+        bail!("cannot move the job's thread to CPUs {:?}", launch.affinity);
+    }
     let mask = cpu_set(&launch.affinity);
     // SAFETY: between fork and exec the closure makes raw syscalls only (getpid, bpf,
     // sched_setaffinity) on data it owns.
@@ -490,7 +498,9 @@ fn run_step(
     }
     let mut child = {
         let mut l = live.lock().unwrap_or_else(|e| e.into_inner());
-        let c = cmd.spawn().with_context(|| format!("cannot start {}", launch.argv[0]))?;
+        let c = cmd.spawn().with_context(|| format!("cannot start {}", launch.argv[0]));
+        crate::sys::set_affinity(0, &floating);
+        let c = c?;
         l.push(c.id());
         c
     };
