@@ -18,8 +18,9 @@ fn check_as_root_says_record_can_run_and_covers_every_probe() {
         .map(|r| r.probe())
         .chain(KVM_EVENT_SLOTS.iter().map(|e| format!("{}:{}", e.category, e.name)));
     for probe in names {
-        // The classic sched_switch is attached only where tp_btf is not.
-        if probe == "sched:sched_switch" {
+        // The classic sched_switch and sched_wakeup(_new) are attached only where their
+        // tp_btf siblings are not.
+        if ["sched:sched_switch", "sched:sched_wakeup", "sched:sched_wakeup_new"].contains(&probe.as_str()) {
             continue;
         }
         assert!(probe_lines.iter().any(|l| l.contains(&probe)), "no line for {probe}:\n{text}");
