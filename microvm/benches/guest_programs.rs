@@ -96,7 +96,7 @@ fn guest(c: &Case, out: &Path, kvm: bool, cpu: usize) -> GuestRun {
             wall_s: t.elapsed().as_secs_f64(),
             syscalls: r.syscalls.total,
             io_exits: v.exits.get("io").copied().unwrap_or(0),
-            kvm_runs: v.kvm_run_calls,
+            kvm_runs: v.vmm.kvm_run_calls,
             vmm_s: r.syscalls.by_name.values().map(|s| s.vmm_ns).sum::<u64>() as f64 / 1e9,
         }
     } else {

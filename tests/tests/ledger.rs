@@ -256,7 +256,7 @@ fn a_vcpu_sharing_its_cpu_with_a_busy_emulator_loses_it_to_the_emulator() {
     let run_delay = watcher.join().unwrap();
     let report = session.finish();
     assert_eq!(report.dropped_events, 0);
-    eprintln!("guest ran {:.0} ms, {} exits", truth.vcpus[0].elapsed_ns as f64 / 1e6, truth.vcpus[0].kvm_run_calls);
+    eprintln!("guest ran {:.0} ms, {} exits", truth.vcpus[0].elapsed_ns as f64 / 1e6, truth.vcpus[0].vmm.kvm_run_calls);
 
     for tid in [vcpu, emulator] {
         let th = thread(&report, tid);
