@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::generate_text;
 use microvm::guest_program::{self, Policy, ProgramConfig, ProgramSpec, ptrace};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
@@ -42,24 +46,6 @@ struct GuestRun {
     io_exits: u64,
     kvm_runs: u64,
     vmm_s: f64,
-}
-
-fn generate_text(path: &Path, bytes: usize) {
-    let words = ["kvm", "guest", "exit", "vcpu", "bzip2", "trace", "host", "emulator", "qemu", "ring"];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(bytes + 16);
-    while out.len() < bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(words[(x % 10) as usize].as_bytes());
-        out.push(if x.is_multiple_of(13) { b'\n' } else { b' ' });
-        if x.is_multiple_of(7) {
-            out.extend_from_slice(format!("{}", x % 100_000).as_bytes());
-        }
-    }
-    out.truncate(bytes);
-    std::fs::write(path, out).unwrap();
 }
 
 fn native(c: &Case, out: &Path) -> f64 {

@@ -299,6 +299,14 @@ fn emulator_loop_of(sh: &vm::Shared, rx: Receiver<emulator::EmuMsg>, tid: u32, n
     emulator::emulator_loop(&sh.mem, sh.cfg.vcpus, sh.cfg.emulator_hz, scan, rx, tid, name)
 }
 
+/// Why this host cannot run a KVM guest, or None. Some hosts have no /dev/kvm (this
+/// build machine at times: its PVM backend refuses to bind on a kernel with page-table
+/// isolation on); tests that need one print this and skip.
+pub fn no_kvm() -> Option<&'static str> {
+    (!std::path::Path::new("/dev/kvm").exists())
+        .then_some("/dev/kvm does not exist on this host (dmesg says why KVM did not load)")
+}
+
 /// Creates and starts a VM in the background (vCPUs in KVM_RUN on return).
 pub fn spawn(cfg: &Config) -> Result<RunningVm, Error> {
     Vm::create(cfg)?.start()

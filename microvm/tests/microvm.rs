@@ -14,8 +14,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// returns) with the reason printed: some hosts have no KVM at all (here, when the PVM
 /// backend refuses to bind on a kernel with page-table isolation on).
 fn kvm_serial() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm does not exist on this host (dmesg says why KVM did not load)");
+    if let Some(why) = microvm::no_kvm() {
+        eprintln!("SKIPPED: {why}");
         return None;
     }
     Some(serial())
