@@ -19,7 +19,16 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let guest = manifest_dir.join("guest");
     let bz = guest_build::bzip2_src("MICROVM_BZIP2_SRC");
-    for f in ["stub.S", "guest_rt.c", "freestanding.h", "workload.c", "workload.h", "layout.h", "host_rt.c"] {
+    for f in [
+        "stub.S",
+        "exception_stubs.inc",
+        "guest_rt.c",
+        "freestanding.h",
+        "workload.c",
+        "workload.h",
+        "layout.h",
+        "host_rt.c",
+    ] {
         println!("cargo:rerun-if-changed=guest/{f}");
     }
     println!("cargo:rerun-if-changed=build.rs");

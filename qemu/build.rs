@@ -15,8 +15,8 @@ use std::{
 
 use guest_build::BZ_FILES;
 
-/// The micro-VM's guest sources: its workload and the freestanding C runtime (one
-/// home for both: see microvm/guest/).
+/// The micro-VM's guest sources: its workload, the freestanding C runtime and the
+/// exception entry stubs (one home for each: see microvm/guest/).
 const MICROVM_GUEST_DIR: &str = "../microvm/guest";
 
 fn main() {
@@ -27,7 +27,7 @@ fn main() {
     for f in ["boot.S", "user.c", "layout.h", "guest.ld"] {
         println!("cargo:rerun-if-changed=guest/{f}");
     }
-    for f in ["workload.c", "workload.h", "freestanding.h"] {
+    for f in ["workload.c", "workload.h", "freestanding.h", "exception_stubs.inc"] {
         println!("cargo:rerun-if-changed={}", Path::new(MICROVM_GUEST_DIR).join(f).display());
     }
     let bz = guest_build::bzip2_src("VMM_QEMU_BZIP2_SRC");
