@@ -16,20 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use bench::{env_u64, median};
 use common::generate_text;
 use microvm::guest_program::{self, Policy, ProgramConfig, ProgramSpec, ptrace};
 
+#[path = "common/mod.rs"]
+mod bench;
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// One program to compare: command, stdin file.
 struct Case {
@@ -152,9 +146,9 @@ fn main() {
         println!(
             "{:<6} {:>9.3} {:>9.3} {:>6.3}x {:>9} {:>9} {:>9} {:>11.0} {:>9.3}",
             c.name,
-            median(&mut nat),
-            median(&mut gst),
-            median(&mut rat),
+            median(&nat),
+            median(&gst),
+            median(&rat),
             g.syscalls,
             g.io_exits,
             g.kvm_runs,
