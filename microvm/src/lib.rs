@@ -84,7 +84,7 @@ impl Default for Config {
 impl Config {
     /// Checks the options; the error says which one is wrong and what is allowed.
     pub fn validate(&self) -> Result<(), Error> {
-        let job = JobOptions {
+        let options = JobOptions {
             vcpus: self.vcpus,
             max_vcpus: layout::MAX_VCPUS,
             work: self.work,
@@ -93,7 +93,7 @@ impl Config {
             loop_unit_iters: self.loop_unit_iters,
             cpu_lists: [("--pin-vcpus", self.pin_vcpus.as_deref()), ("--pin-emulator", self.pin_emulator.as_deref())],
         };
-        job.check().map_err(Error::Config)?;
+        options.check().map_err(Error::Config)?;
         if self.emulator_hz > job::MAX_HZ {
             return Err(Error::Config(format!(
                 "emulator timer {} Hz too high (max {})",
@@ -116,8 +116,8 @@ pub type VcpuTruth = job::VcpuTruth<KvmRunTruth>;
 /// What the micro-VM's VMM knows of a vCPU beside [`job::VcpuTruth`]'s fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvmRunTruth {
-    /// KVM_RUN calls made (= sum of `exits`). The other io exit than the progress
-    /// exits is the final "done" OUT to port 0x11.
+    /// KVM_RUN calls made (= sum of `exits`; the one "io" exit beyond the progress
+    /// exits is the final "done" OUT to port 0x11).
     pub kvm_run_calls: u64,
     /// The CPU the vCPU thread was on when it finished.
     pub last_cpu: u32,

@@ -115,7 +115,7 @@ impl Default for Config {
 impl Config {
     /// Checks the options; the error says which one is wrong and what is allowed.
     pub fn validate(&self) -> Result<(), Error> {
-        let job = JobOptions {
+        let options = JobOptions {
             vcpus: self.vcpus,
             max_vcpus: layout::MAX_VCPUS,
             work: self.work,
@@ -124,7 +124,7 @@ impl Config {
             loop_unit_iters: self.loop_unit_iters,
             cpu_lists: [("--pin-vcpus", self.pin_vcpus.as_deref()), ("--pin-vmm", self.pin_vmm.as_deref())],
         };
-        job.check().map_err(Error::Config)?;
+        options.check().map_err(Error::Config)?;
         let bad = |m: String| Err(Error::Config(m));
         if self.workload == Workload::FaultTest {
             return bad("the fault-test workload is not supported under QEMU".into());
