@@ -16,16 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use bench::{env_u64, median};
+use common::generate_text;
 use microvm::guest_program::{self, Policy, ProgramConfig, ProgramSpec, ptrace};
 
-fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+#[path = "common/mod.rs"]
+mod bench;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 /// One program to compare: command, stdin file.
 struct Case {
@@ -42,24 +40,6 @@ struct GuestRun {
     io_exits: u64,
     kvm_runs: u64,
     vmm_s: f64,
-}
-
-fn generate_text(path: &Path, bytes: usize) {
-    let words = ["kvm", "guest", "exit", "vcpu", "bzip2", "trace", "host", "emulator", "qemu", "ring"];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(bytes + 16);
-    while out.len() < bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(words[(x % 10) as usize].as_bytes());
-        out.push(if x.is_multiple_of(13) { b'\n' } else { b' ' });
-        if x.is_multiple_of(7) {
-            out.extend_from_slice(format!("{}", x % 100_000).as_bytes());
-        }
-    }
-    out.truncate(bytes);
-    std::fs::write(path, out).unwrap();
 }
 
 fn native(c: &Case, out: &Path) -> f64 {
@@ -96,7 +76,7 @@ fn guest(c: &Case, out: &Path, kvm: bool, cpu: usize) -> GuestRun {
             wall_s: t.elapsed().as_secs_f64(),
             syscalls: r.syscalls.total,
             io_exits: v.exits.get("io").copied().unwrap_or(0),
-            kvm_runs: v.kvm_run_calls,
+            kvm_runs: v.vmm.kvm_run_calls,
             vmm_s: r.syscalls.by_name.values().map(|s| s.vmm_ns).sum::<u64>() as f64 / 1e9,
         }
     } else {
@@ -166,9 +146,9 @@ fn main() {
         println!(
             "{:<6} {:>9.3} {:>9.3} {:>6.3}x {:>9} {:>9} {:>9} {:>11.0} {:>9.3}",
             c.name,
-            median(&mut nat),
-            median(&mut gst),
-            median(&mut rat),
+            median(&nat),
+            median(&gst),
+            median(&rat),
             g.syscalls,
             g.io_exits,
             g.kvm_runs,

@@ -6,16 +6,10 @@
 
 use std::time::Duration;
 
+use common::{env_u64, median};
 use microvm::{Config, Workload, run_native};
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
-}
+mod common;
 
 fn ratio_run(label: &str, base: &Config, reps: usize, cpu: usize) -> f64 {
     let mut ratios = Vec::new();
@@ -47,11 +41,11 @@ fn ratio_run(label: &str, base: &Config, reps: usize, cpu: usize) -> f64 {
         g_all.push(g.as_secs_f64());
         n_all.push(n.elapsed.as_secs_f64());
     }
-    let m = median(&mut ratios);
+    let m = median(&ratios);
     println!(
         "{label}: median guest/native ratio {m:.3}  (median guest {:.1} ms, native {:.1} ms, {reps} reps)",
-        median(&mut g_all) * 1e3,
-        median(&mut n_all) * 1e3
+        median(&g_all) * 1e3,
+        median(&n_all) * 1e3
     );
     m
 }

@@ -4,30 +4,7 @@
 #include "layout.h"
 #include "workload.h"
 
-void *memset(void *d, int c, size_t n)
-{
-	unsigned char *p = d;
-	while (n--)
-		*p++ = (unsigned char)c;
-	return d;
-}
-void *memcpy(void *d, const void *s, size_t n)
-{
-	unsigned char *a = d;
-	const unsigned char *b = s;
-	while (n--)
-		*a++ = *b++;
-	return d;
-}
-
-/* libbz2's default allocator is never used (wl_run passes its own bump allocator),
- * but bzlib.c references malloc/free. */
-void *malloc(size_t n)
-{
-	(void)n;
-	return 0;
-}
-void free(void *p) { (void)p; }
+#include "freestanding.h"
 
 static inline void out32(unsigned short port, unsigned val)
 {

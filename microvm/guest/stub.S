@@ -14,6 +14,7 @@
  * r13 = user RFLAGS.  GDT layout as Linux: kernel CS 0x10, user DS 0x2b, user CS 0x33.
  */
 #include "layout.h"
+#include "exception_stubs.inc"
 
 	.section .cpl0, "ax"
 	.code64
@@ -64,20 +65,7 @@ timer_isr:
 	pop %rax
 	iretq
 
-/* exceptions: vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0 */
-.macro exc v
-	.org 0x200 + 16 * \v
-	.if (\v == 8) || (\v >= 10 && \v <= 14) || (\v == 17) || (\v == 21) || (\v == 29) || (\v == 30)
-	.else
-	pushq $0
-	.endif
-	pushq $\v
-	jmp exc_common
-.endm
-	exc 0; exc 1; exc 2; exc 3; exc 4; exc 5; exc 6; exc 7
-	exc 8; exc 9; exc 10; exc 11; exc 12; exc 13; exc 14; exc 15
-	exc 16; exc 17; exc 18; exc 19; exc 20; exc 21; exc 22; exc 23
-	exc 24; exc 25; exc 26; exc 27; exc 28; exc 29; exc 30; exc 31
+	exception_stubs 0x200
 
 	.org 0x400
 exc_common:

@@ -73,12 +73,10 @@ pub enum Platform {
     Ptrace,
 }
 
-/// Options of `vmmtrace microvm`.
+/// The guest job's options, the same for `vmmtrace microvm` and `vmmtrace qemu`
+/// (flattened into both).
 #[derive(clap::Args, Debug, Clone)]
-pub struct MicrovmArgs {
-    /// Number of vCPUs (threads "CPU n/KVM"), 1..=64.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub vcpus: u32,
+pub struct JobArgs {
     /// CPU-bound job each vCPU runs in CPL3.
     #[arg(long, value_enum, default_value_t = Workload::Bzip2)]
     pub workload: Workload,
@@ -89,87 +87,137 @@ pub struct MicrovmArgs {
     /// A userspace exit (port I/O to the VMM) every K work units; 0 = never.
     #[arg(long, default_value_t = 1)]
     pub exit_every: u64,
-    /// Guest x2APIC timer frequency (in-kernel exits); 0 = no timer.
-    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    pub timer_hz: u32,
     /// Pin vCPU i to the i-th CPU of this list (cyclically), e.g. "0,1" or "0-1".
     #[arg(long, value_parser = parse_cpu_list)]
     pub pin_vcpus: Option<CpuList>,
-    /// Pin the emulator thread to these CPUs, e.g. "1" or "0-1".
-    #[arg(long, value_parser = parse_cpu_list)]
-    pub pin_emulator: Option<CpuList>,
     /// bzip2: input bytes per work unit.
     #[arg(long, default_value_t = 256 << 10)]
     pub unit_bytes: u32,
     /// loop: iterations per work unit.
     #[arg(long, default_value_t = 1 << 16)]
     pub unit_iters: u32,
-    /// Frequency of the emulator thread's own timer work; 0 = none.
-    #[arg(long, default_value_t = 100)]
-    pub emulator_hz: u32,
-    /// Write the ground truth JSON to FILE instead of stdout (with a PROGRAM, stdout is
-    /// the program's; without --truth the ground truth is not written).
+}
+
+/// Where the ground truth goes, and a guest PROGRAM with what it may do: the same for
+/// `vmmtrace microvm` and `vmmtrace qemu` (flattened into both).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProgramArgs {
+    /// Write the ground truth JSON to FILE (atomically) instead of stdout (with a
+    /// PROGRAM, stdout is the program's: the ground truth is written only with --truth).
     #[arg(long, value_name = "FILE")]
     pub truth: Option<PathBuf>,
-    /// Guest RAM for a PROGRAM, e.g. "512M" or "2G" (multiple of 2 MiB).
+    /// Guest RAM for a PROGRAM, e.g. "512M" or "2G" (a multiple of 2 MiB; under QEMU
+    /// 64M..2G).
     #[arg(long, value_parser = parse_size, default_value = "1G")]
     pub mem: u64,
     /// A PROGRAM may create and write files under DIR (repeatable); otherwise it may
     /// write only to its stdout and stderr.
     #[arg(long, value_name = "DIR")]
     pub guest_write: Vec<PathBuf>,
-    /// Answer system calls the micro-VM does not serve with ENOSYS instead of stopping.
+    /// Answer system calls the system-call server does not serve with ENOSYS instead
+    /// of stopping.
     #[arg(long)]
     pub enosys_unknown: bool,
+    /// An unmodified Linux x86-64 program to run as the guest (after `--`), and its
+    /// arguments.
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub program: Vec<OsString>,
+}
+
+impl ProgramArgs {
+    /// The PROGRAM (called with one) and what it may do.
+    pub fn spec_and_policy(&self) -> anyhow::Result<(ProgramSpec, Policy)> {
+        let (prog, rest) = self.program.split_first().expect("called with a program");
+        let spec = ProgramSpec::from_command(Path::new(prog), rest).map_err(anyhow::Error::msg)?;
+        let policy =
+            Policy { write_dirs: self.guest_write.clone(), enosys_unknown: self.enosys_unknown, ..Default::default() };
+        Ok((spec, policy))
+    }
+
+    /// Writes the ground truth JSON into --truth FILE, or else prints it on stdout.
+    pub fn write_or_print_truth(&self, json: &str) -> anyhow::Result<()> {
+        match &self.truth {
+            Some(path) => write_truth(path, json),
+            None => {
+                println!("{json}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The CPUs of a CPU list option, as a `Config` holds them.
+pub fn cpus(list: &Option<CpuList>) -> Option<Vec<usize>> {
+    list.as_ref().map(|l| l.0.clone())
+}
+
+/// Options of `vmmtrace microvm`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MicrovmArgs {
+    /// Number of vCPUs (threads "CPU n/KVM"), 1..=64.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub vcpus: u32,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Guest x2APIC timer frequency (in-kernel exits); 0 = no timer.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub timer_hz: u32,
+    /// Pin the emulator thread to these CPUs, e.g. "1" or "0-1".
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub pin_emulator: Option<CpuList>,
+    /// Frequency of the emulator thread's own timer work; 0 = none.
+    #[arg(long, default_value_t = 100)]
+    pub emulator_hz: u32,
     /// Where a PROGRAM runs: `kvm` (the micro-VM) or `ptrace` (no VM; same loader and
     /// system-call server, for checking a program without /dev/kvm).
     #[arg(long, value_enum, default_value_t = Platform::Kvm)]
     pub platform: Platform,
-    /// The Linux x86-64 program to run as the guest (after `--`), and its arguments.
-    #[arg(last = true, value_name = "PROGRAM")]
-    pub program: Vec<OsString>,
+    #[command(flatten)]
+    pub program: ProgramArgs,
 }
 
 impl MicrovmArgs {
     pub fn to_config(&self) -> Config {
         Config {
             vcpus: self.vcpus,
-            workload: self.workload,
-            work: self.work,
-            exit_every: self.exit_every,
+            workload: self.job.workload,
+            work: self.job.work,
+            exit_every: self.job.exit_every,
             timer_hz: self.timer_hz,
-            pin_vcpus: self.pin_vcpus.as_ref().map(|c| c.0.clone()),
-            pin_emulator: self.pin_emulator.as_ref().map(|c| c.0.clone()),
-            bzip2_unit_bytes: self.unit_bytes,
-            loop_unit_iters: self.unit_iters,
+            pin_vcpus: cpus(&self.job.pin_vcpus),
+            pin_emulator: cpus(&self.pin_emulator),
+            bzip2_unit_bytes: self.job.unit_bytes,
+            loop_unit_iters: self.job.unit_iters,
             emulator_hz: self.emulator_hz,
         }
     }
 }
 
-/// Writes `json` to `path` atomically (a temporary file renamed over it).
-fn write_truth(path: &Path, json: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("--truth {}", tmp.display()))?;
-    f.write_all(json.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("--truth: rename to {}", path.display()))
+/// Writes `json` and a newline to `path` atomically: a temporary file in the same
+/// directory, then a rename, so that readers see the old file or the new one.
+pub fn write_truth(path: &Path, json: &str) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("--truth {}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(json.as_bytes()).and_then(|_| f.write_all(b"\n")))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("--truth: write {}", path.display()))
 }
 
 /// Runs the guest program of `args.program`; ends the process with the program's exit
 /// status (stdout and stderr are the program's: nothing else is printed there).
 fn run_program(args: &MicrovmArgs) -> anyhow::Result<()> {
-    let (prog, rest) = args.program.split_first().expect("called with a program");
-    let spec = ProgramSpec::from_command(Path::new(prog), rest).map_err(anyhow::Error::msg)?;
+    let (spec, policy) = args.program.spec_and_policy()?;
     let cfg = ProgramConfig {
-        mem_bytes: args.mem,
-        pin_vcpu: args.pin_vcpus.as_ref().map(|c| c.0.clone()),
-        pin_emulator: args.pin_emulator.as_ref().map(|c| c.0.clone()),
+        mem_bytes: args.program.mem,
+        pin_vcpu: cpus(&args.job.pin_vcpus),
+        pin_emulator: cpus(&args.pin_emulator),
         emulator_hz: args.emulator_hz,
     };
-    let policy =
-        Policy { write_dirs: args.guest_write.clone(), enosys_unknown: args.enosys_unknown, ..Default::default() };
     let (json, status, oom) = match args.platform {
         Platform::Kvm => {
             let t = guest_program::kvm::run(&spec, &cfg, policy)?;
@@ -188,7 +236,7 @@ fn run_program(args: &MicrovmArgs) -> anyhow::Result<()> {
             cfg.mem_bytes >> 20
         );
     }
-    if let Some(p) = &args.truth {
+    if let Some(p) = &args.program.truth {
         write_truth(p, &json)?;
     }
     std::process::exit(status);
@@ -199,7 +247,7 @@ fn run_program(args: &MicrovmArgs) -> anyhow::Result<()> {
 /// truth JSON on stdout (or into --truth FILE). With a PROGRAM, runs it and exits with
 /// its status.
 pub fn run(args: &MicrovmArgs) -> anyhow::Result<()> {
-    if !args.program.is_empty() {
+    if !args.program.program.is_empty() {
         return run_program(args);
     }
     let cfg = args.to_config();
@@ -213,12 +261,5 @@ pub fn run(args: &MicrovmArgs) -> anyhow::Result<()> {
         crate::sys::gettid()
     );
     let truth = vm.run_here().context("micro-VM")?;
-    let json = serde_json::to_string_pretty(&truth)?;
-    match &args.truth {
-        Some(p) => write_truth(p, &json),
-        None => {
-            println!("{json}");
-            Ok(())
-        }
-    }
+    args.program.write_or_print_truth(&serde_json::to_string_pretty(&truth)?)
 }

@@ -36,20 +36,8 @@ pub enum Error {
     },
     #[error("vCPU {vcpu}: guest fault: {reason}\n{registers}")]
     GuestFault { vcpu: u32, reason: String, registers: String },
-    #[error(
-        "vCPU {vcpu}: guest CPU exception {vector} ({name}) error code {error_code:#x} at rip {rip:#x} rsp {rsp:#x} cs {cs:#x} rflags {rflags:#x} cr2 {cr2:#x}"
-    )]
-    GuestException {
-        vcpu: u32,
-        vector: u32,
-        name: &'static str,
-        error_code: u64,
-        rip: u64,
-        rsp: u64,
-        cs: u64,
-        rflags: u64,
-        cr2: u64,
-    },
+    #[error("vCPU {vcpu}: guest CPU exception {exception}")]
+    GuestException { vcpu: u32, exception: CpuException },
     #[error("vCPU {vcpu}: workload failed with status {status} ({what})")]
     Workload { vcpu: u32, status: i64, what: &'static str },
     /// A guest program could not be loaded or was stopped (one-line reason).
@@ -65,31 +53,69 @@ impl Error {
     }
 }
 
-pub(crate) fn exception_name(v: u32) -> &'static str {
-    match v {
-        0 => "#DE divide error",
-        1 => "#DB debug",
-        2 => "NMI",
-        3 => "#BP breakpoint",
-        4 => "#OF overflow",
-        5 => "#BR bound range",
-        6 => "#UD invalid opcode",
-        7 => "#NM device not available",
-        8 => "#DF double fault",
-        10 => "#TS invalid TSS",
-        11 => "#NP segment not present",
-        12 => "#SS stack fault",
-        13 => "#GP general protection",
-        14 => "#PF page fault",
-        16 => "#MF x87 error",
-        17 => "#AC alignment check",
-        18 => "#MC machine check",
-        19 => "#XM SIMD exception",
-        _ => "reserved",
+/// A CPU exception the guest took, with the registers it left, as both VMMs' guests
+/// record it (the micro-VM's stub in registers, QEMU's guest in its mailbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuException {
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub cr2: u64,
+}
+
+impl CpuException {
+    /// The vector's name, e.g. "#UD invalid opcode".
+    pub fn name(&self) -> &'static str {
+        const NAMES: [&str; 22] = [
+            "#DE divide error",
+            "#DB debug",
+            "NMI",
+            "#BP breakpoint",
+            "#OF overflow",
+            "#BR bound range",
+            "#UD invalid opcode",
+            "#NM device not available",
+            "#DF double fault",
+            "coprocessor segment overrun",
+            "#TS invalid TSS",
+            "#NP segment not present",
+            "#SS stack fault",
+            "#GP general protection",
+            "#PF page fault",
+            "reserved",
+            "#MF x87 error",
+            "#AC alignment check",
+            "#MC machine check",
+            "#XM SIMD exception",
+            "#VE virtualization",
+            "#CP control protection",
+        ];
+        usize::try_from(self.vector).ok().and_then(|v| NAMES.get(v)).copied().unwrap_or("reserved")
     }
 }
 
-pub(crate) fn workload_status(st: i64) -> &'static str {
+impl std::fmt::Display for CpuException {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}) error code {:#x} at rip {:#x} rsp {:#x} cs {:#x} rflags {:#x} cr2 {:#x}",
+            self.vector,
+            self.name(),
+            self.error_code,
+            self.rip,
+            self.rsp,
+            self.cs,
+            self.rflags,
+            self.cr2
+        )
+    }
+}
+
+/// What a negative status of `wl_run` (microvm/guest/workload.c) means.
+pub fn workload_status(st: i64) -> &'static str {
     match st {
         -1 => "BZ2_bzCompressInit failed",
         -2 => "BZ2_bzCompress did not finish",

@@ -21,6 +21,7 @@ pub mod elf;
 mod emulator;
 mod error;
 pub mod guest_program;
+pub mod job;
 pub mod layout;
 mod mem;
 pub mod sys;
@@ -28,7 +29,6 @@ mod vcpu;
 mod vm;
 mod workload;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
@@ -36,7 +36,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use error::Error;
+pub use error::{CpuException, Error, workload_status};
+use job::JobOptions;
 pub use workload::{NativeResult, Workload, loop_reference, loop_unit_native, run_native};
 
 /// What to run. `Default` is 1 vCPU of bzip2, 16 units, an exit every unit, 250 Hz timer.
@@ -83,78 +84,43 @@ impl Default for Config {
 impl Config {
     /// Checks the options; the error says which one is wrong and what is allowed.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::Config(m));
-        if self.vcpus < 1 || self.vcpus > layout::MAX_VCPUS {
-            return bad(format!("--vcpus {} out of range 1..={}", self.vcpus, layout::MAX_VCPUS));
-        }
-        if self.work < 1 {
-            return bad("--work must be >= 1".into());
-        }
-        if self.timer_hz > 100_000 {
-            return bad(format!("--timer-hz {} too high (max 100000; 0 = no timer)", self.timer_hz));
-        }
-        if self.emulator_hz > 100_000 {
-            return bad(format!("emulator timer {} Hz too high (max 100000)", self.emulator_hz));
-        }
-        if self.bzip2_unit_bytes < 1 || self.bzip2_unit_bytes > 4 << 20 {
-            return bad(format!("bzip2 unit of {} bytes out of range 1..=4 MiB", self.bzip2_unit_bytes));
-        }
-        if self.loop_unit_iters < 1 {
-            return bad("loop unit iterations must be >= 1".into());
-        }
-        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        for (flag, l) in [("--pin-vcpus", &self.pin_vcpus), ("--pin-emulator", &self.pin_emulator)] {
-            if let Some(l) = l {
-                if l.is_empty() {
-                    return bad(format!("{flag}: empty CPU list"));
-                }
-                if let Some(c) = l.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
-                    return bad(format!("{flag}: CPU {c} does not exist (this host has {ncpu} usable CPUs)"));
-                }
-            }
+        let options = JobOptions {
+            vcpus: self.vcpus,
+            max_vcpus: layout::MAX_VCPUS,
+            work: self.work,
+            timer_hz: self.timer_hz,
+            bzip2_unit_bytes: self.bzip2_unit_bytes,
+            loop_unit_iters: self.loop_unit_iters,
+            cpu_lists: [("--pin-vcpus", self.pin_vcpus.as_deref()), ("--pin-emulator", self.pin_emulator.as_deref())],
+        };
+        options.check().map_err(Error::Config)?;
+        if self.emulator_hz > job::MAX_HZ {
+            return Err(Error::Config(format!(
+                "emulator timer {} Hz too high (max {})",
+                self.emulator_hz,
+                job::MAX_HZ
+            )));
         }
         Ok(())
     }
 
     /// Number of progress (port I/O) exits each vCPU makes: `work / exit_every`.
     pub fn expected_progress_exits(&self) -> u64 {
-        self.work.checked_div(self.exit_every).unwrap_or(0)
+        job::expected_progress_exits(self.work, self.exit_every)
     }
 }
 
-/// Exact ground truth of one vCPU, counted by the VMM (exits) and the guest (timer).
+/// Exact ground truth of one vCPU of the micro-VM: the VMM counts its exits.
+pub type VcpuTruth = job::VcpuTruth<KvmRunTruth>;
+
+/// What the micro-VM's VMM knows of a vCPU beside [`job::VcpuTruth`]'s fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VcpuTruth {
-    pub index: u32,
-    /// Thread id of the vCPU thread (the thread that calls KVM_RUN).
-    pub tid: u32,
-    /// Thread name, `CPU {index}/KVM`.
-    pub name: String,
-    /// Every return of KVM_RUN to userspace by reason: "io", "hlt", "intr", ...
-    pub exits: BTreeMap<String, u64>,
-    /// KVM_RUN calls made (= sum of `exits`).
+pub struct KvmRunTruth {
+    /// KVM_RUN calls made (= sum of `exits`; the one "io" exit beyond the progress
+    /// exits is the final "done" OUT to port 0x11).
     pub kvm_run_calls: u64,
-    /// The "io" exits that were progress exits (port 0x10): exactly work / exit_every.
-    /// The other io exit is the final "done" OUT to port 0x11.
-    pub progress_exits: u64,
-    /// Guest timer interrupts taken (counted by the guest ISR). These are in-kernel
-    /// exits: they never return to userspace, so they are not in `exits`.
-    pub timer_interrupts: u64,
-    pub work_units: u64,
-    /// Result checksum of the workload (compare with `run_native`/`loop_reference`).
-    pub checksum: u64,
-    /// Wall time from the first KVM_RUN to the guest's "done" exit.
-    pub elapsed_ns: u64,
-    /// CLOCK_MONOTONIC (as bpf_ktime_get_ns) just before the first KVM_RUN...
-    pub start_monotonic_ns: u64,
-    /// ...and just after the "done" exit.
-    pub end_monotonic_ns: u64,
     /// The CPU the vCPU thread was on when it finished.
     pub last_cpu: u32,
-    /// The kernel's count of this thread's runtime (`sum_exec_runtime`, read with
-    /// CLOCK_THREAD_CPUTIME_ID) when the guest finished and the vCPU was closed: an
-    /// independent check for tracers.
-    pub sum_exec_runtime_ns: u64,
 }
 
 /// Ground truth of the emulator (QEMU main loop) thread.
@@ -331,6 +297,14 @@ fn emulator_loop_of(sh: &vm::Shared, rx: Receiver<emulator::EmuMsg>, tid: u32, n
         window: workload::HEAP_BYTES,
     };
     emulator::emulator_loop(&sh.mem, sh.cfg.vcpus, sh.cfg.emulator_hz, scan, rx, tid, name)
+}
+
+/// Why this host cannot run a KVM guest, or None. Some hosts have no /dev/kvm (this
+/// build machine at times: its PVM backend refuses to bind on a kernel with page-table
+/// isolation on); tests that need one print this and skip.
+pub fn no_kvm() -> Option<&'static str> {
+    (!std::path::Path::new("/dev/kvm").exists())
+        .then_some("/dev/kvm does not exist on this host (dmesg says why KVM did not load)")
 }
 
 /// Creates and starts a VM in the background (vCPUs in KVM_RUN on return).

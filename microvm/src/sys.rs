@@ -1,6 +1,18 @@
 //! Small system helpers (thread ids, clocks, CPU affinity, thread names), in one
 //! place for the micro-VM and, later, the tracer.
 
+/// Maps the first `len` bytes of `fd` shared and read-write: guest RAM that another
+/// party maps too (a ptrace child, QEMU). The caller unmaps it with `munmap`.
+pub fn map_shared(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<*mut u8> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a new mapping chosen by the kernel (address hint null) touches no memory
+    // of ours; the result is checked before use.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+    };
+    if ptr == libc::MAP_FAILED { Err(std::io::Error::last_os_error()) } else { Ok(ptr.cast()) }
+}
+
 /// The calling thread's kernel thread id.
 pub fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.

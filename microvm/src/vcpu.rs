@@ -12,12 +12,12 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::boot::long_mode_sregs;
 use crate::emulator::EmuMsg;
-use crate::error::{exception_name, workload_status};
+use crate::error::{CpuException, workload_status};
 use crate::layout::*;
 use crate::sys;
 use crate::vm::Shared;
 use crate::workload::WlParams;
-use crate::{Error, VcpuTruth};
+use crate::{Error, KvmRunTruth, VcpuTruth};
 
 /// Frequency of the KVM local APIC timer (APIC bus cycle 1 ns).
 const APIC_HZ: u64 = 1_000_000_000;
@@ -157,14 +157,15 @@ pub(crate) fn guest_exception(vcpu: &VcpuFd, i: u32) -> Error {
     match vcpu.get_regs() {
         Ok(r) => Error::GuestException {
             vcpu: i,
-            vector: r.rax as u32,
-            name: exception_name(r.rax as u32),
-            error_code: r.rbx,
-            rip: r.rcx,
-            rsp: r.rsi,
-            cs: r.r8,
-            cr2: r.rdi,
-            rflags: r.r9,
+            exception: CpuException {
+                vector: r.rax,
+                error_code: r.rbx,
+                rip: r.rcx,
+                rsp: r.rsi,
+                cs: r.r8,
+                cr2: r.rdi,
+                rflags: r.r9,
+            },
         },
         Err(e) => Error::kvm(format!("vCPU {i}: KVM_GET_REGS"), e),
     }
@@ -273,7 +274,6 @@ fn run_vcpu(sh: &Shared, i: u32, mut vcpu: VcpuFd, emu: &Sender<EmuMsg>, tid: u3
         tid,
         name: format!("CPU {i}/KVM"),
         exits,
-        kvm_run_calls: runs,
         progress_exits: progress,
         timer_interrupts: timer,
         work_units: p.units_done,
@@ -281,8 +281,8 @@ fn run_vcpu(sh: &Shared, i: u32, mut vcpu: VcpuFd, emu: &Sender<EmuMsg>, tid: u3
         elapsed_ns: elapsed.as_nanos() as u64,
         start_monotonic_ns: mono0,
         end_monotonic_ns: mono1,
-        last_cpu,
         sum_exec_runtime_ns,
+        vmm: KvmRunTruth { kvm_run_calls: runs, last_cpu },
     })
 }
 

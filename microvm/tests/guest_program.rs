@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use common::generate_text;
 use microvm::guest_program::{self, Policy, ProgramConfig, ProgramSpec, SyscallStats, ptrace};
+
+mod common;
 
 const RAM: u64 = 512 << 20;
 
@@ -27,8 +30,10 @@ enum Platform {
 
 /// Skips (with the reason printed) when the platform cannot run here.
 fn available(p: Platform) -> bool {
-    if p == Platform::Kvm && !Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm does not exist on this host (see dmesg for why KVM did not load)");
+    if p == Platform::Kvm
+        && let Some(why) = microvm::no_kvm()
+    {
+        eprintln!("SKIPPED: {why}");
         return false;
     }
     true
@@ -70,25 +75,6 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// Several MiB of compressible but not trivial text, the same on every run.
-fn generate(path: &Path, bytes: usize) {
-    let words = ["kvm", "guest", "exit", "vcpu", "bzip2", "trace", "host", "emulator", "qemu", "ring"];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(bytes + 16);
-    while out.len() < bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(words[(x % 10) as usize].as_bytes());
-        out.push(if x.is_multiple_of(13) { b'\n' } else { b' ' });
-        if x.is_multiple_of(7) {
-            out.extend_from_slice(format!("{}", x % 100_000).as_bytes());
-        }
-    }
-    out.truncate(bytes);
-    std::fs::write(path, out).unwrap();
-}
-
 /// Runs `prog args` in the guest with stdin from `stdin` and stdout into `stdout`.
 fn guest(p: Platform, prog: &str, args: &[&str], stdin: &Path, stdout: &Path) -> Run {
     let i = File::open(stdin).unwrap();
@@ -106,7 +92,7 @@ fn host(prog: &str, args: &[&str], stdin: &Path) -> (i32, Vec<u8>) {
 fn bzip2_output_is_byte_identical_and_round_trips(p: Platform) {
     let d = tmpdir(&format!("bz-{p:?}"));
     let input = d.join("input.txt");
-    generate(&input, 6 << 20);
+    generate_text(&input, 6 << 20);
     let zin = d.join("input.txt.bz2");
     let r = guest(p, "/usr/bin/bzip2", &["-9", "-c", input.to_str().unwrap()], Path::new("/dev/null"), &zin);
     assert_eq!(r.exit_status, 0);
@@ -160,7 +146,7 @@ fn a_static_binary_runs(p: Platform) {
     let d = tmpdir(&format!("static-{p:?}"));
     let exe = static_prog(&d);
     let data = d.join("data.bin");
-    generate(&data, 3 << 20);
+    generate_text(&data, 3 << 20);
     let out = d.join("out.txt");
     // SAFETY: every test of this binary runs under SERIAL, so no other thread reads the
     // environment while it is set (setenv races only with a concurrent getenv).

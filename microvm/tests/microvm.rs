@@ -14,8 +14,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// returns) with the reason printed: some hosts have no KVM at all (here, when the PVM
 /// backend refuses to bind on a kernel with page-table isolation on).
 fn kvm_serial() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm does not exist on this host (dmesg says why KVM did not load)");
+    if let Some(why) = microvm::no_kvm() {
+        eprintln!("SKIPPED: {why}");
         return None;
     }
     Some(serial())
@@ -52,7 +52,7 @@ fn check_exits(c: &Config, t: &microvm::GroundTruth) {
         for (k, n) in &v.exits {
             assert!(k == "io" || k == "intr", "unexpected exit reason {k} x{n}");
         }
-        assert_eq!(v.kvm_run_calls, v.exits.values().sum::<u64>());
+        assert_eq!(v.vmm.kvm_run_calls, v.exits.values().sum::<u64>());
         total_progress += v.progress_exits;
     }
     assert_eq!(t.emulator.exit_work_items, total_progress, "emulator handled every progress exit");
@@ -134,7 +134,7 @@ fn two_vcpus_run_in_parallel_on_two_cpus() {
     let c = Config { pin_vcpus: Some(vec![0, 1]), loop_unit_iters: 1 << 16, ..cfg(Workload::Loop, 2, 3000, 100, 250) };
     let t = microvm::run(&c).unwrap();
     let (a, b) = (&t.vcpus[0], &t.vcpus[1]);
-    assert_eq!((a.last_cpu, b.last_cpu), (0, 1), "each vCPU thread ran on its pinned CPU");
+    assert_eq!((a.vmm.last_cpu, b.vmm.last_cpu), (0, 1), "each vCPU thread ran on its pinned CPU");
     // the two KVM_RUN loops overlap in time...
     let overlap =
         a.end_monotonic_ns.min(b.end_monotonic_ns) as i64 - a.start_monotonic_ns.max(b.start_monotonic_ns) as i64;
@@ -205,9 +205,9 @@ fn guest_fault_is_reported_with_registers() {
     let c = Config { workload: Workload::FaultTest, ..cfg(Workload::Loop, 1, 1, 1, 0) };
     let e = microvm::run(&c).expect_err("the guest executes ud2");
     match &e {
-        Error::GuestException { vcpu, vector, cs, rip, .. } => {
-            assert_eq!((*vcpu, *vector, *cs), (0, 6, 0x33), "{e}");
-            assert!(*rip >= 0x40_0000 && *rip < microvm::layout::ELF_LIMIT, "{e}");
+        Error::GuestException { vcpu, exception } => {
+            assert_eq!((*vcpu, exception.vector, exception.cs), (0, 6, 0x33), "{e}");
+            assert!(exception.rip >= 0x40_0000 && exception.rip < microvm::layout::ELF_LIMIT, "{e}");
         }
         other => panic!("expected a #UD guest exception, got {other}"),
     }

@@ -13,17 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::{env_u64, median};
 use microvm::guest_program::{Policy, ProgramConfig, ProgramSpec};
 use vmm_qemu::program::{self, ProgramOptions};
 
-fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+#[path = "../../microvm/benches/common/mod.rs"]
+mod common;
 
 struct Case {
     name: &'static str,
@@ -127,8 +122,8 @@ fn main() {
             n.push(nw);
             calls = gc;
         }
-        let (gm, nm) = (median(g), median(n));
-        let micro = if m.is_empty() { "needs /dev/kvm".to_string() } else { format!("{:.1}", median(m) * 1e6) };
+        let (gm, nm) = (median(&g), median(&n));
+        let micro = if m.is_empty() { "needs /dev/kvm".to_string() } else { format!("{:.1}", median(&m) * 1e6) };
         // Under TCG the extra time is translated code, not system calls.
         let per_call = match accel {
             vmm_qemu::Accel::Tcg => "n/a (TCG)".to_string(),

@@ -6,16 +6,14 @@
 //! micro-VM's for the same job; and the CPU time QEMU's non-vCPU threads use per second
 //! of guest run (start-up excluded). `VMM_QEMU_BENCH_REPS` (default 3) sets repetitions.
 
+use common::{env_u64, median};
 use vmm_qemu::{Config, GroundTruth, Workload, threads};
 
-fn reps() -> usize {
-    std::env::var("VMM_QEMU_BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
-}
+#[path = "../../microvm/benches/common/mod.rs"]
+mod common;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+fn reps() -> usize {
+    env_u64("VMM_QEMU_BENCH_REPS", 3) as usize
 }
 
 fn ms(ns: f64) -> f64 {
@@ -60,7 +58,7 @@ fn ratio(name: &str, cfg: &Config, vmm_cpu_per_s: &mut Vec<f64>) -> (f64, f64, f
         native.push(native_ns);
         vmm_cpu_per_s.push(run.vmm_cpu_in_run_ns as f64 / (run.truth.elapsed_ns as f64 / 1e9));
     }
-    (median(ratios), median(guest), median(native))
+    (median(&ratios), median(&guest), median(&native))
 }
 
 /// Extra wall time per exit: tiny units with an exit each vs without, same guest.
@@ -80,7 +78,7 @@ fn qemu_exit_cost(units: u64) -> (f64, u64) {
         exits = busy.progress_exits;
         costs.push((busy.elapsed_ns as f64 - quiet as f64) / busy.progress_exits as f64);
     }
-    (median(costs), exits)
+    (median(&costs), exits)
 }
 
 /// The same measurement on the micro-VM (needs /dev/kvm).
@@ -100,7 +98,7 @@ fn microvm_exit_cost(units: u64) -> Option<f64> {
         let busy = microvm::run(&microvm::Config { exit_every: 1, ..base.clone() }).ok()?.vcpus[0].clone();
         costs.push((busy.elapsed_ns as f64 - quiet as f64) / busy.progress_exits as f64);
     }
-    Some(median(costs))
+    Some(median(&costs))
 }
 
 fn main() {
@@ -133,10 +131,10 @@ fn main() {
         "boot (median of {}): launch -> all vCPUs at CPL3 {:.1} ms (min {:.1}); of which QEMU start-up to QMP {:.1} ms, \
 `cont` -> CPL3 (firmware + our CPL0) {:.1} ms",
         boot.len(),
-        ms(median(boot.clone())),
+        ms(median(&boot)),
         ms(boot.iter().copied().fold(f64::MAX, f64::min)),
-        ms(median(qmp)),
-        ms(median(guest_boot))
+        ms(median(&qmp)),
+        ms(median(&guest_boot))
     );
 
     let mut vmm_cpu = Vec::new();
@@ -147,7 +145,7 @@ fn main() {
     }
     println!(
         "QEMU's non-vCPU threads (main loop, RCU, ...): {:.2} ms of CPU per second of guest run (median of {} runs; start-up excluded)",
-        ms(median(vmm_cpu.clone())),
+        ms(median(&vmm_cpu)),
         vmm_cpu.len()
     );
 

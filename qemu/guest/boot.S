@@ -13,6 +13,7 @@
  * assembly-time constants: no code patches tables at run time.
  */
 #include "layout.h"
+#include "exception_stubs.inc"
 
 #define TSS_LEN (0x68 + 128 + 1)	/* header, I/O bitmap for ports 0..0x3ff, terminator */
 #define IDT_ENTRIES (VEC_SVC_WAKE + 1)
@@ -186,19 +187,7 @@ svc_wake:				/* BSP: INIT + SIPI to all other vCPUs */
 	pop %rax
 	iretq
 
-/* Exceptions: vectors 8, 10-14, 17, 21, 29, 30 push an error code, the others get 0. */
-.macro exc v
-	.org EXC_OFF + 16 * \v
-	.if (\v == 8) || (\v >= 10 && \v <= 14) || (\v == 17) || (\v == 21) || (\v == 29) || (\v == 30)
-	.else
-	pushq $0
-	.endif
-	pushq $\v
-	jmp exc_common
-.endm
-	.irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-	exc \v
-	.endr
+	exception_stubs EXC_OFF
 
 	.org EXC_COMMON_OFF
 exc_common:				/* record the fault in the mailbox, end QEMU with EXIT_FAULT */

@@ -51,28 +51,7 @@ static struct {
 	uint64_t vcpus, workload, work, exit_every, bz_bytes, loop_iters, timer_hz, program;
 } cfg;
 
-void *memset(void *d, int c, size_t n)
-{
-	unsigned char *p = d;
-	while (n--)
-		*p++ = (unsigned char)c;
-	return d;
-}
-void *memcpy(void *d, const void *s, size_t n)
-{
-	unsigned char *a = d;
-	const unsigned char *b = s;
-	while (n--)
-		*a++ = *b++;
-	return d;
-}
-/* libbz2 names these, but wl_run gives it its own allocator. */
-void *malloc(size_t n)
-{
-	(void)n;
-	return 0;
-}
-void free(void *p) { (void)p; }
+#include "freestanding.h"
 void bz_internal_error(int e)
 {
 	(void)e;

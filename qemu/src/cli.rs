@@ -1,14 +1,12 @@
 //! `vmmtrace qemu ...`: run the guest under real QEMU and print its ground truth.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
-use microvm::cli::{CpuList, parse_cpu_list, parse_size};
-use microvm::guest_program::{Policy, ProgramSpec};
+use microvm::cli::{CpuList, JobArgs, ProgramArgs, cpus, parse_cpu_list, write_truth};
 
 use crate::program::ProgramOptions;
-use crate::{Accel, Config, Vm, Workload};
+use crate::{Accel, Config, Vm};
 
 /// Options of `vmmtrace qemu`.
 #[derive(clap::Args, Debug, Clone)]
@@ -20,30 +18,14 @@ pub struct QemuArgs {
     /// vCPUs (threads "CPU n/KVM"), 1..=16.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub vcpus: u32,
-    /// CPU-bound job each vCPU runs at CPL3.
-    #[arg(long, value_enum, default_value_t = Workload::Bzip2)]
-    pub workload: Workload,
-    /// Work units per vCPU, >= 1.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
-    pub work: u64,
-    /// A userspace exit (port I/O to a QEMU debugcon) every K work units; 0 = never.
-    #[arg(long, default_value_t = 1)]
-    pub exit_every: u64,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Guest APIC timer frequency (in-kernel interrupts); 0 = no timer.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub timer_hz: u32,
-    /// Pin vCPU i to the i-th CPU of this list (cyclically), e.g. "0,1".
-    #[arg(long, value_parser = parse_cpu_list)]
-    pub pin_vcpus: Option<CpuList>,
     /// Confine every other QEMU thread (main loop, RCU, iothreads) to these CPUs (libvirt's emulatorpin).
     #[arg(long, value_parser = parse_cpu_list)]
     pub pin_vmm: Option<CpuList>,
-    /// bzip2: input bytes per work unit.
-    #[arg(long, default_value_t = 256 << 10)]
-    pub unit_bytes: u32,
-    /// loop: iterations per work unit.
-    #[arg(long, default_value_t = 1 << 16)]
-    pub unit_iters: u32,
     /// QEMU iothreads to create (-object iothread), 0..=16.
     #[arg(long, default_value_t = 0)]
     pub iothreads: u32,
@@ -56,23 +38,8 @@ pub struct QemuArgs {
     /// The QEMU binary (default: qemu-system-x86_64 on PATH).
     #[arg(long, value_name = "PATH")]
     pub qemu: Option<PathBuf>,
-    /// Write the ground truth JSON here (atomically) instead of to stdout (with a
-    /// PROGRAM, stdout is the program's: the truth is written only with --truth).
-    #[arg(long, value_name = "FILE")]
-    pub truth: Option<PathBuf>,
-    /// Guest RAM for a PROGRAM, e.g. "512M" or "1G" (64M..2G, multiple of 2 MiB).
-    #[arg(long, value_parser = parse_size, default_value = "1G")]
-    pub mem: u64,
-    /// A PROGRAM may create and write files under DIR (repeatable); otherwise only its
-    /// stdout and stderr.
-    #[arg(long, value_name = "DIR")]
-    pub guest_write: Vec<PathBuf>,
-    /// Answer system calls the server does not know with ENOSYS instead of stopping.
-    #[arg(long)]
-    pub enosys_unknown: bool,
-    /// An unmodified Linux x86-64 program to run as the guest (after `--`), and its arguments.
-    #[arg(last = true, value_name = "PROGRAM")]
-    pub program: Vec<OsString>,
+    #[command(flatten)]
+    pub program: ProgramArgs,
 }
 
 impl QemuArgs {
@@ -80,14 +47,14 @@ impl QemuArgs {
         Config {
             name: self.name.clone(),
             vcpus: self.vcpus,
-            workload: self.workload,
-            work: self.work,
-            exit_every: self.exit_every,
+            workload: self.job.workload,
+            work: self.job.work,
+            exit_every: self.job.exit_every,
             timer_hz: self.timer_hz,
-            pin_vcpus: self.pin_vcpus.as_ref().map(|c| c.0.clone()),
-            pin_vmm: self.pin_vmm.as_ref().map(|c| c.0.clone()),
-            bzip2_unit_bytes: self.unit_bytes,
-            loop_unit_iters: self.unit_iters,
+            pin_vcpus: cpus(&self.job.pin_vcpus),
+            pin_vmm: cpus(&self.pin_vmm),
+            bzip2_unit_bytes: self.job.unit_bytes,
+            loop_unit_iters: self.job.unit_iters,
             iothreads: self.iothreads,
             accel: self.accel,
             qemu: self.qemu.clone(),
@@ -99,22 +66,18 @@ impl QemuArgs {
 /// Runs `args.program` under QEMU; ends the process with its exit status (stdout and
 /// stderr are the program's).
 fn run_program(args: &QemuArgs) -> anyhow::Result<()> {
-    let (prog, rest) = args.program.split_first().expect("called with a program");
-    let spec = ProgramSpec::from_command(Path::new(prog), rest).map_err(anyhow::Error::msg)?;
-    let policy =
-        Policy { write_dirs: args.guest_write.clone(), enosys_unknown: args.enosys_unknown, ..Default::default() };
+    let (spec, policy) = args.program.spec_and_policy()?;
     let opts = ProgramOptions {
-        mem_mib: args.mem >> 20,
-        pin_vcpus: args.pin_vcpus.as_ref().map(|c| c.0.clone()),
-        pin_vmm: args.pin_vmm.as_ref().map(|c| c.0.clone()),
+        mem_mib: args.program.mem >> 20,
+        pin_vcpus: cpus(&args.job.pin_vcpus),
+        pin_vmm: cpus(&args.pin_vmm),
         accel: args.accel,
         qemu: args.qemu.clone(),
         name: args.name.clone(),
     };
     let truth = crate::program::run(&spec, policy, &opts).context("QEMU")?;
-    if let Some(path) = &args.truth {
-        let json = serde_json::to_string_pretty(&truth)?;
-        write_atomic(path, json.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    if let Some(path) = &args.program.truth {
+        write_truth(path, &serde_json::to_string_pretty(&truth)?)?;
     }
     std::process::exit(truth.exit_status);
 }
@@ -122,7 +85,7 @@ fn run_program(args: &QemuArgs) -> anyhow::Result<()> {
 /// Boots QEMU, runs the guest and prints (or writes) the ground truth. With a PROGRAM,
 /// runs it and exits with its status.
 pub fn run(args: &QemuArgs) -> anyhow::Result<()> {
-    if !args.program.is_empty() {
+    if !args.program.program.is_empty() {
         return run_program(args);
     }
     let cfg = args.to_config();
@@ -140,20 +103,5 @@ pub fn run(args: &QemuArgs) -> anyhow::Result<()> {
         vm.vmm_tids()
     );
     let truth = vm.start().wait().context("QEMU")?;
-    let json = serde_json::to_string_pretty(&truth)?;
-    match &args.truth {
-        Some(path) => write_atomic(path, json.as_bytes()).with_context(|| format!("write {}", path.display()))?,
-        None => println!("{json}"),
-    }
-    Ok(())
-}
-
-/// A temporary file in the same directory, then rename: readers see old or new.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    args.program.write_or_print_truth(&serde_json::to_string_pretty(&truth)?)
 }

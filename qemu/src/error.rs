@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use microvm::{CpuException, workload_status};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0} not found: install QEMU with `apt-get install qemu-system-x86`")]
@@ -39,50 +41,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "guest CPU exception {vector} ({name}) error code {error_code:#x} at rip {rip:#x} rsp {rsp:#x} cs {cs:#x} rflags {rflags:#x} cr2 {cr2:#x}"
-    )]
-    GuestException {
-        vector: u64,
-        name: &'static str,
-        error_code: u64,
-        rip: u64,
-        rsp: u64,
-        cs: u64,
-        rflags: u64,
-        cr2: u64,
-    },
+    #[error("guest CPU exception {0}")]
+    GuestException(CpuException),
     #[error("guest program: {0}")]
     Program(String),
-    #[error("vCPU {vcpu}: workload failed with status {status} (see microvm/guest/workload.c for the codes)")]
+    #[error("vCPU {vcpu}: workload failed with status {status} ({})", workload_status(*.status))]
     Workload { vcpu: u32, status: i64 },
-}
-
-/// The name of an x86 exception vector.
-pub(crate) fn exception_name(vector: u64) -> &'static str {
-    const NAMES: [&str; 22] = [
-        "#DE divide error",
-        "#DB debug",
-        "NMI",
-        "#BP breakpoint",
-        "#OF overflow",
-        "#BR bound range",
-        "#UD invalid opcode",
-        "#NM device not available",
-        "#DF double fault",
-        "coprocessor segment overrun",
-        "#TS invalid TSS",
-        "#NP segment not present",
-        "#SS stack fault",
-        "#GP general protection",
-        "#PF page fault",
-        "reserved",
-        "#MF x87 error",
-        "#AC alignment check",
-        "#MC machine check",
-        "#XM SIMD error",
-        "#VE virtualization",
-        "#CP control protection",
-    ];
-    NAMES.get(vector as usize).copied().unwrap_or("reserved")
 }

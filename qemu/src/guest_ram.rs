@@ -3,7 +3,7 @@
 //! a vhost-user backend shares guest memory.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -26,23 +26,11 @@ impl GuestRam {
         let io = |source| Error::Io { what: "create guest RAM file", path: path.to_path_buf(), source };
         let file: File = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io)?;
         file.set_len(len).map_err(io)?;
-        // SAFETY: a fresh shared mapping of a file we own, of its exact length.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            let source = std::io::Error::last_os_error();
+        let ptr = microvm::sys::map_shared(file.as_fd(), len as usize).map_err(|source| {
             let _ = std::fs::remove_file(path);
-            return Err(io(source));
-        }
-        Ok(GuestRam { path: path.to_path_buf(), ptr: ptr.cast(), len: len as usize })
+            io(source)
+        })?;
+        Ok(GuestRam { path: path.to_path_buf(), ptr, len: len as usize })
     }
 
     /// The whole RAM as bytes, for the program loader and the system-call server.

@@ -33,7 +33,6 @@ mod qmp;
 pub mod threads;
 mod vm;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use command::guest_cmdline;
 pub use error::Error;
 pub use microvm::Workload;
+use microvm::job::JobOptions;
 pub use qmp::{IoThread, VcpuThread};
 pub use threads::ThreadRole;
 pub use vm::{RunningVm, Vm};
@@ -115,24 +115,19 @@ impl Default for Config {
 impl Config {
     /// Checks the options; the error says which one is wrong and what is allowed.
     pub fn validate(&self) -> Result<(), Error> {
+        let options = JobOptions {
+            vcpus: self.vcpus,
+            max_vcpus: layout::MAX_VCPUS,
+            work: self.work,
+            timer_hz: self.timer_hz,
+            bzip2_unit_bytes: self.bzip2_unit_bytes,
+            loop_unit_iters: self.loop_unit_iters,
+            cpu_lists: [("--pin-vcpus", self.pin_vcpus.as_deref()), ("--pin-vmm", self.pin_vmm.as_deref())],
+        };
+        options.check().map_err(Error::Config)?;
         let bad = |m: String| Err(Error::Config(m));
-        if self.vcpus < 1 || self.vcpus > layout::MAX_VCPUS {
-            return bad(format!("--vcpus {} out of range 1..={}", self.vcpus, layout::MAX_VCPUS));
-        }
-        if self.work < 1 {
-            return bad("--work must be >= 1".into());
-        }
         if self.workload == Workload::FaultTest {
             return bad("the fault-test workload is not supported under QEMU".into());
-        }
-        if self.timer_hz > 100_000 {
-            return bad(format!("--timer-hz {} too high (max 100000; 0 = no timer)", self.timer_hz));
-        }
-        if self.bzip2_unit_bytes < 1 || self.bzip2_unit_bytes > 4 << 20 {
-            return bad(format!("bzip2 unit of {} bytes out of range 1..=4 MiB", self.bzip2_unit_bytes));
-        }
-        if self.loop_unit_iters < 1 {
-            return bad("loop unit iterations must be >= 1".into());
         }
         if let Some(mib) = self.program_mem_mib
             && (self.vcpus != 1 || !(64..=2048).contains(&mib) || mib % 2 != 0)
@@ -147,53 +142,25 @@ impl Config {
         {
             return bad(format!("--name {name:?}: give a non-empty single-line name"));
         }
-        for (flag, list) in [("--pin-vcpus", &self.pin_vcpus), ("--pin-vmm", &self.pin_vmm)] {
-            if let Some(list) = list {
-                if list.is_empty() {
-                    return bad(format!("{flag}: empty CPU list"));
-                }
-                if let Some(c) = list.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
-                    return bad(format!("{flag}: CPU {c} does not exist"));
-                }
-            }
-        }
         Ok(())
     }
 
     /// Progress exits each vCPU makes: `work / exit_every`.
     pub fn expected_progress_exits(&self) -> u64 {
-        self.work.checked_div(self.exit_every).unwrap_or(0)
+        microvm::job::expected_progress_exits(self.work, self.exit_every)
     }
 }
 
-/// Exact ground truth of one vCPU, counted by the guest itself.
+/// Exact ground truth of one vCPU, counted by the guest itself: every port access
+/// (progress bytes, its result line, the final isa-debug-exit) is one "io" exit.
+pub type VcpuTruth = microvm::job::VcpuTruth<QemuVcpuTruth>;
+
+/// What vmmtrace knows of a QEMU vCPU beside [`microvm::job::VcpuTruth`]'s fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VcpuTruth {
-    pub index: u32,
-    /// The vCPU thread (QMP `query-cpus-fast` thread-id).
-    pub tid: u32,
-    /// Its name, `CPU n/KVM` (`CPU n/TCG` under TCG).
-    pub name: String,
-    /// Userspace exits by reason from "go" to the end, counted by the guest: every port
-    /// access (progress bytes, its result line, the final isa-debug-exit) is one "io"
-    /// exit (KVM_EXIT_IO), served by QEMU.
-    pub exits: BTreeMap<String, u64>,
-    /// Of those, progress exits: exactly `work / exit_every`.
-    pub progress_exits: u64,
+pub struct QemuVcpuTruth {
     /// Port exits before "go" (its "ready" line); the boot's firmware exits come on top.
     pub exits_before_go: u64,
-    /// Guest timer interrupts taken (counted by the guest's ISR): in-kernel exits.
-    pub timer_interrupts: u64,
-    pub work_units: u64,
-    /// Equals `microvm::run_native(workload, index, work, ...)` (the same C code).
-    pub checksum: u64,
-    /// Workload time measured by the guest (TSC), start to end of the work.
-    pub elapsed_ns: u64,
-    /// CLOCK_MONOTONIC (as bpf_ktime_get_ns) when the work started and ended.
-    pub start_monotonic_ns: u64,
-    pub end_monotonic_ns: u64,
-    /// The thread's CPU time (schedstat) when the last vCPU finished.
-    pub sum_exec_runtime_ns: u64,
+    /// The vCPU thread's `Cpus_allowed_list` when the last vCPU finished.
     pub affinity: Vec<usize>,
 }
 

@@ -131,21 +131,12 @@ pub fn affinity(pid: u32, tid: u32) -> Option<Vec<usize>> {
 
 /// Pins thread `tid` to `cpus`.
 pub fn pin(what: &str, tid: u32, cpus: &[usize]) -> Result<(), Error> {
-    let err = |source| Error::Pin { what: what.into(), tid, cpus: cpus.to_vec(), source };
-    // SAFETY: cpu_set_t is plain data; CPU_SET is only called with in-range CPUs.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            if c >= libc::CPU_SETSIZE as usize {
-                return Err(err(std::io::Error::from_raw_os_error(libc::EINVAL)));
-            }
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(tid as libc::pid_t, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+    microvm::sys::set_affinity(tid, cpus).map_err(|source| Error::Pin {
+        what: what.into(),
+        tid,
+        cpus: cpus.to_vec(),
+        source,
+    })
 }
 
 #[cfg(test)]

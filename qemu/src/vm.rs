@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use crate::command::{self, RunPaths, qemu_args};
 use crate::console::{self, Console, Short};
-use crate::error::exception_name;
 use crate::guest_ram::GuestRam;
 use crate::layout::{self, mailbox, slot};
 use crate::qmp::{IoThread, Qmp, VcpuThread, accept_from_qemu};
 use crate::threads::{self, Classified, ThreadRole};
-use crate::{Accel, Config, Error, GroundTruth, ThreadTruth, VcpuTruth};
+use microvm::CpuException;
+
+use crate::{Accel, Config, Error, GroundTruth, QemuVcpuTruth, ThreadTruth, VcpuTruth};
 
 /// How long QEMU may take to connect to QMP, and the guest to reach its gate.
 const QMP_DEADLINE: Duration = Duration::from_secs(30);
@@ -282,15 +283,16 @@ impl Vm {
 
     fn guest_exception(&self) -> Option<Error> {
         let f = |i: u64| self.ram.read_u64(layout::MAILBOX + mailbox::FAULT + 8 * i);
-        (f(7) == 1).then(|| Error::GuestException {
-            vector: f(0),
-            name: exception_name(f(0)),
-            error_code: f(1),
-            rip: f(2),
-            cs: f(3),
-            rflags: f(4),
-            rsp: f(5),
-            cr2: f(6),
+        (f(7) == 1).then(|| {
+            Error::GuestException(CpuException {
+                vector: f(0),
+                error_code: f(1),
+                rip: f(2),
+                cs: f(3),
+                rflags: f(4),
+                rsp: f(5),
+                cr2: f(6),
+            })
         })
     }
 }
@@ -413,7 +415,6 @@ fn vcpu_truth(vm: &Vm, go: Stamp, tsc_hz: f64, v: &VcpuThread, threads: &[Thread
         name: thread.map(|t| t.comm.clone()).unwrap_or_default(),
         exits: BTreeMap::from([("io".to_string(), read(slot::EXITS))]),
         progress_exits: read(slot::PROGRESS_EXITS),
-        exits_before_go: read(slot::EXITS_BEFORE_GO),
         timer_interrupts: read(slot::TIMER_INTERRUPTS),
         work_units: read(slot::UNITS_DONE),
         checksum: read(slot::CHECKSUM),
@@ -421,7 +422,10 @@ fn vcpu_truth(vm: &Vm, go: Stamp, tsc_hz: f64, v: &VcpuThread, threads: &[Thread
         start_monotonic_ns: go.mono_ns + ns(tsc_start.saturating_sub(tsc_go)),
         end_monotonic_ns: go.mono_ns + ns(tsc_end.saturating_sub(tsc_go)),
         sum_exec_runtime_ns: thread.map_or(0, |t| t.on_cpu_ns),
-        affinity: thread.map(|t| t.affinity.clone()).unwrap_or_default(),
+        vmm: QemuVcpuTruth {
+            exits_before_go: read(slot::EXITS_BEFORE_GO),
+            affinity: thread.map(|t| t.affinity.clone()).unwrap_or_default(),
+        },
     })
 }
 

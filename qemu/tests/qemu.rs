@@ -85,8 +85,8 @@ fn pinning_is_applied_as_asked() {
         }
     }
     let t = vm.start().wait().unwrap_or_else(|e| panic!("run: {e}"));
-    assert_eq!(t.vcpus[0].affinity, [last]);
-    assert_eq!(t.vcpus[1].affinity, [0]);
+    assert_eq!(t.vcpus[0].vmm.affinity, [last]);
+    assert_eq!(t.vcpus[1].vmm.affinity, [0]);
 }
 
 #[test]

@@ -38,10 +38,7 @@ macro_rules! require_root {
 }
 
 /// Why this host cannot run KVM guests, or None.
-pub fn no_kvm() -> Option<&'static str> {
-    (!std::path::Path::new("/dev/kvm").exists())
-        .then_some("/dev/kvm does not exist on this host (dmesg says why KVM did not load)")
-}
+pub use microvm::no_kvm;
 
 /// [`require_root!`], and returns from the test, saying why, unless this host has
 /// /dev/kvm. Some hosts have none (this build machine boots at times with page-table
@@ -205,15 +202,68 @@ impl Parked {
     }
 }
 
+/// Spins for `d` of wall time wherever the scheduler puts the calling thread.
+pub fn spin_for(d: Duration) {
+    let end = Instant::now() + d;
+    let mut x = 0u64;
+    while Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
 /// Spins on `cpu` for `d` of wall time.
 pub fn spin_on(cpu: u32, d: Duration) -> impl FnOnce() + Send + 'static {
     move || {
         pin_self(cpu);
-        let end = Instant::now() + d;
-        let mut x = 0u64;
-        while Instant::now() < end {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
+        spin_for(d);
+    }
+}
+
+/// A named piece of work for a [`Parked`] thread.
+pub type Work = (&'static str, Box<dyn FnOnce() + Send>);
+
+/// A thread [`trace_threads`] ran: its tid and the kernel's run_delay (ns) once its
+/// work was done.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadRun {
+    pub tid: u32,
+    pub run_delay_ns: u64,
+}
+
+/// Runs the named threads to completion inside one trace, each parked once done so
+/// that its schedstat can be read while it still exists; returns the report and the
+/// threads in the order given.
+pub fn trace_threads(opts: &ProbeOptions, threads: Vec<Work>) -> (Report, Vec<ThreadRun>) {
+    let mut session = Session::attach(opts);
+    session.start();
+    let parked: Vec<Parked> = threads.into_iter().map(|(name, work)| Parked::spawn(name, work)).collect();
+    for p in &parked {
+        p.wait_done();
+    }
+    let runs = parked.iter().map(|p| ThreadRun { tid: p.tid, run_delay_ns: schedstat(p.tid).1 }).collect();
+    let report = session.finish();
+    for p in parked {
+        p.release();
+    }
+    (report, runs)
+}
+
+/// The study's KVM case on the micro-VM: one vCPU running the loop workload, pinned
+/// to `cpu` together with its own emulator thread, which its timer keeps busy (as a
+/// wrong emulatorpin would do). About 6,000 progress exits, each handed over to the
+/// emulator.
+pub fn vcpu_sharing_its_cpu_with_a_busy_emulator(cpu: u32) -> microvm::Config {
+    microvm::Config {
+        vcpus: 1,
+        workload: microvm::Workload::Loop,
+        work: 6_000,
+        loop_unit_iters: 4_000,
+        exit_every: 1,
+        timer_hz: 250,
+        pin_vcpus: Some(vec![cpu as usize]),
+        pin_emulator: Some(vec![cpu as usize]),
+        emulator_hz: 100_000,
+        ..Default::default()
     }
 }
 

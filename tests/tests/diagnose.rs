@@ -4,7 +4,7 @@
 //! such finding. The host-only analogue runs anywhere (root); the micro-VM case needs
 //! /dev/kvm.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmmtrace::{
     diagnose::{Finding, Kind, Thresholds, diagnose},
@@ -13,35 +13,11 @@ use vmmtrace::{
 };
 use vmmtrace_tests::*;
 
-/// Spins wherever the scheduler puts it for `d`.
-fn float_spin(d: Duration) -> impl FnOnce() + Send + 'static {
-    move || {
-        let end = Instant::now() + d;
-        let mut x = 0u64;
-        while Instant::now() < end {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-    }
-}
-
-/// A named piece of work for a parked thread.
-type Work = (&'static str, Box<dyn FnOnce() + Send>);
-
 /// Runs the named threads to completion inside one trace; returns the report and
 /// their tids.
 fn traced(threads: Vec<Work>) -> (Report, Vec<u32>) {
-    let mut session = Session::attach(&ProbeOptions::default());
-    session.start();
-    let parked: Vec<Parked> = threads.into_iter().map(|(name, work)| Parked::spawn(name, work)).collect();
-    for p in &parked {
-        p.wait_done();
-    }
-    let report = session.finish();
-    let tids = parked.iter().map(|p| p.tid).collect();
-    for p in parked {
-        p.release();
-    }
-    (report, tids)
+    let (report, runs) = trace_threads(&ProbeOptions::default(), threads);
+    (report, runs.iter().map(|r| r.tid).collect())
 }
 
 /// The finding about VMM threads on `vcpu`'s core, checked against the ledger: the
@@ -70,7 +46,7 @@ fn a_pinned_vcpu_thread_and_floating_busy_vmm_threads_host_only_analogue() {
     let mut threads: Vec<Work> = vec![("CPU 0/KVM", Box::new(spin_on(cpus[1], spin)))];
     let floaters = ["IO mon_iothread", "qemu-main", "IO iothread1", "IO iothread2"];
     for name in floaters.iter().take(cpus.len().min(floaters.len())) {
-        threads.push((name, Box::new(float_spin(spin))));
+        threads.push((name, Box::new(move || spin_for(spin))));
     }
     let (report, tids) = traced(threads);
     let findings = diagnose(&report, &Thresholds::default());
@@ -109,18 +85,7 @@ fn nothing_wrong_a_pinned_vcpu_thread_and_a_vmm_thread_pinned_elsewhere() {
 fn microvm_vcpu_losing_its_core_to_the_emulator_is_diagnosed() {
     require_kvm!();
     let cpus = online_cpus();
-    let cfg = microvm::Config {
-        vcpus: 1,
-        workload: microvm::Workload::Loop,
-        work: 6_000,
-        loop_unit_iters: 4_000,
-        exit_every: 1,
-        timer_hz: 250,
-        pin_vcpus: Some(vec![cpus[0] as usize]),
-        pin_emulator: Some(vec![cpus[0] as usize]),
-        emulator_hz: 100_000,
-        ..Default::default()
-    };
+    let cfg = vcpu_sharing_its_cpu_with_a_busy_emulator(cpus[0]);
     let mut session = Session::attach(&ProbeOptions::default());
     session.start();
     let vm = microvm::spawn(&cfg).unwrap_or_else(|e| panic!("start the micro-VM: {e}"));

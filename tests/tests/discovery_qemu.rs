@@ -51,17 +51,7 @@ impl Drop for Qemu {
 }
 
 fn find_qemu() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin".into(), "/usr/local/bin".into()])
-        .map(|dir| dir.join("qemu-system-x86_64"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "qemu-system-x86_64 not found in PATH: this test needs QEMU; \
-                 install it with `apt-get install qemu-system-x86`"
-            )
-        })
+    vmm_qemu::find_qemu(None).unwrap_or_else(|e| panic!("this test needs QEMU: {e}"))
 }
 
 fn unique_name() -> String {

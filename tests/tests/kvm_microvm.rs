@@ -40,7 +40,7 @@ fn vcpus_exits_and_kvm_run_split_match_the_vms_own_counts() {
         assert_eq!(t.exits.get("io").copied(), Some(cfg.work / cfg.exit_every + 1));
         let io = v.userspace_exits.get("KVM_EXIT_IO").copied().unwrap_or(0);
         assert_eq!(io, t.exits["io"], "vCPU {}: {:?}", t.index, v.userspace_exits);
-        assert_eq!(v.userspace_exits.values().sum::<u64>(), t.kvm_run_calls);
+        assert_eq!(v.userspace_exits.values().sum::<u64>(), t.vmm.kvm_run_calls);
         // Role and index.
         assert_eq!(v.index, Some(t.index));
         let th = report.thread(t.tid).expect("vCPU thread in report");

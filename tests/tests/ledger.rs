@@ -103,36 +103,17 @@ fn greedy_spin(cpu: Option<u32>, d: Duration) -> impl FnOnce() + Send + 'static 
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
         match cpu {
             Some(c) => spin_on(c, d)(),
-            None => {
-                let end = std::time::Instant::now() + d;
-                let mut x = 0u64;
-                while std::time::Instant::now() < end {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            }
+            None => spin_for(d),
         }
     }
 }
 
-/// Runs `threads` (name, work) to completion, parks them, reads their run_delay, and
-/// returns the report with the (tid, run_delay) of each.
-/// A named piece of work for a parked thread.
-type Work = (&'static str, Box<dyn FnOnce() + Send>);
-
+/// Runs `threads` (name, work) to completion; returns the report (which dropped no
+/// event) with the (tid, run_delay) of each.
 fn traced(opts: &ProbeOptions, threads: Vec<Work>) -> (Report, Vec<(u32, u64)>) {
-    let mut session = Session::attach(opts);
-    session.start();
-    let parked: Vec<Parked> = threads.into_iter().map(|(name, work)| Parked::spawn(name, work)).collect();
-    for p in &parked {
-        p.wait_done();
-    }
-    let truth: Vec<(u32, u64)> = parked.iter().map(|p| (p.tid, schedstat(p.tid).1)).collect();
-    let report = session.finish();
-    for p in parked {
-        p.release();
-    }
+    let (report, runs) = trace_threads(opts, threads);
     assert_eq!(report.dropped_events, 0);
-    (report, truth)
+    (report, runs.iter().map(|r| (r.tid, r.run_delay_ns)).collect())
 }
 
 #[test]
@@ -233,18 +214,7 @@ fn a_vcpu_sharing_its_cpu_with_a_busy_emulator_loses_it_to_the_emulator() {
     let _greedy = GreedyGroup::raise();
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "this test needs 2 CPUs (one for the VM, one to watch it)");
-    let cfg = microvm::Config {
-        vcpus: 1,
-        workload: microvm::Workload::Loop,
-        work: 6_000,
-        loop_unit_iters: 4_000,
-        exit_every: 1,
-        timer_hz: 250,
-        pin_vcpus: Some(vec![cpus[0] as usize]),
-        pin_emulator: Some(vec![cpus[0] as usize]),
-        emulator_hz: 100_000,
-        ..Default::default()
-    };
+    let cfg = vcpu_sharing_its_cpu_with_a_busy_emulator(cpus[0]);
     let mut session = Session::attach(&ProbeOptions::default());
     session.start();
     let vm = microvm::spawn(&cfg).unwrap_or_else(|e| panic!("start the micro-VM: {e}"));
@@ -256,7 +226,7 @@ fn a_vcpu_sharing_its_cpu_with_a_busy_emulator_loses_it_to_the_emulator() {
     let run_delay = watcher.join().unwrap();
     let report = session.finish();
     assert_eq!(report.dropped_events, 0);
-    eprintln!("guest ran {:.0} ms, {} exits", truth.vcpus[0].elapsed_ns as f64 / 1e6, truth.vcpus[0].kvm_run_calls);
+    eprintln!("guest ran {:.0} ms, {} exits", truth.vcpus[0].elapsed_ns as f64 / 1e6, truth.vcpus[0].vmm.kvm_run_calls);
 
     for tid in [vcpu, emulator] {
         let th = thread(&report, tid);

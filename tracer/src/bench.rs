@@ -143,7 +143,7 @@ pub fn run_kvm(reps: usize) -> anyhow::Result<Vec<KvmBenchRow>> {
                 None
             };
             let truth = microvm::run(&cfg)?;
-            let exits = truth.vcpus.iter().map(|v| v.kvm_run_calls).sum();
+            let exits = truth.vcpus.iter().map(|v| v.vmm.kvm_run_calls).sum();
             let elapsed_ns = truth.vcpus.iter().map(|v| v.elapsed_ns).max().unwrap_or(0);
             let programs = probes.as_ref().map(programs_that_ran).unwrap_or_default();
             rows.push(KvmBenchRow { probes: with, elapsed_ns, exits, programs });

@@ -23,7 +23,7 @@ use crate::layout::*;
 use crate::mem::GuestMem;
 use crate::vcpu::{MSR_STAR, STAR_LINUX, Unhandled, create_vcpu, exit_reason, pin_current};
 use crate::vm::{create_vm, load_builtin_stub, open_kvm};
-use crate::{EmulatorTruth, Error, VcpuTruth, sys};
+use crate::{EmulatorTruth, Error, KvmRunTruth, VcpuTruth, sys};
 
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
@@ -272,7 +272,6 @@ fn run_vcpu(mut vcpu: VcpuFd, mut ram: Ram, mut server: SyscallServer, sync: boo
         tid,
         name: "CPU 0/KVM".into(),
         exits,
-        kvm_run_calls: runs,
         progress_exits: 0,
         timer_interrupts: 0,
         work_units: 0,
@@ -280,8 +279,8 @@ fn run_vcpu(mut vcpu: VcpuFd, mut ram: Ram, mut server: SyscallServer, sync: boo
         elapsed_ns: elapsed.as_nanos() as u64,
         start_monotonic_ns: mono0,
         end_monotonic_ns: mono1,
-        last_cpu,
         sum_exec_runtime_ns: sys::thread_cputime_ns(),
+        vmm: KvmRunTruth { kvm_run_calls: runs, last_cpu },
     };
     Ok(VcpuEnd { truth, exit_status, stats: server.stats().clone(), cpl: cpl.unwrap_or(3) })
 }

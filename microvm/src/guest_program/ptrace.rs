@@ -4,11 +4,12 @@
 //! stops the child without executing; the server performs it. Used to test loader and
 //! server where /dev/kvm is missing, and as the native-speed reference for them.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use super::loader::{Loaded, ProgramSpec, load};
 use super::server::{Outcome, Policy, Syscall, SyscallServer, SyscallStats};
 use super::space::Layout;
+use crate::sys;
 
 /// Result of a run under ptrace (the ground truth of `--platform ptrace`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,24 +40,12 @@ impl SharedRam {
         }
         // SAFETY: fd is a new descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: plain syscalls on our fd; the mapping is checked below.
-        let ptr = unsafe {
-            if libc::ftruncate(fd.as_raw_fd(), size as i64) != 0 {
-                return Err(format!("guest RAM of {} MiB: {}", size >> 20, std::io::Error::last_os_error()));
-            }
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("mmap guest RAM: {}", std::io::Error::last_os_error()));
+        // SAFETY: a plain syscall on our own fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) } != 0 {
+            return Err(format!("guest RAM of {} MiB: {}", size >> 20, std::io::Error::last_os_error()));
         }
-        Ok(SharedRam { fd, ptr: ptr as *mut u8, size: size as usize })
+        let ptr = sys::map_shared(fd.as_fd(), size as usize).map_err(|e| format!("mmap guest RAM: {e}"))?;
+        Ok(SharedRam { fd, ptr, size: size as usize })
     }
 
     fn bytes(&mut self) -> &mut [u8] {
