@@ -16,4 +16,5 @@ pub mod kvm_reasons;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod sys;
