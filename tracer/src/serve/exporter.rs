@@ -76,8 +76,9 @@ impl Exporter {
     /// Takes a scrape's parts: `running_vms` are the VMM pids of the VMs running now.
     pub fn update(&mut self, parts: Vec<Part>, running_vms: &HashSet<u32>, gauges: &Gauges) {
         self.removed.retain(|pid| !running_vms.contains(pid));
+        let present: HashSet<u32> = parts.iter().map(|p| p.source.tid).collect();
         let now = self.group(parts);
-        self.carry_departed(&now);
+        self.carry_departed(&present);
         self.last = now;
         self.remove_stopped_vms(running_vms);
         self.raise_counters();
@@ -107,13 +108,14 @@ impl Exporter {
         now
     }
 
-    /// A source that was in a series and is no longer (its thread left the maps)
-    /// leaves its last value in the series' carried total.
-    fn carry_departed(&mut self, now: &HashMap<SeriesKey, HashMap<u32, f64>>) {
+    /// A thread that left the maps (it is in no part now) leaves its last value in
+    /// the carried total of each series it was in. A thread still present but in
+    /// another series (its role or VM was learned late) carries nothing: it counts
+    /// in its new series from its start, and the old series, which never goes down,
+    /// waits until its other parts catch up.
+    fn carry_departed(&mut self, present: &HashSet<u32>) {
         for (key, sources) in &self.last {
-            let present = now.get(key);
-            let gone: f64 =
-                sources.iter().filter(|(tid, _)| present.is_none_or(|p| !p.contains_key(tid))).map(|(_, v)| v).sum();
+            let gone: f64 = sources.iter().filter(|(tid, _)| !present.contains(tid)).map(|(_, v)| v).sum();
             if gone > 0.0 {
                 *self.carried.entry(key.clone()).or_default() += gone;
             }
@@ -212,6 +214,19 @@ mod tests {
         e.update(vec![part(&series::CPU_BY_ROLE, &["other"], 11, None, 3.5)], &none, &g);
         assert_eq!(value(&e, OTHER), Some(6.0));
         assert!(e.render().contains("vmmtrace_map_capacity{map=\"THREAD_STATS\"} 16384"));
+    }
+
+    #[test]
+    fn a_thread_whose_role_is_learned_late_is_not_counted_twice() {
+        let mut e = Exporter::new(&[]);
+        let (none, g) = (HashSet::new(), Gauges::default());
+        let other = |tid, v| part(&series::CPU_BY_ROLE, &["other"], tid, None, v);
+        e.update(vec![other(10, 2.0), other(11, 3.0)], &none, &g);
+        // Thread 10 turns out to be a VMM thread: it moves, nothing is carried for it.
+        e.update(vec![part(&series::CPU_BY_ROLE, &["vmm"], 10, None, 2.5), other(11, 4.0)], &none, &g);
+        assert_eq!(value(&e, OTHER), Some(5.0)); // held, not 4 + 2
+        e.update(vec![part(&series::CPU_BY_ROLE, &["vmm"], 10, None, 2.5), other(11, 6.0)], &none, &g);
+        assert_eq!(value(&e, OTHER), Some(6.0));
     }
 
     #[test]
