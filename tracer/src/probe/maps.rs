@@ -122,6 +122,17 @@ impl Maps {
         self.watch.map().fd().as_fd().as_raw_fd()
     }
 
+    /// Copies only what host discovery needs into `raw`: the threads seen in
+    /// KVM_RUN and the workload threads (a few entries, where every map may be
+    /// tens of thousands).
+    pub(super) fn read_discovery_inputs(&self, raw: &mut RawCounters) -> Result<(), ProbeError> {
+        for tid in self.watch.keys() {
+            raw.workload.insert(tid.map_err(map_err(map::WATCH))?);
+        }
+        raw.vcpus = entries(&self.vcpu_state, map::VCPU_STATE)?.into_iter().collect();
+        Ok(())
+    }
+
     /// Copies every map into `raw`.
     pub(super) fn read_into(&self, raw: &mut RawCounters) -> Result<(), ProbeError> {
         raw.cpus = self.cpu_state.get(&0, 0).map_err(map_err(map::CPU_STATE))?.to_vec();

@@ -274,6 +274,14 @@ impl Probes {
         Ok(raw)
     }
 
+    /// Reads only what host discovery needs (`vcpus` and `workload`; the rest is
+    /// empty): for a discovery step between full reads.
+    pub fn read_discovery_inputs(&self) -> Result<RawCounters, ProbeError> {
+        let mut raw = RawCounters { window: self.window, nr_cpus: self.nr_cpus, ..Default::default() };
+        self.maps.read_discovery_inputs(&mut raw)?;
+        Ok(raw)
+    }
+
     /// The kernel's run statistics of each attached program (run_cnt, run_time_ns;
     /// zero unless `kernel.bpf_stats_enabled` is 1).
     pub fn program_stats(&self) -> Vec<(String, u64, u64)> {

@@ -40,6 +40,14 @@ impl LiveTrace {
         Ok(now)
     }
 
+    /// A discovery step without reading the counters (the maps discovery needs
+    /// only): what `serve` does between scrapes, where nothing else needs them.
+    pub fn observe_host(&mut self) -> anyhow::Result<()> {
+        let inputs = self.probes.read_discovery_inputs()?;
+        self.discovery.observe(&inputs);
+        Ok(())
+    }
+
     /// The counters as of now, without a discovery step.
     pub fn snapshot(&self) -> anyhow::Result<RawCounters> {
         live_snapshot(&self.probes)

@@ -63,7 +63,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let signal = loop {
         tokio::select! {
             sig = signals.recv() => break sig,
-            _ = ticker.tick() => { live.tick()?; }
+            _ = ticker.tick() => live.observe_host()?,
             Some(reply) = scrapes.recv() => {
                 let answer = scrape(&live, &mut exporter).map_err(|e| format!("vmmtrace: scrape failed: {}", crate::error::chain(e.as_ref())));
                 let _ = reply.send(answer);
