@@ -1,8 +1,10 @@
 //! `vmmtrace record`: attach to the whole host, optionally around a command, show a
 //! live summary, and write the report at the end (also on Ctrl-C or SIGTERM).
 //!
-//! `command.rs` runs the traced command, `live.rs` prints the live summary,
-//! `build.rs` turns the last counters into the report.
+//! `session.rs` holds the trace in progress ([`LiveTrace`], which `serve` runs too),
+//! `signals.rs` the signals that end it, `command.rs` runs the traced command,
+//! `live.rs` prints the live summary, `build.rs` turns the last counters into the
+//! report.
 
 mod build;
 mod command;
