@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Trace the whole host for a duration, until Ctrl-C, or around a command; write a JSON report.
     Record(RecordArgs),
+    /// Trace continuously and serve the figures to Prometheus at http://ADDR/metrics.
+    Serve(ServeArgs),
     /// Print a report file as text, or draw its charts and index.html with --out DIR.
     Report(ReportArgs),
     /// Say what is wrong in a report, in plain words, most costly first, with remedies.
@@ -78,6 +80,34 @@ pub struct RecordArgs {
     /// Command to run and trace (everything after --); tracing ends when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  vmmtrace serve\n  vmmtrace serve --listen 0.0.0.0:9477 --watch 1234\n\n\
+Runs until SIGINT or SIGTERM. Scrape config, metrics and the Grafana dashboard: docs/user-guide.md, Prometheus and Grafana.")]
+pub struct ServeArgs {
+    /// Address and port to serve /metrics on (port 0: any free port, printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: std::net::SocketAddr,
+    /// Count this process's threads, and what they fork, as role `workload` (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub watch: Vec<u32>,
+    /// Use the classic sched_switch tracepoint even where tp_btf works.
+    #[arg(long)]
+    pub classic_sched_switch: bool,
+    /// Do not attach the KVM probes.
+    #[arg(long)]
+    pub no_kvm: bool,
+    /// Do not keep run-queue states and the preemption ledger (no vCPU wait by thief role).
+    #[arg(long)]
+    pub no_ledger: bool,
+}
+
+/// `--listen`: an IP address and a port.
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!("'{s}' is not an address and port: give IP:PORT, e.g. 127.0.0.1:9477, 0.0.0.0:9477 or [::1]:9477")
+    })
 }
 
 #[derive(Args, Debug)]
@@ -264,5 +294,11 @@ mod tests {
             _ => panic!("expected record"),
         }
         assert!(Cli::try_parse_from(["vmmtrace", "record", "--duration", "soon"]).is_err());
+        match Cli::try_parse_from(["vmmtrace", "serve"]).unwrap().command {
+            Command::Serve(s) => assert_eq!(s.listen.to_string(), "127.0.0.1:9477"),
+            _ => panic!("expected serve"),
+        }
+        let bad = Cli::try_parse_from(["vmmtrace", "serve", "--listen", "localhost"]).unwrap_err().to_string();
+        assert!(bad.contains("give IP:PORT"), "{bad}");
     }
 }

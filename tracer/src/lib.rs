@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`probe`] (load the eBPF object, read raw counters) ->
 //! [`account`] (pure attribution) -> [`report`] (JSON, text). [`host`] discovers VMs,
-//! their threads and roles from /proc.
+//! their threads and roles from /proc. [`record`] writes one report at the end of a
+//! trace; [`serve`] exposes the trace so far to Prometheus at every scrape.
 
 pub mod account;
 pub mod bench;
@@ -16,4 +17,5 @@ pub mod kvm_reasons;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod sys;

@@ -81,6 +81,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             eprintln!("report written to {}", a.output.display());
             Ok(out.exit_code)
         }
+        Command::Serve(a) => {
+            let opts = vmmtrace::serve::ServeOptions {
+                listen: a.listen,
+                probe: ProbeOptions {
+                    classic_sched_switch: a.classic_sched_switch,
+                    kvm: !a.no_kvm,
+                    ledger: !a.no_ledger,
+                    ..Default::default()
+                },
+                watch: a.watch,
+            };
+            vmmtrace::serve::serve(opts).await?;
+            Ok(0)
+        }
         Command::Report(a) => {
             if let Some(table) = experiment_table(&a.file) {
                 print!("{table}");

@@ -145,7 +145,8 @@ fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
 /// Workloads and tools the tests and the demo use.
 fn setup() -> anyhow::Result<()> {
     // fonts-dejavu-core: the font chart text is drawn with (`vmmtrace report --out`).
-    apt_install(&["bzip2", "gnugo", "qemu-system-x86", "linux-perf", "fonts-dejavu-core"])?;
+    // prometheus: its promtool checks every scrape of `vmmtrace serve` in the tests.
+    apt_install(&["bzip2", "gnugo", "qemu-system-x86", "linux-perf", "fonts-dejavu-core", "prometheus"])?;
     if !Path::new("/sys/kernel/tracing/events").exists() {
         run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
     }

@@ -15,6 +15,7 @@ use crate::{account::ThreadMeta, probe::RawCounters};
 
 /// Host discovery over the whole trace, and guest time (gtime) of vCPU threads at
 /// the start and as last seen.
+#[derive(Clone)]
 pub struct Discovery {
     pub registry: Registry,
     gtime_start: HashMap<u32, u64>,

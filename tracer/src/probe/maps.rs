@@ -89,9 +89,48 @@ impl Maps {
         }
     }
 
+    /// Marks each of `tids` as workload (a process already running that the user asked
+    /// to watch); what they fork from now on is marked by the probes. Returns how many
+    /// could not be marked (the map is full).
+    pub(super) fn watch(&mut self, tids: &[u32]) -> usize {
+        tids.iter().filter(|&&tid| self.watch.insert(tid, 1, 0).is_err()).count()
+    }
+
+    /// (map name, entries it can hold) of every hash map the probes grow per thread,
+    /// VM or pair: what map occupancy is measured against.
+    pub(super) fn capacities(&self) -> Vec<(&'static str, u32)> {
+        let cap = |name: &'static str, m: &MapData| m.info().ok().map(|i| (name, i.max_entries()));
+        [
+            cap(map::THREAD_STATS, self.thread_stats.map()),
+            cap(map::THREAD_INFO, self.thread_info.map()),
+            cap(map::WATCH, self.watch.map()),
+            cap(map::VCPU_STATE, self.vcpu_state.map()),
+            cap(map::VCPU_EXITS, self.vcpu_exits.map()),
+            cap(map::USERSPACE_EXITS, self.userspace_exits.map()),
+            cap(map::KVM_EVENTS, self.kvm_events.map()),
+            cap(map::GUEST_SAMPLES, self.guest_samples.map()),
+            cap(map::THREAD_SCHED, self.thread_sched.map()),
+            cap(map::LEDGER, self.ledger.map()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// The fd of the WATCH map, for [`watch_self_raw`].
     pub(super) fn watch_fd(&self) -> RawFd {
         self.watch.map().fd().as_fd().as_raw_fd()
+    }
+
+    /// Copies only what host discovery needs into `raw`: the threads seen in
+    /// KVM_RUN and the workload threads (a few entries, where every map may be
+    /// tens of thousands).
+    pub(super) fn read_discovery_inputs(&self, raw: &mut RawCounters) -> Result<(), ProbeError> {
+        for tid in self.watch.keys() {
+            raw.workload.insert(tid.map_err(map_err(map::WATCH))?);
+        }
+        raw.vcpus = entries(&self.vcpu_state, map::VCPU_STATE)?.into_iter().collect();
+        Ok(())
     }
 
     /// Copies every map into `raw`.

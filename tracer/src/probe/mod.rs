@@ -240,6 +240,19 @@ impl Probes {
         self.maps.mark_in_kvm_run(tids);
     }
 
+    /// Marks running threads as workload (`serve --watch PID`); what they fork from
+    /// now on is marked by the probes. Returns how many could not be marked (the WATCH
+    /// map is full).
+    pub fn watch(&mut self, tids: &[u32]) -> usize {
+        self.maps.watch(tids)
+    }
+
+    /// (map name, capacity in entries) of the maps that grow with threads, VMs and
+    /// (victim, thief) pairs.
+    pub fn map_capacities(&self) -> Vec<(&'static str, u32)> {
+        self.maps.capacities()
+    }
+
     /// The WATCH map's fd, for a `Command::pre_exec` hook that makes the child mark
     /// itself as workload before it execs, so nothing it forks can escape (see
     /// [`watch_self_raw`]).
@@ -258,6 +271,14 @@ impl Probes {
             ..Default::default()
         };
         self.maps.read_into(&mut raw)?;
+        Ok(raw)
+    }
+
+    /// Reads only what host discovery needs (`vcpus` and `workload`; the rest is
+    /// empty): for a discovery step between full reads.
+    pub fn read_discovery_inputs(&self) -> Result<RawCounters, ProbeError> {
+        let mut raw = RawCounters { window: self.window, nr_cpus: self.nr_cpus, ..Default::default() };
+        self.maps.read_discovery_inputs(&mut raw)?;
         Ok(raw)
     }
 

@@ -1,12 +1,16 @@
 //! `vmmtrace record`: attach to the whole host, optionally around a command, show a
 //! live summary, and write the report at the end (also on Ctrl-C or SIGTERM).
 //!
-//! `command.rs` runs the traced command, `live.rs` prints the live summary,
-//! `build.rs` turns the last counters into the report.
+//! `session.rs` holds the trace in progress ([`LiveTrace`], which `serve` runs too),
+//! `signals.rs` the signals that end it, `command.rs` runs the traced command,
+//! `live.rs` prints the live summary, `build.rs` turns the last counters into the
+//! report.
 
 mod build;
 mod command;
 mod live;
+mod session;
+mod signals;
 
 use std::{
     path::PathBuf,
@@ -14,16 +18,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub use build::{DEFAULT_LEDGER_TOP, build_report, finish, finish_listing, host_info};
 pub use command::resolve_command;
 pub use live::live_line;
+pub use session::LiveTrace;
+pub(crate) use signals::Signals;
 
 use crate::{
     account::timeline::TimelineBuilder,
-    host::Discovery,
-    probe::{self, ProbeOptions, Probes},
+    probe::{self, ProbeOptions},
     report::{self, CommandInfo, Report},
 };
 
@@ -55,40 +59,9 @@ enum End {
     Signal(i32),
 }
 
-/// The signals that end a trace with a report: Ctrl-C, SIGTERM (systemd's stop) and
-/// SIGHUP (the terminal closed), whose default action would lose the trace.
-struct Signals {
-    int: Signal,
-    term: Signal,
-    hup: Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        let on = |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("install the {name} handler"));
-        Ok(Signals {
-            int: on(SignalKind::interrupt(), "SIGINT")?,
-            term: on(SignalKind::terminate(), "SIGTERM")?,
-            hup: on(SignalKind::hangup(), "SIGHUP")?,
-        })
-    }
-
-    /// The next of them to arrive.
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.int.recv() => libc::SIGINT,
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.hup.recv() => libc::SIGHUP,
-        }
-    }
-}
-
 /// A trace in progress.
 struct Tracing {
-    probes: Probes,
-    discovery: Discovery,
-    started_unix_s: u64,
-    started: Instant,
+    live: LiveTrace,
     /// The traced command and its pid.
     child: Option<(tokio::process::Child, u32)>,
     timeline: TimelineBuilder,
@@ -99,7 +72,8 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut signals = Signals::install()?;
     let mut tracing = start(&opts)?;
     let end = tracing.run(&opts, &mut signals).await?;
-    let Tracing { probes, discovery, started_unix_s, child, timeline, .. } = tracing;
+    let Tracing { live, child, timeline } = tracing;
+    let LiveTrace { probes, discovery, started_unix_s, .. } = live;
     let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
     report.timeline = Some(timeline.finish());
 
@@ -143,24 +117,16 @@ fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
 
 /// Attaches, discovers the host, opens the window, then starts the command.
 fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
-    let mut probes = Probes::attach(&opts.probe)?;
-    let discovery = Discovery::start();
-    if opts.probe.kvm {
-        probes.mark_in_kvm_run(&discovery.vcpus_in_kvm_run());
-    }
-    let started_unix_s =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    probes.start()?;
-    let started = Instant::now();
+    let live = LiveTrace::start(&opts.probe)?;
     let child = match opts.command.is_empty() {
         true => None,
         false => {
-            let c = command::spawn_watched(&opts.command, probes.watch_fd())?;
+            let c = command::spawn_watched(&opts.command, live.probes.watch_fd())?;
             let pid = c.id().context("command exited before it started")?;
             Some((c, pid))
         }
     };
-    Ok(Tracing { probes, discovery, started_unix_s, started, child, timeline: TimelineBuilder::default() })
+    Ok(Tracing { live, child, timeline: TimelineBuilder::default() })
 }
 
 impl Tracing {
@@ -171,7 +137,7 @@ impl Tracing {
         // Discovery runs every second even without live output, to see VMs that come and go.
         let interval = opts.live_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        let mut last = live::live_snapshot(&self.probes)?;
+        let mut last = self.live.snapshot()?;
         let mut last_tick = last.clone();
         let mut last_print = Instant::now();
         loop {
@@ -192,14 +158,14 @@ impl Tracing {
                 _ = sleep => return Ok(End::Duration),
                 sig = signals.recv() => return Ok(End::Signal(sig)),
                 _ = ticker.tick() => {
-                    let now = live::live_snapshot(&self.probes)?;
-                    self.discovery.observe(&now);
-                    self.timeline.add(&last_tick, &now, live::who(&now, &self.discovery.registry));
+                    let now = self.live.tick()?;
+                    self.timeline.add(&last_tick, &now, live::who(&now, &self.live.discovery.registry));
                     last_tick = now.clone();
                     let Some(every) = opts.live_interval else { continue };
                     if last_print.elapsed() + interval / 2 >= every {
                         let ns = now.window.stop_ns.saturating_sub(last.window.stop_ns).max(1);
-                        eprintln!("{}", live_line(self.started.elapsed(), &last, &now, ns, &self.discovery.registry));
+                        let reg = &self.live.discovery.registry;
+                        eprintln!("{}", live_line(self.live.started.elapsed(), &last, &now, ns, reg));
                         last = now;
                         last_print = Instant::now();
                     }
