@@ -10,6 +10,7 @@ pub mod btf;
 pub mod kallsyms;
 mod maps;
 pub mod privileges;
+mod sched_by_tid;
 pub mod table;
 pub mod tracefs;
 
