@@ -232,6 +232,7 @@ fn threads_floating_over_all_cpus() {
         let th = thread(&report, tid);
         assert_wait_matches(th, run_delay);
         assert_closes(th);
+        assert_wait_all_charged(&report, th);
         eprintln!("{}: migrations {}, unresolved {} ns", th.comm, th.migrations, unresolved_ns(th));
     }
 }
