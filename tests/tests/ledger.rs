@@ -159,6 +159,13 @@ fn two_cpu_bound_threads_pinned_together_classic_tracepoints() {
     pinned_pair(&ProbeOptions { classic_sched_switch: true, ..Default::default() });
 }
 
+/// The same with the run-queue states in the hash (the path taken where `pid_max`
+/// is too large for the array by tid).
+#[test]
+fn two_cpu_bound_threads_pinned_together_states_in_the_hash() {
+    pinned_pair(&ProbeOptions { sched_in_hash: true, ..Default::default() });
+}
+
 /// The same with a third CPU-bound thread on another CPU (issue 8: the share fell to
 /// 96-97.7 % under load, part of the wait in no bucket).
 #[test]

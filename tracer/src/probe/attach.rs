@@ -199,7 +199,7 @@ fn raise_memlock_limit() {
 fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeError> {
     let pid_offset = plan.btf_pid_offset.unwrap_or(0);
     // Run-queue states by tid in an array where pid_max allows, else in the hash.
-    let by_tid = sched_by_tid::array_len();
+    let by_tid = if opts.sched_in_hash { 1 } else { sched_by_tid::array_len() };
     let sched_hash = if by_tid > 1 { sched_by_tid::HASH_BESIDE_ARRAY } else { opts.max_threads * 2 };
     EbpfLoader::new()
         .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)

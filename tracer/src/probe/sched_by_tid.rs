@@ -26,6 +26,10 @@ pub(super) const HASH_BESIDE_ARRAY: u32 = 1024;
 /// else 1 (the array is not used).
 pub(super) fn array_len() -> u32 {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    array_len_for(pid_max)
+}
+
+fn array_len_for(pid_max: Option<u32>) -> u32 {
     match pid_max {
         Some(n) if n > 0 && n <= MAX_TIDS => n,
         _ => 1,
@@ -105,5 +109,19 @@ impl SchedByTid {
             let t = unsafe { self.mapping.ptr.add(i).read_volatile() };
             (t != ThreadSched::UNSEEN).then_some((i as u32, t))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_array_covers_a_small_pid_max_and_is_unused_otherwise() {
+        assert_eq!(array_len_for(Some(32768)), 32768);
+        assert_eq!(array_len_for(Some(MAX_TIDS)), MAX_TIDS);
+        assert_eq!(array_len_for(Some(4_194_304)), 1);
+        assert_eq!(array_len_for(Some(0)), 1);
+        assert_eq!(array_len_for(None), 1);
     }
 }
