@@ -17,6 +17,7 @@ pub mod map {
     pub const GUEST_SAMPLES: &str = "GUEST_SAMPLES";
     pub const COUNTERS: &str = "COUNTERS";
     pub const THREAD_SCHED: &str = "THREAD_SCHED";
+    pub const THREAD_SCHED_BY_TID: &str = "THREAD_SCHED_BY_TID";
     pub const CPU_HISTORY: &str = "CPU_HISTORY";
     pub const LEDGER: &str = "LEDGER";
     pub const PAIR_CACHE: &str = "PAIR_CACHE";

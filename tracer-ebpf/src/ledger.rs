@@ -15,13 +15,39 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, bump, get_or_insert, ledger_full, now, task_tid, tp_offset, window,
+    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, THREAD_SCHED_BY_TID, bump, get_or_insert, ledger_full, now,
+    task_tid, tp_offset, window,
 };
 
-/// A thread's entry, created empty the first time.
+/// A thread's entry, created empty the first time: its slot of the array where the
+/// array covers its tid, else in the hash.
 #[inline(always)]
 fn sched_entry(tid: u32) -> Option<*mut ThreadSched> {
+    if let Some(t) = THREAD_SCHED_BY_TID.get_ptr_mut(tid) {
+        return Some(t);
+    }
     get_or_insert(&THREAD_SCHED, &tid, &ThreadSched::UNSEEN, counter::DROPPED_THREAD_SCHED)
+}
+
+/// A thread's entry if the probes have one.
+#[inline(always)]
+fn sched_lookup(tid: u32) -> Option<*mut ThreadSched> {
+    THREAD_SCHED_BY_TID.get_ptr_mut(tid).or_else(|| THREAD_SCHED.get_ptr_mut(tid))
+}
+
+/// Forgets an exited thread, so that its tid starts afresh when reused: its slot of
+/// the array is reset (an array entry cannot be deleted), or its hash entry deleted.
+/// Userspace must have read the entry before (nothing calls this yet).
+#[allow(dead_code)]
+#[inline(always)]
+pub fn forget_sched(tid: u32) {
+    match THREAD_SCHED_BY_TID.get_ptr_mut(tid) {
+        // SAFETY: the thread's slot; it is off every CPU for good.
+        Some(t) => unsafe { *t = ThreadSched::UNSEEN },
+        None => {
+            let _ = THREAD_SCHED.remove(&tid);
+        }
+    }
 }
 
 /// Adds `stats` to a pair in the map; false when the map is full. The same pair can
@@ -127,7 +153,7 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
 fn missed_switch(was: u32, at: u64, cpu: u32) {
     bump(counter::MISSED_SWITCH);
     if was != 0
-        && let Some(t) = THREAD_SCHED.get_ptr_mut(was)
+        && let Some(t) = sched_lookup(was)
     {
         // SAFETY: its entry; it is off every CPU, and its next events need this CPU's lock.
         unsafe { (*t).on_missed_switch_out(at, cpu) };

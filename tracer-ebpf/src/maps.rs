@@ -138,6 +138,20 @@ assert_named!(GUEST_SAMPLES, map::GUEST_SAMPLES);
 pub static THREAD_SCHED: HashMap<u32, ThreadSched> = HashMap::with_max_entries(32768, 0);
 assert_named!(THREAD_SCHED, map::THREAD_SCHED);
 
+/// tid -> run-queue state, for every tid below its length: an array lookup is a
+/// bounds check and an add that the verifier inlines, where a hash lookup hashes the
+/// key and walks a bucket (3 lookups per switch and wakeup pair; see docs/results.md).
+/// Userspace sizes it to `pid_max` where that is small (else 1: unused), fills it
+/// with `ThreadSched::UNSEEN` before attaching and reads it through a shared
+/// mapping (`BPF_F_MMAPABLE`). Tids past its end (pid_max raised later) use
+/// `THREAD_SCHED`.
+#[map]
+pub static THREAD_SCHED_BY_TID: Array<ThreadSched> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+assert_named!(THREAD_SCHED_BY_TID, map::THREAD_SCHED_BY_TID);
+
+/// `BPF_F_MMAPABLE` (uapi/linux/bpf.h): userspace may mmap the array.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// CPU id -> its recent on-CPU intervals. Max entries is set by userspace to the
 /// number of possible CPUs.
 #[map]

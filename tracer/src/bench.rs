@@ -78,8 +78,10 @@ impl Drop for BpfStats {
 /// The probe sets measured side by side: none, the sched_switch program alone (tp_btf
 /// or classic), and with the run-queue states and the ledger (its wakeup programs and
 /// its part of sched_switch).
-/// "+runq" keeps the run-queue states without the thieves, to price the two apart.
-const MODES: [&str; 6] = ["none", "tp_btf", "tp_btf+runq", "tp_btf+ledger", "tracepoint", "tracepoint+ledger"];
+/// "+runq" keeps the run-queue states without the thieves, to price the two apart;
+/// "+hash" keeps them in the hash instead of the array by tid, to price the array.
+const MODES: [&str; 7] =
+    ["none", "tp_btf", "tp_btf+runq", "tp_btf+ledger", "tp_btf+ledger+hash", "tracepoint", "tracepoint+ledger"];
 
 pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
     let _stats = BpfStats::enable();
@@ -96,6 +98,7 @@ pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
                         kvm: false,
                         ledger: m.contains('+'),
                         runq_only: m.ends_with("+runq"),
+                        sched_in_hash: m.ends_with("+hash"),
                         ..Default::default()
                     })?;
                     p.start()?;
@@ -242,6 +245,9 @@ fn render_ledger_cost(rows: &[BenchRow]) -> String {
                 "    in the programs (kernel bpf stats): tp_btf {a:.0} ns without, {b:.0} ns with ({:.2}x)",
                 b / a
             );
+            if let Some(h) = bpf("tp_btf+ledger+hash") {
+                let _ = writeln!(s, "    with the states in the hash instead: {h:.0} ns ({:.2}x)", h / a);
+            }
         }
     }
     s

@@ -20,6 +20,7 @@ use super::{
     EBPF_OBJ, Features, KvmSplit, ProbeError, ProbeOptions, Probes, btf, kallsyms,
     maps::Maps,
     privileges::check_privileges,
+    sched_by_tid,
     table::{Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow},
     tracefs::{self, TracefsError},
 };
@@ -82,6 +83,7 @@ impl Probes {
         raise_memlock_limit();
         let cpus = Cpus::read()?;
         let mut ebpf = load(opts, &plan, &cpus)?;
+        sched_by_tid::fill_unseen(&mut ebpf)?;
         let logger = init_logger(&mut ebpf);
 
         attach_sched(&mut ebpf, &mut plan)?;
@@ -196,6 +198,9 @@ fn raise_memlock_limit() {
 /// whether the ledger runs, and the map sizes written in.
 fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeError> {
     let pid_offset = plan.btf_pid_offset.unwrap_or(0);
+    // Run-queue states by tid in an array where pid_max allows, else in the hash.
+    let by_tid = if opts.sched_in_hash { 1 } else { sched_by_tid::array_len() };
+    let sched_hash = if by_tid > 1 { sched_by_tid::HASH_BESIDE_ARRAY } else { opts.max_threads * 2 };
     EbpfLoader::new()
         .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
@@ -203,7 +208,8 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
-        .map_max_entries(map::THREAD_SCHED, opts.max_threads * 2)
+        .map_max_entries(map::THREAD_SCHED, sched_hash)
+        .map_max_entries(map::THREAD_SCHED_BY_TID, by_tid)
         .map_max_entries(map::CPU_HISTORY, cpus.possible as u32)
         .load(EBPF_OBJ)
         .map_err(|e| ProbeError::Load(Box::new(e)))

@@ -14,7 +14,7 @@ use tracer_common::{
     names::map,
 };
 
-use super::{ProbeError, RawCounters};
+use super::{ProbeError, RawCounters, sched_by_tid::SchedByTid};
 
 type Keyed<K, V> = HashMap<MapData, K, V>;
 
@@ -32,6 +32,7 @@ pub(super) struct Maps {
     guest_samples: Keyed<TidKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     thread_sched: Keyed<u32, ThreadSched>,
+    thread_sched_by_tid: SchedByTid,
     cpu_history: Array<MapData, CpuHistory>,
     ledger: Keyed<PairKey, PairStats>,
     pair_cache: PerCpuArray<MapData, PairCache>,
@@ -68,6 +69,7 @@ impl Maps {
             guest_samples: take(ebpf, map::GUEST_SAMPLES)?,
             counters: take(ebpf, map::COUNTERS)?,
             thread_sched: take(ebpf, map::THREAD_SCHED)?,
+            thread_sched_by_tid: SchedByTid::take(ebpf)?,
             cpu_history: take(ebpf, map::CPU_HISTORY)?,
             ledger: take(ebpf, map::LEDGER)?,
             pair_cache: take(ebpf, map::PAIR_CACHE)?,
@@ -159,6 +161,7 @@ impl Maps {
     /// pairs still in the CPUs' caches added in (all empty without the ledger).
     fn read_ledger_into(&self, raw: &mut RawCounters) -> Result<(), ProbeError> {
         raw.sched = entries(&self.thread_sched, map::THREAD_SCHED)?.into_iter().collect();
+        raw.sched.extend(self.thread_sched_by_tid.entries());
         raw.cpu_history = (0..self.cpu_history.len())
             .map(|cpu| self.cpu_history.get(&cpu, 0))
             .collect::<Result<_, _>>()

@@ -10,6 +10,7 @@ pub mod btf;
 pub mod kallsyms;
 mod maps;
 pub mod privileges;
+mod sched_by_tid;
 pub mod table;
 pub mod tracefs;
 
@@ -121,6 +122,9 @@ pub struct ProbeOptions {
     pub ledger: bool,
     /// With `ledger`: keep the run-queue states only, not the thieves (for `bench`).
     pub runq_only: bool,
+    /// Keep the run-queue states in the hash even where `pid_max` allows the array
+    /// by tid (for `bench` and the tests of the hash path).
+    pub sched_in_hash: bool,
 }
 
 impl ProbeOptions {
@@ -144,6 +148,7 @@ impl Default for ProbeOptions {
             guest_sample_period_ns: 1_000_000,
             ledger: true,
             runq_only: false,
+            sched_in_hash: false,
         }
     }
 }
