@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: [`probe`] (load the eBPF object, read raw counters) ->
 //! [`account`] (pure attribution) -> [`report`] (JSON, text). [`host`] discovers VMs,
-//! their threads and roles from /proc.
+//! their threads and roles from /proc. [`perfetto`] writes the optional timeline.
 
 pub mod account;
 pub mod bench;
@@ -13,6 +13,7 @@ pub mod error;
 pub mod experiment;
 pub mod host;
 pub mod kvm_reasons;
+pub mod perfetto;
 pub mod probe;
 pub mod record;
 pub mod report;

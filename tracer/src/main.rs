@@ -64,6 +64,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ..Default::default()
                 },
                 ledger_top: a.ledger_top,
+                timeline: a
+                    .timeline
+                    .clone()
+                    .map(|path| vmmtrace::perfetto::TimelineOptions { path, limit: a.timeline_limit }),
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));

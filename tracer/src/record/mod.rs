@@ -23,6 +23,7 @@ pub use live::live_line;
 use crate::{
     account::timeline::TimelineBuilder,
     host::Discovery,
+    perfetto,
     probe::{self, ProbeOptions, Probes},
     report::{self, CommandInfo, Report},
 };
@@ -37,6 +38,8 @@ pub struct RecordOptions {
     pub probe: ProbeOptions,
     /// (victim, thief) pairs to list in the report's ledger.
     pub ledger_top: usize,
+    /// `--timeline`: every switch, wakeup and migration, for Perfetto.
+    pub timeline: Option<perfetto::TimelineOptions>,
 }
 
 #[derive(Debug)]
@@ -92,6 +95,8 @@ struct Tracing {
     /// The traced command and its pid.
     child: Option<(tokio::process::Child, u32)>,
     timeline: TimelineBuilder,
+    /// The reader of the probes' scheduler events, with `--timeline`.
+    sched_events: Option<perfetto::Stream>,
 }
 
 pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
@@ -99,9 +104,15 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut signals = Signals::install()?;
     let mut tracing = start(&opts)?;
     let end = tracing.run(&opts, &mut signals).await?;
-    let Tracing { probes, discovery, started_unix_s, child, timeline, .. } = tracing;
+    let Tracing { probes, discovery, started_unix_s, child, timeline, sched_events, .. } = tracing;
+    let window_start_ns = probes.window().start_ns;
     let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
     report.timeline = Some(timeline.finish());
+    // The probes are stopped: the reader's last drain has every event of the window.
+    let collected = sched_events.map(perfetto::Stream::finish);
+    if let Some(c) = &collected {
+        perfetto::count_in_report(&mut report, c);
+    }
 
     let mut exit_code = 0;
     if let Some((child, pid)) = child {
@@ -125,6 +136,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
         eprint!("{}", report::render_text(&report, 10));
         return Err(e.into());
     }
+    if let (Some(t), Some(c)) = (&opts.timeline, collected) {
+        perfetto::write_timeline(&t.path, &c, &report, window_start_ns)?;
+    }
     Ok(RecordOutcome { report, exit_code, interrupted })
 }
 
@@ -132,6 +146,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
 fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
     probe::check_privileges()?;
     report::check_writable(&opts.output)?;
+    if let Some(t) = &opts.timeline {
+        report::check_writable(&t.path)?;
+    }
     if let Some(p) = opts.command.first() {
         resolve_command(p)?;
     }
@@ -143,7 +160,15 @@ fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
 
 /// Attaches, discovers the host, opens the window, then starts the command.
 fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
-    let mut probes = Probes::attach(&opts.probe)?;
+    let mut probe_opts = opts.probe.clone();
+    if opts.timeline.is_some() {
+        probe_opts.timeline_ring_bytes = perfetto::RING_BYTES;
+    }
+    let mut probes = Probes::attach(&probe_opts)?;
+    let sched_events = match (&opts.timeline, probes.take_timeline()) {
+        (Some(t), Some(ring)) => Some(perfetto::Stream::start(ring, t.limit).context("start the timeline's reader")?),
+        _ => None,
+    };
     let discovery = Discovery::start();
     if opts.probe.kvm {
         probes.mark_in_kvm_run(&discovery.vcpus_in_kvm_run());
@@ -160,7 +185,15 @@ fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
             Some((c, pid))
         }
     };
-    Ok(Tracing { probes, discovery, started_unix_s, started, child, timeline: TimelineBuilder::default() })
+    Ok(Tracing {
+        probes,
+        discovery,
+        started_unix_s,
+        started,
+        child,
+        timeline: TimelineBuilder::default(),
+        sched_events,
+    })
 }
 
 impl Tracing {
@@ -199,7 +232,11 @@ impl Tracing {
                     let Some(every) = opts.live_interval else { continue };
                     if last_print.elapsed() + interval / 2 >= every {
                         let ns = now.window.stop_ns.saturating_sub(last.window.stop_ns).max(1);
-                        eprintln!("{}", live_line(self.started.elapsed(), &last, &now, ns, &self.discovery.registry));
+                        let mut line = live_line(self.started.elapsed(), &last, &now, ns, &self.discovery.registry);
+                        if let Some(s) = &self.sched_events {
+                            line.push_str(&perfetto::live_part(s, &now));
+                        }
+                        eprintln!("{line}");
                         last = now;
                         last_print = Instant::now();
                     }
