@@ -102,6 +102,11 @@ impl Builder {
     fn switch(&mut self, e: &TimelineEvent) {
         let (prev, next, ts) = (e.tid, e.other, e.ts_ns);
         let since = self.cpus.get(&e.cpu).map_or(self.w.start_ns, |c| c.since_ns);
+        // prev came on this CPU without a switch saying so (the probes count it as
+        // `missed_switch`): its wait ended when the CPU's previous thread left.
+        if let Some(from) = self.waiting.remove(&prev) {
+            self.wait(prev, Some(e.cpu), from, since);
+        }
         self.run(e.cpu, prev, since, ts);
         if prev != 0 && e.flags & SWITCH_PREV_RUNNABLE != 0 {
             self.waiting.insert(prev, ts);
@@ -231,6 +236,16 @@ mod tests {
         );
         assert_eq!(s.marks.len(), 2);
         assert_eq!(s.marks[0].kind, MarkKind::Wakeup { waker: 9 });
+    }
+
+    #[test]
+    fn a_thread_that_came_on_a_cpu_unseen_stops_waiting_when_it_ran() {
+        // 5 waits from 2_000; the switch at 3_000 put 6 on CPU 0, yet 5 leaves it at
+        // 4_000: a switch in between was not reported, and 5 ran from 3_000.
+        let events = [wakeup(2_000, 1, 5, 9), switch(3_000, 0, 8, 6, false), switch(4_000, 0, 5, 8, false)];
+        let s = build_slices(&events, &W);
+        assert_eq!(s.waits, vec![Wait { tid: 5, cpu: Some(0), start_ns: 2_000, end_ns: 3_000 }]);
+        assert_eq!(on_cpu(&s, 5), 1_000);
     }
 
     #[test]
