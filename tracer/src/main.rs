@@ -133,7 +133,12 @@ fn read_report(path: &std::path::Path) -> anyhow::Result<Report> {
 
 async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     vmmtrace::probe::check_privileges()?;
-    eprintln!("vmmtrace bench: {} round trips x 6 modes x {} repetitions...", a.rounds, a.reps);
+    eprintln!(
+        "vmmtrace bench: {} round trips x {} modes x {} repetitions...",
+        a.rounds,
+        vmmtrace::bench::MODES.len(),
+        a.reps
+    );
     let (rounds, reps) = (a.rounds, a.reps);
     let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(rounds, reps)).await??;
     print!("{}", vmmtrace::bench::render(&rows));
