@@ -17,6 +17,10 @@ use tracer_common::timeline::TimelineEvent;
 /// How often the reader drains the ring buffer.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
+/// Records read between two updates of the live counts: on a host switching faster
+/// than one pass drains, a pass would otherwise never end and the counts would stall.
+const PASS: usize = 16_384;
+
 /// Parses one ring buffer record, field by field (the layout of [`TimelineEvent`],
 /// little-endian: the BPF target's byte order); None if it is too short.
 pub fn parse_record(mut b: &[u8]) -> Option<TimelineEvent> {
@@ -86,12 +90,17 @@ impl Stream {
     }
 }
 
-/// The reader's loop: drain, sleep, until told to stop, then a last drain.
+/// The reader's loop: drain, sleep when empty, until told to stop, then a last
+/// drain.
 fn drain(mut ring: RingBuf<MapData>, limit: u64, stop: &AtomicBool, progress: &Progress) -> Collected {
     let mut out = Collected::default();
     loop {
         let last = stop.load(Ordering::Relaxed);
-        while let Some(item) = ring.next() {
+        let mut read = 0;
+        while read < PASS
+            && let Some(item) = ring.next()
+        {
+            read += 1;
             match parse_record(&item) {
                 None => out.malformed += 1,
                 Some(_) if out.events.len() as u64 >= limit => out.over_limit += 1,
@@ -100,10 +109,11 @@ fn drain(mut ring: RingBuf<MapData>, limit: u64, stop: &AtomicBool, progress: &P
         }
         progress.kept.store(out.events.len() as u64, Ordering::Relaxed);
         progress.over_limit.store(out.over_limit, Ordering::Relaxed);
-        if last {
-            return out;
+        match (read == PASS, last) {
+            (true, _) => continue,
+            (false, true) => return out,
+            (false, false) => std::thread::sleep(DRAIN_EVERY),
         }
-        std::thread::sleep(DRAIN_EVERY);
     }
 }
 
