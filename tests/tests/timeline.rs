@@ -259,3 +259,36 @@ fn a_micro_vm_is_a_process_with_named_vcpus() {
     }
     assert!(named.values().all(|n| n.starts_with("vCPU ")), "{named:?}");
 }
+
+/// SIGINT and SIGTERM end the trace with the timeline written too (after the
+/// report), its live line part shown while tracing.
+#[test]
+fn sigint_and_sigterm_leave_a_valid_timeline() {
+    use std::io::BufRead as _;
+    require_root!();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, timeline) = (dir.path().join("r.json"), dir.path().join("t.json"));
+        let mut child = vmmtrace_cmd!()
+            .args(["record", "--interval", "100ms", "-o"])
+            .arg(&report)
+            .arg("--timeline")
+            .arg(&timeline)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start vmmtrace");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // Tracing once the first live line is out; it carries the timeline's counts.
+        let first = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with('['));
+        let first = first.unwrap_or_else(|| panic!("vmmtrace ended before tracing: {:?}", child.wait()));
+        assert!(first.contains("| timeline "), "{first}");
+        // SAFETY: kill(2) on the child this test started.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert_eq!(child.wait().unwrap().code(), Some(128 + sig), "signal {sig}: {rest:?}");
+        let r = Report::from_json(&std::fs::read_to_string(&report).unwrap()).expect("a report");
+        let t = read_timeline(&timeline, r.wall_ns);
+        assert!(!t.slices.is_empty(), "signal {sig}: an empty timeline");
+        assert_slices_match_report(&t, &r);
+    }
+}
