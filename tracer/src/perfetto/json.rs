@@ -53,6 +53,8 @@ struct TraceEvent<'a> {
 /// Who a thread is, from the report.
 struct Names<'a> {
     threads: HashMap<u32, &'a ThreadReport>,
+    /// vCPU thread -> its index in its VM.
+    vcpu_index: HashMap<u32, u32>,
     /// pid -> process track name.
     processes: BTreeMap<u32, String>,
 }
@@ -68,10 +70,12 @@ impl<'a> Names<'a> {
         if let Some(c) = &report.command {
             processes.insert(c.pid, format!("command: {} (pid {})", c.argv.join(" "), c.pid));
         }
+        let mut vcpu_index = HashMap::new();
         for vm in &report.vms {
             processes.insert(vm.pid, format!("VM {} ({}, pid {})", vm.name, vm.kind, vm.pid));
+            vcpu_index.extend(vm.vcpus.iter().filter_map(|v| Some((v.tid, v.index?))));
         }
-        Names { threads, processes }
+        Names { threads, vcpu_index, processes }
     }
 
     fn pid(&self, tid: u32) -> u32 {
@@ -80,12 +84,11 @@ impl<'a> Names<'a> {
 
     /// "comm [tid]", "vCPU n [tid]" for vCPUs.
     fn thread(&self, tid: u32) -> String {
-        match self.threads.get(&tid) {
-            Some(t) if t.role == Role::Vcpu && t.vcpu.is_some() => {
-                format!("vCPU {} [{tid}]", t.vcpu.unwrap_or_default())
-            }
-            Some(t) => format!("{} [{tid}]", t.comm),
-            None => format!("[{tid}]"),
+        let t = self.threads.get(&tid);
+        match (self.vcpu_index.get(&tid).copied().or(t.and_then(|t| t.vcpu)), t) {
+            (Some(i), _) => format!("vCPU {i} [{tid}]"),
+            (None, Some(t)) => format!("{} [{tid}]", t.comm),
+            (None, None) => format!("[{tid}]"),
         }
     }
 
@@ -194,5 +197,79 @@ fn write_waits_and_marks(w: &mut Writer, slices: &Slices, names: &Names, tids: &
         };
         let (ts, pid, tid) = (Some(us(m.ts_ns, start)), names.pid(m.tid), m.tid);
         w.push(&TraceEvent { name: &name, ph: "i", cat: Some("sched"), ts, dur: None, pid, tid, s: Some("t"), args });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        perfetto::slices::{Mark, Run, Wait},
+        report::charts::fixtures::one_vm_report,
+    };
+
+    const MS: u64 = 1_000_000;
+
+    /// The fixture's threads on its CPUs: vCPU 101 on CPU 1, the job 300, the VMM
+    /// thread 102 and a kworker on CPU 0.
+    fn slices() -> Slices {
+        let run = |cpu, tid, start_ns, end_ns| Run { cpu, tid, start_ns, end_ns };
+        Slices {
+            runs: vec![
+                run(1, 101, 0, 500 * MS),
+                run(0, 300, 0, 400 * MS),
+                run(0, 102, 400 * MS, 500 * MS),
+                run(0, 10, 500 * MS, 550 * MS),
+            ],
+            waits: vec![Wait { tid: 101, cpu: Some(1), start_ns: 500 * MS, end_ns: 600 * MS }],
+            marks: vec![Mark { tid: 102, ts_ns: 450 * MS, cpu: 0, kind: MarkKind::Migrate { dest_cpu: 1 } }],
+        }
+    }
+
+    fn parse(report: &Report) -> Vec<Value> {
+        let bytes = trace_json(&slices(), report, &Provenance::default());
+        let v: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+        v["traceEvents"].as_array().expect("traceEvents").clone()
+    }
+
+    fn named<'a>(events: &'a [Value], kind: &str, tid: u64) -> Option<&'a str> {
+        events.iter().find(|e| e["name"] == kind && e["tid"] == tid).and_then(|e| e["args"]["name"].as_str())
+    }
+
+    #[test]
+    fn a_vm_is_a_process_with_its_vcpus_named() {
+        let events = parse(&one_vm_report());
+        let vm = events.iter().find(|e| e["name"] == "process_name" && e["pid"] == 100).expect("the VM's process");
+        assert_eq!(vm["args"]["name"], "VM web (qemu, pid 100)");
+        assert_eq!(named(&events, "thread_name", 101), Some("vCPU 0 [101]"));
+        assert_eq!(named(&events, "thread_name", 102), Some("qemu-system-x86 [102]"));
+        let cpu1 = u64::from(CPU_TRACKS_PID + 1);
+        assert_eq!(named(&events, "thread_name", cpu1), Some("CPU 1"));
+        let on_cpu1: Vec<_> = events.iter().filter(|e| e["tid"] == cpu1 && e["ph"] == "X").collect();
+        assert_eq!(on_cpu1.len(), 1);
+        assert_eq!(on_cpu1[0]["name"], "vCPU 0 [101]");
+        assert_eq!(on_cpu1[0]["dur"], 500_000.0);
+        let wait = events.iter().find(|e| e["cat"] == "wait").expect("the wait");
+        assert_eq!((wait["tid"].as_u64(), wait["ts"].as_f64()), (Some(101), Some(500_000.0)));
+        let mark = events.iter().find(|e| e["ph"] == "i").expect("the migration");
+        assert_eq!((mark["name"].as_str(), mark["s"].as_str()), (Some("migrate to CPU 1"), Some("t")));
+    }
+
+    #[test]
+    fn only_the_cpus_where_a_thread_that_matters_ran_get_tracks() {
+        let mut r = one_vm_report();
+        // Only the vCPU matters now; it ran on CPU 1 alone.
+        for t in r.threads.iter_mut().filter(|t| t.tid != 101) {
+            t.role = Role::Other;
+        }
+        let events = parse(&r);
+        assert_eq!(named(&events, "thread_name", u64::from(CPU_TRACKS_PID)), None, "CPU 0 has a track");
+        assert!(events.iter().all(|e| e["tid"] != 300), "the job ran on CPU 0 only");
+        // A trace of threads that do not matter shows every CPU.
+        for t in r.threads.iter_mut() {
+            t.role = Role::Other;
+        }
+        let events = parse(&r);
+        assert_eq!(named(&events, "thread_name", u64::from(CPU_TRACKS_PID)), Some("CPU 0"));
     }
 }
