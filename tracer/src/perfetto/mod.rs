@@ -52,6 +52,25 @@ pub fn count_in_report(report: &mut crate::report::Report, c: &Collected) {
     report.events.insert("timeline_over_limit".into(), c.over_limit);
 }
 
+/// The timeline file could not be written (the report's own error names `--output`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the timeline to {path} (choose another --timeline)")]
+pub struct TimelineWriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+impl From<crate::report::WriteError> for TimelineWriteError {
+    fn from(e: crate::report::WriteError) -> Self {
+        TimelineWriteError { path: e.path, source: e.source }
+    }
+}
+
+/// Checks before tracing that the timeline can be written at `path`.
+pub fn check_writable(path: &std::path::Path) -> Result<(), TimelineWriteError> {
+    Ok(crate::report::check_writable(path)?)
+}
+
 /// Builds the timeline of `c` over the report's window and writes it atomically to
 /// `path`; says on stderr what was lost, and what to do about it.
 pub fn write_timeline(
@@ -59,7 +78,7 @@ pub fn write_timeline(
     c: &Collected,
     report: &crate::report::Report,
     window_start_ns: u64,
-) -> Result<(), crate::report::WriteError> {
+) -> Result<(), TimelineWriteError> {
     let window =
         tracer_common::Window { start_ns: window_start_ns, stop_ns: window_start_ns + report.wall_ns, flags: 0 };
     let slices = build_slices(&c.events, &window);
@@ -78,5 +97,5 @@ pub fn write_timeline(
             prov.events_over_limit, prov.events_dropped_ring_full, c.malformed
         );
     }
-    crate::report::write_atomic(path, &trace_json(&slices, report, &prov))
+    Ok(crate::report::write_atomic(path, &trace_json(&slices, report, &prov))?)
 }

@@ -147,7 +147,7 @@ fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
     probe::check_privileges()?;
     report::check_writable(&opts.output)?;
     if let Some(t) = &opts.timeline {
-        report::check_writable(&t.path)?;
+        perfetto::check_writable(&t.path)?;
     }
     if let Some(p) = opts.command.first() {
         resolve_command(p)?;
