@@ -116,13 +116,21 @@ fn record(dir: &Path, extra: &[&str], cmd: &[&str]) -> (Output, Report) {
     (out, Report::from_json(&text).expect("a report"))
 }
 
-/// Every thread that ran a millisecond or more, and every CPU: the timeline's slices
-/// against the report, within 1 %.
+/// Every thread that ran a millisecond or more on the CPUs the timeline shows, and
+/// each of those CPUs: the timeline's slices against the report, within 1 %.
 fn assert_slices_match_report(t: &Timeline, r: &Report) {
-    for th in r.threads.iter().filter(|th| th.on_cpu_ns >= 1_000_000) {
+    let cpu_pid = vmmtrace::perfetto::CPU_TRACKS_PID as u64;
+    let shown: Vec<usize> =
+        t.thread_names.keys().filter(|(pid, _)| *pid == cpu_pid).map(|(_, tid)| (tid - cpu_pid) as usize).collect();
+    assert!(!shown.is_empty(), "no CPU track");
+    for th in &r.threads {
+        let on_shown: u64 = shown.iter().filter_map(|&c| th.per_cpu_ns.get(c)).sum();
+        if on_shown < 1_000_000 {
+            continue;
+        }
         let run = t.sum_ns((th.pid as u64, th.tid as u64), "run");
-        let err = relative_error(run, th.on_cpu_ns);
-        assert!(err < 0.01, "{}[{}]: running slices {run} ns, report {} ns", th.comm, th.tid, th.on_cpu_ns);
+        let err = relative_error(run, on_shown);
+        assert!(err < 0.01, "{}[{}]: running slices {run} ns, report {on_shown} ns on CPUs {shown:?}", th.comm, th.tid);
     }
     for c in &r.cpus {
         let track = (vmmtrace::perfetto::CPU_TRACKS_PID as u64, (vmmtrace::perfetto::CPU_TRACKS_PID + c.cpu) as u64);
@@ -139,11 +147,22 @@ fn assert_slices_match_report(t: &Timeline, r: &Report) {
 #[test]
 fn two_threads_pinned_together_slices_agree_with_the_report() {
     require_root!();
+    check_two_threads_pinned_together(&[]);
+}
+
+/// The same through the classic tracepoints (sched_switch and the wakeups).
+#[test]
+fn two_threads_pinned_together_classic_tracepoints() {
+    require_root!();
+    check_two_threads_pinned_together(&["--classic-sched-switch"]);
+}
+
+fn check_two_threads_pinned_together(extra: &[&str]) {
     let cpu = online_cpus()[0].to_string();
     let spin = "end=$((SECONDS+2)); while [ $SECONDS -lt $end ]; do :; done";
     let script = format!("({spin}) & ({spin}) & wait");
     let dir = tempfile::tempdir().unwrap();
-    let (_, r) = record(dir.path(), &[], &["taskset", "-c", &cpu, "bash", "-c", &script]);
+    let (_, r) = record(dir.path(), extra, &["taskset", "-c", &cpu, "bash", "-c", &script]);
     let t = read_timeline(&dir.path().join("t.json"), r.wall_ns);
 
     assert_eq!(r.dropped_events, 0, "the ring buffer overflowed on a 2 s run");
