@@ -311,3 +311,25 @@ fn sigint_and_sigterm_leave_a_valid_timeline() {
         assert_slices_match_report(&t, &r);
     }
 }
+
+/// A ring buffer nobody drains (one page, about a hundred records) under a
+/// context-switch load: every record it refused is counted, in `events` and in
+/// `dropped_events`, and the live counters say it too. Never silent.
+#[test]
+fn a_full_ring_buffer_is_counted_not_silent() {
+    require_root!();
+    let page = vmmtrace::sys::page_size() as u32;
+    let mut session =
+        Session::attach(&vmmtrace::probe::ProbeOptions { timeline_ring_bytes: page, kvm: false, ..Default::default() });
+    // Held, never read: the buffer fills after its first hundred records.
+    let _ring = session.probes.take_timeline().expect("the timeline's ring buffer");
+    session.start();
+    vmmtrace::bench::ping_pong(5_000, online_cpus()[0]);
+    let live = session.probes.read().expect("read the maps");
+    let report = session.finish();
+    let dropped = report.events["timeline_dropped"];
+    let per_record = (tracer_common::timeline::TimelineEvent::SIZE + 8) as u64; // with its header
+    assert!(dropped >= 10_000 - u64::from(page) / per_record, "{dropped} records refused of 10,000+ switches");
+    assert!(report.dropped_events >= dropped, "dropped_events {} < {dropped}", report.dropped_events);
+    assert!(live.dropped_events() > 0, "the live counters miss the refused records");
+}
