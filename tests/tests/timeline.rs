@@ -333,3 +333,60 @@ fn a_full_ring_buffer_is_counted_not_silent() {
     assert!(report.dropped_events >= dropped, "dropped_events {} < {dropped}", report.dropped_events);
     assert!(live.dropped_events() > 0, "the live counters miss the refused records");
 }
+
+/// Perfetto's own importer, where it can run: python3 with the PyPI package
+/// `perfetto`, and a `trace_processor_shell` (the package downloads one from
+/// commondatastorage.googleapis.com, which the build machine cannot reach: give a
+/// path in VMMTRACE_TP_SHELL, or put one on PATH). Its per-thread sums of the
+/// `running` slices against the report, within 1 %. Skips, saying why, otherwise.
+#[test]
+fn perfetto_trace_processor_agrees_with_the_report() {
+    require_root!();
+    let Some(shell) = trace_processor_shell() else {
+        eprintln!("SKIPPED: no trace_processor_shell (set VMMTRACE_TP_SHELL or put it on PATH)");
+        return;
+    };
+    let has_module = std::process::Command::new("python3").args(["-c", "import perfetto"]).output();
+    if !has_module.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 or its `perfetto` package is missing (pip install perfetto)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spin = "end=$((SECONDS+1)); while [ $SECONDS -lt $end ]; do :; done";
+    let (_, r) = record(dir.path(), &[], &["bash", "-c", &format!("({spin}) & ({spin}) & wait")]);
+    const QUERY: &str = "select thread.tid as tid, sum(slice.dur) as ns from slice \
+        join thread_track on slice.track_id = thread_track.id join thread using (utid) \
+        where slice.name = 'running' group by thread.tid";
+    let script = format!(
+        "import json, sys\nfrom perfetto.trace_processor import TraceProcessor, TraceProcessorConfig\n\
+         tp = TraceProcessor(trace=sys.argv[1], config=TraceProcessorConfig(bin_path=sys.argv[2]))\n\
+         print(json.dumps({{str(r.tid): r.ns for r in tp.query(\"{QUERY}\")}}))\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(dir.path().join("t.json"))
+        .arg(&shell)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "trace_processor: {}", String::from_utf8_lossy(&out.stderr));
+    let sums: HashMap<String, u64> = serde_json::from_slice(&out.stdout).expect("the query's JSON");
+    let workload: Vec<_> = r.threads.iter().filter(|t| t.role == vmmtrace::host::Role::Workload).collect();
+    assert!(!workload.is_empty());
+    for th in workload.iter().filter(|t| t.on_cpu_ns >= 1_000_000) {
+        let ns = sums.get(&th.tid.to_string()).copied().unwrap_or(0);
+        assert!(
+            relative_error(ns, th.on_cpu_ns) < 0.01,
+            "{}: trace_processor {ns} ns, report {}",
+            th.tid,
+            th.on_cpu_ns
+        );
+    }
+}
+
+fn trace_processor_shell() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("VMMTRACE_TP_SHELL") {
+        return Some(p.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("trace_processor_shell")).find(|p| p.is_file())
+}
