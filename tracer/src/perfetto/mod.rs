@@ -20,13 +20,14 @@ pub use slices::{Slices, build_slices};
 pub use stream::{Collected, Stream, parse_record};
 
 /// Events kept unless `--timeline-limit` says otherwise: 60 s of a busy 2-CPU host
-/// (docs/results.md: about 25,000 events/s on this host with two CPU-bound jobs and
-/// a shell loop forking beside them) with room to spare; 32 bytes each in memory.
+/// with room to spare (docs/results.md: 42,465 events/s on this host while five
+/// builds and test runs shared it, 2.55 million in 60 s); 32 bytes each in memory.
 pub const DEFAULT_LIMIT: u64 = 4_000_000;
 
-/// The ring buffer between the probes and the reader: 8 MiB, 262,144 records, which
-/// the reader drains every [`stream::DRAIN_EVERY`] (a burst of 26 million events/s
-/// would be needed to fill it in between).
+/// The ring buffer between the probes and the reader: 8 MiB, about 210,000 records
+/// of 40 bytes (32 and the kernel's 8-byte header), which the reader drains every
+/// [`stream::DRAIN_EVERY`]: it fills only if the host switches about 20 million
+/// times a second, or if the reader is kept off the CPUs that long.
 pub const RING_BYTES: u32 = 8 << 20;
 
 #[derive(Clone, Debug)]
