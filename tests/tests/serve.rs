@@ -259,7 +259,7 @@ fn a_micro_vm_shows_its_exact_exits_and_its_cpu_seconds() {
         };
         let io = grew("vmmtrace_kvm_userspace_exits_total", &["reason=\"KVM_EXIT_IO\""]);
         assert_eq!(io as u64, t.exits["io"], "vCPU {}: KVM_EXIT_IO", t.index);
-        assert_eq!(grew("vmmtrace_kvm_userspace_exits_total", &[]) as u64, t.kvm_run_calls, "vCPU {}", t.index);
+        assert_eq!(grew("vmmtrace_kvm_userspace_exits_total", &[]) as u64, t.vmm.kvm_run_calls, "vCPU {}", t.index);
         let cpu_ns = (grew("vmmtrace_vcpu_cpu_seconds_total", &[]) * 1e9).round() as u64;
         let err = relative_error(cpu_ns, t.sum_exec_runtime_ns);
         eprintln!(

@@ -214,7 +214,7 @@ mod tests {
             // Every event is a checkpoint; time is charged to the vCPU thread only
             // while it is on the CPU.
             // Times are shifted so that the window starts at the first event.
-            let d = cpu.advance(*t + 1_000, &Window { start_ns: 1_000, stop_ns: 0 });
+            let d = cpu.advance(*t + 1_000, &Window { start_ns: 1_000, stop_ns: 0, flags: 0 });
             if on_cpu {
                 st.charge(v.mode(), d);
             }

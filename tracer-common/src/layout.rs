@@ -10,10 +10,12 @@ use crate::{
     CpuState, ThreadCpuStats, ThreadInfo, Window,
     kvm::{ExitStats, HIST_BUCKETS, TidKey, VcpuState},
     ledger::{CpuHistory, HISTORY_LEN, PAIR_CACHE_LEN, PairCache, PairKey, PairStats, ThreadSched, unresolved},
+    timeline::TimelineEvent,
 };
 
 const _: () = assert!(size_of::<CpuState>() == 8 + 4 + 4 + 8 && align_of::<CpuState>() == 8);
-const _: () = assert!(size_of::<Window>() == 8 + 8);
+const _: () = assert!(size_of::<Window>() == 8 + 8 + 8);
+const _: () = assert!(size_of::<TimelineEvent>() == 8 + 6 * 4 && align_of::<TimelineEvent>() == 8);
 const _: () = assert!(size_of::<ThreadCpuStats>() == 6 * 8);
 const _: () = assert!(size_of::<ThreadInfo>() == 4 + 4 + 16 && align_of::<ThreadInfo>() == 4);
 const _: () = assert!(size_of::<TidKey>() == 4 * 4 && align_of::<TidKey>() == 4);

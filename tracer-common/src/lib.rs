@@ -19,6 +19,7 @@ pub mod kvm;
 mod layout;
 pub mod ledger;
 pub mod names;
+pub mod timeline;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
 pub mod globals {
@@ -118,6 +119,23 @@ pub struct Window {
     pub start_ns: u64,
     /// 0 = still running.
     pub stop_ns: u64,
+    /// [`window_flags`]: what the probes emit besides their counters.
+    pub flags: u64,
+}
+
+/// Bits of [`Window::flags`]. They live in `CONFIG`, which every hot program already
+/// reads, so that an option that is off costs a test of a bit already loaded.
+pub mod window_flags {
+    /// Stream every switch, wakeup and migration into the `TIMELINE` ring buffer.
+    pub const TIMELINE: u64 = 1;
+}
+
+impl Window {
+    /// Whether the probes stream the timeline's events.
+    #[inline(always)]
+    pub fn timeline(&self) -> bool {
+        self.flags & window_flags::TIMELINE != 0
+    }
 }
 
 impl CpuState {
@@ -261,12 +279,21 @@ pub mod counter {
     pub const MISSED_SWITCH: u32 = 17;
     /// Ledger pairs lost because `LEDGER` was full.
     pub const DROPPED_LEDGER: u32 = 18;
+    /// Timeline events lost because the `TIMELINE` ring buffer was full.
+    pub const DROPPED_TIMELINE: u32 = 19;
     pub const COUNT: u32 = 20;
     /// How many of the first counters count lost data ...
     pub const DROPPED_COUNT: u32 = 4;
     /// ... and every counter of lost data.
-    pub const DROPPED: [u32; 6] =
-        [DROPPED_THREAD_STATS, DROPPED_THREAD_INFO, DROPPED_WATCH, DROPPED_KVM, DROPPED_THREAD_SCHED, DROPPED_LEDGER];
+    pub const DROPPED: [u32; 7] = [
+        DROPPED_THREAD_STATS,
+        DROPPED_THREAD_INFO,
+        DROPPED_WATCH,
+        DROPPED_KVM,
+        DROPPED_THREAD_SCHED,
+        DROPPED_LEDGER,
+        DROPPED_TIMELINE,
+    ];
 }
 
 #[cfg(feature = "user")]
@@ -291,13 +318,15 @@ mod pod {
     unsafe impl aya::Pod for ledger::PairStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ledger::PairCache {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for timeline::TimelineEvent {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const W: Window = Window { start_ns: 1_000, stop_ns: 0 };
+    const W: Window = Window { start_ns: 1_000, stop_ns: 0, flags: 0 };
 
     #[test]
     fn first_event_charges_from_trace_start() {
@@ -318,7 +347,7 @@ mod tests {
 
     #[test]
     fn first_event_after_the_stop_closes_the_window() {
-        let w = Window { start_ns: 1_000, stop_ns: 3_000 };
+        let w = Window { start_ns: 1_000, stop_ns: 3_000, flags: 0 };
         let mut c = CpuState::default();
         assert_eq!(c.advance(2_000, &w), 1_000);
         assert_eq!(c.advance(5_000, &w), 1_000); // up to the stop only
@@ -329,7 +358,7 @@ mod tests {
     fn checkpoints_partition_the_window() {
         // Whatever the sequence of checkpoints, the charged deltas add up to the
         // window: nothing lost, nothing counted twice.
-        let w = Window { start_ns: 100, stop_ns: 4_000 };
+        let w = Window { start_ns: 100, stop_ns: 4_000, flags: 0 };
         let mut c = CpuState { last_ts: 50, ..Default::default() };
         let mut total = 0;
         for (i, t) in [150u64, 150, 400, 401, 999, 5_000, 6_000].iter().enumerate() {

@@ -21,6 +21,7 @@ pub mod map {
     pub const CPU_HISTORY: &str = "CPU_HISTORY";
     pub const LEDGER: &str = "LEDGER";
     pub const PAIR_CACHE: &str = "PAIR_CACHE";
+    pub const TIMELINE: &str = "TIMELINE";
 }
 
 /// Programs (the functions of `tracer-ebpf`).

@@ -14,9 +14,12 @@ use tracer_common::{
     tp_off,
 };
 
-use crate::maps::{
-    CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, THREAD_SCHED_BY_TID, bump, get_or_insert, ledger_full, now,
-    task_tid, tp_offset, window,
+use crate::{
+    maps::{
+        CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, THREAD_SCHED_BY_TID, bump, current_tid, get_or_insert,
+        ledger_full, now, task_tid, tp_offset, window,
+    },
+    timeline,
 };
 
 /// A thread's entry, created empty the first time: its slot of the array where the
@@ -189,7 +192,11 @@ fn on_wakeup(tid: u32) {
     // SAFETY: the wakee's entry; the wakeup holds its run-queue lock.
     unsafe {
         if (*t).is_asleep() {
-            (*t).on_wakeup(now(), &window());
+            let (now, w) = (now(), window());
+            (*t).on_wakeup(now, &w);
+            if w.timeline() {
+                timeline::on_wakeup(now, tid, current_tid());
+            }
         }
     }
 }
@@ -197,9 +204,13 @@ fn on_wakeup(tid: u32) {
 #[inline(always)]
 fn on_wakeup_new(tid: u32) {
     bump(counter::SCHED_WAKEUP_NEW);
+    let now = now();
     if let Some(t) = sched_entry(tid) {
         // SAFETY: a new thread's entry, before it ever ran.
-        unsafe { (*t).start_new(now()) };
+        unsafe { (*t).start_new(now) };
+    }
+    if window().timeline() {
+        timeline::on_wakeup_new(now, tid, current_tid());
     }
 }
 

@@ -17,6 +17,8 @@ mod maps;
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod timeline;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -19,6 +19,7 @@ use crate::{
         CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, ledger_on, mode_of, now,
         remember_current, task_pid_offset, tp_offset, window,
     },
+    timeline,
 };
 
 /// The common part of both sched_switch programs. `sched_switch` fires in the context
@@ -35,6 +36,9 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
     let d = unsafe { (*cpu).switch(now, &w, next_tid) };
     let involuntary = how == SwitchOut::Runnable;
+    if w.timeline() {
+        timeline::on_switch(now, prev, next_tid, involuntary);
+    }
     if ledger_on() {
         ledger::on_switch(prev, next_tid, now, how, &w);
     }
@@ -103,10 +107,16 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the format file.
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_PID)) }) else { return 0 };
     let tid = tid as u32;
-    if ledger_on() {
+    let timeline_on = window().timeline();
+    if ledger_on() || timeline_on {
         // SAFETY: offset from the format file.
         if let Ok(dest) = unsafe { ctx.read_at::<i32>(tp_offset(tp_off::MIGRATE_DEST_CPU)) } {
-            ledger::on_migrate(tid, dest as u32);
+            if ledger_on() {
+                ledger::on_migrate(tid, dest as u32);
+            }
+            if timeline_on {
+                timeline::on_migrate(now(), tid, dest as u32);
+            }
         }
     }
     match THREAD_STATS.get_ptr_mut(tid) {

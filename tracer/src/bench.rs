@@ -6,6 +6,7 @@
 use std::{io::Read as _, io::Write as _, time::Instant};
 
 use crate::{
+    perfetto,
     probe::{ProbeOptions, Probes, table::KVM_EVENT_SLOTS},
     sys::set_affinity,
 };
@@ -18,6 +19,8 @@ pub struct BenchRow {
     pub ns_per_round_trip: f64,
     /// Programs that ran: (name, events, average ns per event).
     pub programs: Vec<(String, u64, f64)>,
+    /// With the timeline: (events read from the ring buffer, events lost to a full one).
+    pub timeline: Option<(u64, u64)>,
 }
 
 /// (name, events, average ns per event) of each program that ran.
@@ -80,8 +83,17 @@ impl Drop for BpfStats {
 /// its part of sched_switch).
 /// "+runq" keeps the run-queue states without the thieves, to price the two apart;
 /// "+hash" keeps them in the hash instead of the array by tid, to price the array.
-const MODES: [&str; 7] =
-    ["none", "tp_btf", "tp_btf+runq", "tp_btf+ledger", "tp_btf+ledger+hash", "tracepoint", "tracepoint+ledger"];
+/// "+timeline" streams every event to a reader as `record --timeline` does.
+pub const MODES: [&str; 8] = [
+    "none",
+    "tp_btf",
+    "tp_btf+runq",
+    "tp_btf+ledger",
+    "tp_btf+ledger+hash",
+    "tp_btf+ledger+timeline",
+    "tracepoint",
+    "tracepoint+ledger",
+];
 
 pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
     let _stats = BpfStats::enable();
@@ -90,24 +102,34 @@ pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for _ in 0..reps {
         for mode in MODES {
-            let probes = match mode {
-                "none" => None,
+            let (probes, reader) = match mode {
+                "none" => (None, None),
                 m => {
+                    let timeline = m.ends_with("+timeline");
                     let mut p = Probes::attach(&ProbeOptions {
                         classic_sched_switch: m.starts_with("tracepoint"),
                         kvm: false,
                         ledger: m.contains('+'),
                         runq_only: m.ends_with("+runq"),
                         sched_in_hash: m.ends_with("+hash"),
+                        timeline_ring_bytes: if timeline { perfetto::RING_BYTES } else { 0 },
                         ..Default::default()
                     })?;
+                    let reader = p.take_timeline().map(|ring| perfetto::Stream::start(ring, u64::MAX)).transpose()?;
                     p.start()?;
-                    Some(p)
+                    (Some(p), reader)
                 }
             };
             let ns = ping_pong(rounds, cpu);
             let programs = probes.as_ref().map(programs_that_ran).unwrap_or_default();
-            rows.push(BenchRow { mode, ns_per_round_trip: ns, programs });
+            let timeline = reader.map(|r| {
+                let lost = probes.as_ref().and_then(|p| p.read().ok()).map_or(0, |raw| {
+                    raw.counters.get(tracer_common::counter::DROPPED_TIMELINE as usize).copied().unwrap_or(0)
+                });
+                drop(probes);
+                (r.finish().events.len() as u64, lost)
+            });
+            rows.push(BenchRow { mode, ns_per_round_trip: ns, programs, timeline });
         }
     }
     Ok(rows)
@@ -215,6 +237,31 @@ pub fn render(rows: &[BenchRow]) -> String {
         let _ = writeln!(s, "{:<17} {:>14.0} {:>9.3}x  {}", r.mode, r.ns_per_round_trip, ratio, progs.join("; "));
     }
     s.push_str(&render_ledger_cost(rows));
+    s.push_str(&render_timeline_cost(rows));
+    s
+}
+
+/// What `--timeline` adds to the ledger's probes: per repetition, ns per context
+/// switch over no probes without and with it, and in the programs themselves.
+fn render_timeline_cost(rows: &[BenchRow]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "timeline cost: added ns per context switch over no probes (same repetition)");
+    for chunk in rows.chunks(MODES.len()) {
+        let row = |m: &str| chunk.iter().find(|r| r.mode == m);
+        let (Some(none), Some(off), Some(on)) = (row("none"), row("tp_btf+ledger"), row("tp_btf+ledger+timeline"))
+        else {
+            continue;
+        };
+        let added = |r: &BenchRow| (r.ns_per_round_trip - none.ns_per_round_trip) / 2.0;
+        let (a, b) = (added(off), added(on));
+        let (read, lost) = on.timeline.unwrap_or_default();
+        let _ = write!(s, "  tp_btf+ledger: {a:.0} ns without --timeline, {b:.0} ns with ({:.2}x)", b / a);
+        if let (Some(x), Some(y)) = (bpf_ns_per_switch(off), bpf_ns_per_switch(on)) {
+            let _ = write!(s, "; in the programs {x:.0} -> {y:.0} ns");
+        }
+        let _ = writeln!(s, "; {read} events read, {lost} lost to a full ring buffer");
+    }
     s
 }
 

@@ -46,7 +46,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n\nThe report is written atomically at the end, also on Ctrl-C, SIGTERM or SIGHUP. \
+    after_help = "Examples:\n  vmmtrace record --duration 10\n  vmmtrace record -o bzip2.json -- bzip2 -9 -k big.tar\n  vmmtrace record --timeline bzip2-timeline.json -- bzip2 -9 -k big.tar   # open it in ui.perfetto.dev\n\nThe report is written atomically at the end, also on Ctrl-C, SIGTERM or SIGHUP. \
 With a command, vmmtrace exits with the command's exit code."
 )]
 pub struct RecordArgs {
@@ -77,6 +77,13 @@ pub struct RecordArgs {
     /// (victim, thief) pairs to list in the report's ledger.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub ledger_top: usize,
+    /// Also write every context switch, wakeup and migration as a Chrome trace-event
+    /// JSON timeline to FILE (open it in ui.perfetto.dev).
+    #[arg(long, value_name = "FILE.json")]
+    pub timeline: Option<PathBuf>,
+    /// Events the timeline keeps at most; the rest are counted and reported.
+    #[arg(long, value_name = "N", default_value_t = crate::perfetto::DEFAULT_LIMIT, requires = "timeline")]
+    pub timeline_limit: u64,
     /// Command to run and trace (everything after --); tracing ends when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

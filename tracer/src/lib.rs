@@ -4,6 +4,7 @@
 //! [`account`] (pure attribution) -> [`report`] (JSON, text). [`host`] discovers VMs,
 //! their threads and roles from /proc. [`record`] writes one report at the end of a
 //! trace; [`serve`] exposes the trace so far to Prometheus at every scrape.
+//! [`perfetto`] writes the optional timeline.
 
 pub mod account;
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod experiment;
 pub mod host;
 pub mod kvm_reasons;
+pub mod perfetto;
 pub mod probe;
 pub mod record;
 pub mod report;

@@ -64,6 +64,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ..Default::default()
                 },
                 ledger_top: a.ledger_top,
+                timeline: a
+                    .timeline
+                    .clone()
+                    .map(|path| vmmtrace::perfetto::TimelineOptions { path, limit: a.timeline_limit }),
             };
             let out = record(opts).await?;
             eprint!("{}", render_text(&out.report, a.top));
@@ -143,7 +147,12 @@ fn read_report(path: &std::path::Path) -> anyhow::Result<Report> {
 
 async fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     vmmtrace::probe::check_privileges()?;
-    eprintln!("vmmtrace bench: {} round trips x 6 modes x {} repetitions...", a.rounds, a.reps);
+    eprintln!(
+        "vmmtrace bench: {} round trips x {} modes x {} repetitions...",
+        a.rounds,
+        vmmtrace::bench::MODES.len(),
+        a.reps
+    );
     let (rounds, reps) = (a.rounds, a.reps);
     let rows = tokio::task::spawn_blocking(move || vmmtrace::bench::run(rounds, reps)).await??;
     print!("{}", vmmtrace::bench::render(&rows));

@@ -41,3 +41,10 @@ pub fn kick_cpus(cpus: &[u32]) {
         })
         .map(|h| h.join());
 }
+
+/// The memory page size (the unit of a BPF ring buffer's size).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}

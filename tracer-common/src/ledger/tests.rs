@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::*;
 use crate::{CpuState, NO_TID};
 
-const W: Window = Window { start_ns: 1_000, stop_ns: 0 };
+const W: Window = Window { start_ns: 1_000, stop_ns: 0, flags: 0 };
 
 fn history(intervals: &[(u32, u64)], curr: (u32, u64)) -> CpuHistory {
     let mut h = CpuHistory::default();
@@ -52,7 +52,7 @@ fn a_wait_longer_than_the_history_leaves_the_rest_unresolved() {
 #[test]
 fn only_the_window_is_charged() {
     let h = history(&[(7, 0), (8, 800)], (9, 1_200));
-    let w = Window { start_ns: 1_000, stop_ns: 1_500 };
+    let w = Window { start_ns: 1_000, stop_ns: 1_500, flags: 0 };
     let (got, un) = walk(&h, 500, 3_000, &w);
     assert_eq!(got, BTreeMap::from([(8, 200), (9, 300)]));
     assert_eq!(un, 0);
@@ -134,7 +134,7 @@ fn waits_fill_the_histogram() {
 
 #[test]
 fn death_ends_the_time_alive() {
-    let w = Window { start_ns: 1_000, stop_ns: 9_000 };
+    let w = Window { start_ns: 1_000, stop_ns: 9_000, flags: 0 };
     let mut t = ThreadSched::UNSEEN;
     t.start_new(2_000);
     t.on_switch_in(2_500, 0, &w);

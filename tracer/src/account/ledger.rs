@@ -282,7 +282,7 @@ mod tests {
     /// CPU 0: vCPU 10 preempted at 2000 by the emulator 11, then 7 from 2600, and
     /// still waiting at the stop (3000).
     fn raw() -> RawCounters {
-        let w = Window { start_ns: 1_000, stop_ns: 0 };
+        let w = Window { start_ns: 1_000, stop_ns: 0, flags: 0 };
         let mut r = RawCounters { window: w, nr_cpus: 1, online_cpus: vec![0], ..Default::default() };
         let mut h = CpuHistory::default();
         h.switch(10, 10, 1_000);

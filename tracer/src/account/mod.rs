@@ -152,7 +152,7 @@ mod tests {
 
     fn raw() -> RawCounters {
         let mut r = RawCounters {
-            window: Window { start_ns: 1_000, stop_ns: 11_000 },
+            window: Window { start_ns: 1_000, stop_ns: 11_000, flags: 0 },
             nr_cpus: 2,
             online_cpus: vec![0, 1],
             cpus: vec![

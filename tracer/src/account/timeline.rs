@@ -141,7 +141,7 @@ mod tests {
 
     fn snapshot(stop_ns: u64, threads: &[(u32, [u64; 2])]) -> RawCounters {
         let mut r = RawCounters { nr_cpus: 2, ..Default::default() };
-        r.window = Window { start_ns: 1000, stop_ns };
+        r.window = Window { start_ns: 1000, stop_ns, flags: 0 };
         for (tid, ns) in threads {
             r.threads
                 .insert(*tid, ns.iter().map(|&on| ThreadCpuStats { on_cpu_ns: on, ..Default::default() }).collect());

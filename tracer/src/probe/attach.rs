@@ -105,6 +105,7 @@ impl Probes {
             online_cpus: cpus.online,
             guest_sample_period_ns,
             logger,
+            timeline: opts.timeline_ring_bytes != 0,
         })
     }
 }
@@ -211,8 +212,18 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .map_max_entries(map::THREAD_SCHED, sched_hash)
         .map_max_entries(map::THREAD_SCHED_BY_TID, by_tid)
         .map_max_entries(map::CPU_HISTORY, cpus.possible as u32)
+        .map_max_entries(map::TIMELINE, timeline_ring_bytes(opts))
         .load(EBPF_OBJ)
         .map_err(|e| ProbeError::Load(Box::new(e)))
+}
+
+/// The timeline's ring buffer size: as asked, or one page (the least the kernel
+/// takes) when there is no timeline.
+fn timeline_ring_bytes(opts: &ProbeOptions) -> u32 {
+    match opts.timeline_ring_bytes {
+        0 => crate::sys::page_size() as u32,
+        n => n,
+    }
 }
 
 /// The programs' load-time diagnostics (aya-log); tracing works without them.

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
     CpuState, ThreadCpuStats, ThreadInfo, Window, counter,
@@ -36,6 +36,8 @@ pub(super) struct Maps {
     cpu_history: Array<MapData, CpuHistory>,
     ledger: Keyed<PairKey, PairStats>,
     pair_cache: PerCpuArray<MapData, PairCache>,
+    /// Until the timeline's reader takes it.
+    timeline: Option<RingBuf<MapData>>,
 }
 
 fn take<M: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError> {
@@ -73,11 +75,16 @@ impl Maps {
             cpu_history: take(ebpf, map::CPU_HISTORY)?,
             ledger: take(ebpf, map::LEDGER)?,
             pair_cache: take(ebpf, map::PAIR_CACHE)?,
+            timeline: Some(take(ebpf, map::TIMELINE)?),
         })
     }
 
     pub(super) fn set_window(&mut self, w: Window) -> Result<(), ProbeError> {
         self.config.set(0, w, 0).map_err(map_err(map::CONFIG))
+    }
+
+    pub(super) fn take_timeline(&mut self) -> Option<RingBuf<MapData>> {
+        self.timeline.take()
     }
 
     /// Gives each of `tids` a KVM state inside KVM_RUN, unless it has one.

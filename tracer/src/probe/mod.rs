@@ -125,6 +125,9 @@ pub struct ProbeOptions {
     /// Keep the run-queue states in the hash even where `pid_max` allows the array
     /// by tid (for `bench` and the tests of the hash path).
     pub sched_in_hash: bool,
+    /// Size of the timeline's ring buffer (a power of two, a multiple of the page
+    /// size); 0 = no timeline (`record --timeline`).
+    pub timeline_ring_bytes: u32,
 }
 
 impl ProbeOptions {
@@ -149,6 +152,7 @@ impl Default for ProbeOptions {
             ledger: true,
             runq_only: false,
             sched_in_hash: false,
+            timeline_ring_bytes: 0,
         }
     }
 }
@@ -205,12 +209,15 @@ pub struct Probes {
     guest_sample_period_ns: u64,
     /// The programs' load-time diagnostics (aya-log), forwarded to `log` at info.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Whether the programs stream the timeline (`ProbeOptions::timeline_ring_bytes`).
+    timeline: bool,
 }
 
 impl Probes {
     /// Starts charging time: the trace window opens now.
     pub fn start(&mut self) -> Result<u64, ProbeError> {
-        self.window = Window { start_ns: monotonic_ns(), stop_ns: 0 };
+        let flags = if self.timeline { tracer_common::window_flags::TIMELINE } else { 0 };
+        self.window = Window { start_ns: monotonic_ns(), stop_ns: 0, flags };
         self.maps.set_window(self.window)?;
         Ok(self.window.start_ns)
     }
@@ -263,6 +270,12 @@ impl Probes {
     /// [`watch_self_raw`]).
     pub fn watch_fd(&self) -> std::os::fd::RawFd {
         self.maps.watch_fd()
+    }
+
+    /// The timeline's ring buffer, once, when the options asked for a timeline. Its
+    /// reader keeps it open after the probes are dropped, to drain the last records.
+    pub fn take_timeline(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        if self.timeline { self.maps.take_timeline() } else { None }
     }
 
     /// Reads every map.

@@ -74,6 +74,7 @@ pub fn build_report(
         ("sched_wakeup", c::SCHED_WAKEUP),
         ("sched_wakeup_new", c::SCHED_WAKEUP_NEW),
         ("missed_switch", c::MISSED_SWITCH),
+        ("timeline_dropped", c::DROPPED_TIMELINE),
     ] {
         r.events.insert(name.into(), raw.counters.get(idx as usize).copied().unwrap_or(0));
     }

@@ -27,6 +27,7 @@ pub(crate) use signals::Signals;
 
 use crate::{
     account::timeline::TimelineBuilder,
+    perfetto,
     probe::{self, ProbeOptions},
     report::{self, CommandInfo, Report},
 };
@@ -41,6 +42,8 @@ pub struct RecordOptions {
     pub probe: ProbeOptions,
     /// (victim, thief) pairs to list in the report's ledger.
     pub ledger_top: usize,
+    /// `--timeline`: every switch, wakeup and migration, for Perfetto.
+    pub timeline: Option<perfetto::TimelineOptions>,
 }
 
 #[derive(Debug)]
@@ -65,6 +68,8 @@ struct Tracing {
     /// The traced command and its pid.
     child: Option<(tokio::process::Child, u32)>,
     timeline: TimelineBuilder,
+    /// The reader of the probes' scheduler events, with `--timeline`.
+    sched_events: Option<perfetto::Stream>,
 }
 
 pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
@@ -72,10 +77,16 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
     let mut signals = Signals::install()?;
     let mut tracing = start(&opts)?;
     let end = tracing.run(&opts, &mut signals).await?;
-    let Tracing { live, child, timeline } = tracing;
+    let Tracing { live, child, timeline, sched_events } = tracing;
     let LiveTrace { probes, discovery, started_unix_s, .. } = live;
+    let window_start_ns = probes.window().start_ns;
     let mut report = finish_listing(probes, discovery, started_unix_s, opts.ledger_top)?;
     report.timeline = Some(timeline.finish());
+    // The probes are stopped: the reader's last drain has every event of the window.
+    let collected = sched_events.map(perfetto::Stream::finish);
+    if let Some(c) = &collected {
+        perfetto::count_in_report(&mut report, c);
+    }
 
     let mut exit_code = 0;
     if let Some((child, pid)) = child {
@@ -99,6 +110,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
         eprint!("{}", report::render_text(&report, 10));
         return Err(e.into());
     }
+    if let (Some(t), Some(c)) = (&opts.timeline, collected) {
+        perfetto::write_timeline(&t.path, &c, &report, window_start_ns)?;
+    }
     Ok(RecordOutcome { report, exit_code, interrupted })
 }
 
@@ -106,6 +120,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordOutcome> {
 fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
     probe::check_privileges()?;
     report::check_writable(&opts.output)?;
+    if let Some(t) = &opts.timeline {
+        perfetto::check_writable(&t.path)?;
+    }
     if let Some(p) = opts.command.first() {
         resolve_command(p)?;
     }
@@ -117,7 +134,18 @@ fn check_before_tracing(opts: &RecordOptions) -> anyhow::Result<()> {
 
 /// Attaches, discovers the host, opens the window, then starts the command.
 fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
-    let live = LiveTrace::start(&opts.probe)?;
+    let mut probe_opts = opts.probe.clone();
+    if opts.timeline.is_some() {
+        probe_opts.timeline_ring_bytes = perfetto::RING_BYTES;
+    }
+    // The timeline's reader starts before the window opens, so that no event waits for it.
+    let (live, sched_events) =
+        LiveTrace::start_with(&probe_opts, |probes| match (&opts.timeline, probes.take_timeline()) {
+            (Some(t), Some(ring)) => {
+                Ok(Some(perfetto::Stream::start(ring, t.limit).context("start the timeline's reader")?))
+            }
+            _ => Ok(None),
+        })?;
     let child = match opts.command.is_empty() {
         true => None,
         false => {
@@ -126,7 +154,7 @@ fn start(opts: &RecordOptions) -> anyhow::Result<Tracing> {
             Some((c, pid))
         }
     };
-    Ok(Tracing { live, child, timeline: TimelineBuilder::default() })
+    Ok(Tracing { live, child, timeline: TimelineBuilder::default(), sched_events })
 }
 
 impl Tracing {
@@ -165,7 +193,11 @@ impl Tracing {
                     if last_print.elapsed() + interval / 2 >= every {
                         let ns = now.window.stop_ns.saturating_sub(last.window.stop_ns).max(1);
                         let reg = &self.live.discovery.registry;
-                        eprintln!("{}", live_line(self.live.started.elapsed(), &last, &now, ns, reg));
+                        let mut line = live_line(self.live.started.elapsed(), &last, &now, ns, reg);
+                        if let Some(s) = &self.sched_events {
+                            line.push_str(&perfetto::live_part(s, &now));
+                        }
+                        eprintln!("{line}");
                         last = now;
                         last_print = Instant::now();
                     }

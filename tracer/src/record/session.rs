@@ -21,7 +21,17 @@ impl LiveTrace {
     /// Attaches the probes, takes the first host snapshot, marks the vCPU threads
     /// already inside KVM_RUN, and opens the window.
     pub fn start(opts: &ProbeOptions) -> anyhow::Result<LiveTrace> {
+        Self::start_with(opts, |_| Ok(())).map(|(live, ())| live)
+    }
+
+    /// As [`LiveTrace::start`], with `before_start` run on the attached probes before
+    /// the window opens (to take a ring buffer and start its reader, say).
+    pub fn start_with<T>(
+        opts: &ProbeOptions,
+        before_start: impl FnOnce(&mut Probes) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(LiveTrace, T)> {
         let mut probes = Probes::attach(opts)?;
+        let extra = before_start(&mut probes)?;
         let discovery = Discovery::start();
         if opts.kvm {
             probes.mark_in_kvm_run(&discovery.vcpus_in_kvm_run());
@@ -29,7 +39,7 @@ impl LiveTrace {
         let started_unix_s =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         probes.start()?;
-        Ok(LiveTrace { probes, discovery, started_unix_s, started: Instant::now() })
+        Ok((LiveTrace { probes, discovery, started_unix_s, started: Instant::now() }, extra))
     }
 
     /// The once-a-second step: the counters as of now (every CPU's running interval
