@@ -14,7 +14,7 @@ use tracer_common::{
 };
 
 use crate::{
-    ledger,
+    exit, ledger,
     maps::{
         CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, ledger_on, mode_of, now,
         remember_current, task_pid_offset, tp_offset, window,
@@ -51,6 +51,9 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
                 (*s).involuntary_switches += 1;
             }
         }
+    }
+    if how == SwitchOut::Dead {
+        exit::on_final_switch(prev, now);
     }
     first
 }
@@ -132,6 +135,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_CHILD_PID)) }.unwrap_or(-1);
     let (parent, child) = (parent as u32, child as u32);
+    exit::on_new_thread(child);
     // SAFETY: value read by copy.
     if unsafe { WATCH.get(parent) }.is_some() && WATCH.insert(child, 1, 0).is_err() {
         bump(counter::DROPPED_WATCH);

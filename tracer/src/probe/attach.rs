@@ -20,7 +20,9 @@ use super::{
     EBPF_OBJ, Features, KvmSplit, ProbeError, ProbeOptions, Probes, btf, kallsyms,
     maps::Maps,
     privileges::check_privileges,
-    table::{Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow},
+    table::{
+        EXIT_BTF, Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow,
+    },
     tracefs::{self, TracefsError},
 };
 use crate::error::chain;
@@ -103,6 +105,7 @@ impl Probes {
             online_cpus: cpus.online,
             guest_sample_period_ns,
             logger,
+            retired: Default::default(),
         })
     }
 }
@@ -204,6 +207,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
         .map_max_entries(map::THREAD_SCHED, opts.max_threads * 2)
+        .map_max_entries(map::EXITED, opts.max_threads)
         .map_max_entries(map::CPU_HISTORY, cpus.possible as u32)
         .load(EBPF_OBJ)
         .map_err(|e| ProbeError::Load(Box::new(e)))
@@ -232,13 +236,18 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
         features.sched_switch = "tracepoint".into();
     }
     let btf = plan.btf_pid_offset.is_some();
-    for row in plan.usable.iter().filter(|r| r.group == Group::Sched || r.group == Group::Ledger) {
+    for row in plan.usable.iter().filter(|r| r.group != Group::Kvm) {
         // With tp_btf sched_switch, its tp_btf siblings replace these.
-        if btf && (row.program == program::SCHED_SWITCH_TP || row.group == Group::Ledger) {
+        if btf && (row.program == program::SCHED_SWITCH_TP || row.group == Group::Ledger || row.group == Group::Exit) {
             continue;
         }
         attach_tracepoint(ebpf, row.program, row.category, row.name)?;
         features.attached.push(format!("tracepoint:{}", row.probe()));
+    }
+    if btf {
+        let (program, tracepoint) = EXIT_BTF;
+        attach_btf(ebpf, program, tracepoint)?;
+        features.attached.push(format!("tp_btf:{tracepoint}"));
     }
     if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
         for (program, tracepoint) in LEDGER_BTF {

@@ -1,7 +1,10 @@
 //! Typed handles on the object's maps, taken once when the probes are attached, and
 //! the copy of every map into [`RawCounters`].
 
-use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
+use std::{
+    collections::HashSet,
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+};
 
 use aya::{
     Ebpf,
@@ -12,9 +15,13 @@ use tracer_common::{
     kvm::{ExitStats, TidKey, VcpuState},
     ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
     names::map,
+    retire::ExitMark,
 };
 
-use super::{ProbeError, RawCounters};
+use super::{
+    ProbeError, RawCounters,
+    retire::{Occupancy, Retired, add_exit_stats, add_pair, add_sched, add_thread_stats},
+};
 
 type Keyed<K, V> = HashMap<MapData, K, V>;
 
@@ -35,6 +42,7 @@ pub(super) struct Maps {
     cpu_history: Array<MapData, CpuHistory>,
     ledger: Keyed<PairKey, PairStats>,
     pair_cache: PerCpuArray<MapData, PairCache>,
+    exited: Keyed<u32, ExitMark>,
 }
 
 fn take<M: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError> {
@@ -71,6 +79,7 @@ impl Maps {
             cpu_history: take(ebpf, map::CPU_HISTORY)?,
             ledger: take(ebpf, map::LEDGER)?,
             pair_cache: take(ebpf, map::PAIR_CACHE)?,
+            exited: take(ebpf, map::EXITED)?,
         })
     }
 
@@ -113,7 +122,105 @@ impl Maps {
         raw.userspace_exits = entries(&self.userspace_exits, map::USERSPACE_EXITS)?;
         raw.kvm_events = entries(&self.kvm_events, map::KVM_EVENTS)?;
         raw.guest_samples = entries(&self.guest_samples, map::GUEST_SAMPLES)?;
-        self.read_ledger_into(raw)
+        self.read_ledger_into(raw)?;
+        raw.occupancy = self.occupancy(raw)?;
+        Ok(())
+    }
+
+    /// How full the maps that grow with threads are, from a fresh read of them.
+    fn occupancy(&self, raw: &RawCounters) -> Result<Occupancy, ProbeError> {
+        let cap = |m: &MapData| m.info().map(|i| i.max_entries()).unwrap_or(0);
+        let exited_pending = self.exited.keys().count();
+        Ok(Occupancy {
+            maps: vec![
+                (map::THREAD_STATS, raw.threads.len(), cap(self.thread_stats.map())),
+                (map::THREAD_INFO, raw.thread_info.len(), cap(self.thread_info.map())),
+                (map::THREAD_SCHED, raw.sched.len(), cap(self.thread_sched.map())),
+                (map::WATCH, raw.workload.len(), cap(self.watch.map())),
+                (map::VCPU_STATE, raw.vcpus.len(), cap(self.vcpu_state.map())),
+                (map::VCPU_EXITS, raw.exits.len(), cap(self.vcpu_exits.map())),
+                (map::USERSPACE_EXITS, raw.userspace_exits.len(), cap(self.userspace_exits.map())),
+                (map::KVM_EVENTS, raw.kvm_events.len(), cap(self.kvm_events.map())),
+                (map::GUEST_SAMPLES, raw.guest_samples.len(), cap(self.guest_samples.map())),
+                (map::LEDGER, self.ledger.keys().count(), cap(self.ledger.map())),
+                (map::EXITED, exited_pending, cap(self.exited.map())),
+            ],
+            exited_pending,
+        })
+    }
+
+    /// Retires the threads whose final switch was seen: carries every entry keyed by
+    /// their tid into `into` and deletes it from the kernel maps; also moves the
+    /// ledger pairs of threads retired earlier that a late wait charged since (a dead
+    /// thief stays in the CPUs' interval histories for a while). Returns how many
+    /// threads were retired.
+    ///
+    /// The mark is deleted first: a mark that is gone was taken by a new thread with
+    /// the same tid (its fork wiped the old entries, and counted it), and what is in
+    /// the maps under that tid is the new thread's.
+    pub(super) fn retire(&mut self, into: &mut Retired) -> Result<u64, ProbeError> {
+        let marked: Vec<u32> =
+            entries(&self.exited, map::EXITED)?.into_iter().filter(|(_, m)| m.is_final()).map(|(tid, _)| tid).collect();
+        let mut tids = HashSet::new();
+        for tid in marked {
+            if self.exited.remove(&tid).is_ok() {
+                tids.insert(tid);
+            }
+        }
+        for &tid in &tids {
+            self.carry_thread(tid, into)?;
+        }
+        carry_tid_keyed(&mut self.vcpu_exits, map::VCPU_EXITS, &tids, &mut into.exits, add_exit_stats)?;
+        carry_tid_keyed(&mut self.userspace_exits, map::USERSPACE_EXITS, &tids, &mut into.userspace_exits, |a, b| {
+            *a += b
+        })?;
+        carry_tid_keyed(&mut self.kvm_events, map::KVM_EVENTS, &tids, &mut into.kvm_events, |a, b| *a += b)?;
+        carry_tid_keyed(&mut self.guest_samples, map::GUEST_SAMPLES, &tids, &mut into.guest_samples, |a, b| *a += b)?;
+        into.count += tids.len() as u64;
+        self.carry_ledger(&tids, into)?;
+        Ok(tids.len() as u64)
+    }
+
+    /// Carries and deletes the entries keyed by `tid` alone.
+    fn carry_thread(&mut self, tid: u32, into: &mut Retired) -> Result<(), ProbeError> {
+        if let Some(v) = absent_ok(self.thread_stats.get(&tid, 0), map::THREAD_STATS)? {
+            add_thread_stats(into.threads.entry(tid).or_default(), &v);
+            self.thread_stats.remove(&tid).map_err(map_err(map::THREAD_STATS))?;
+        }
+        if let Some(info) = take_entry(&mut self.thread_info, tid, map::THREAD_INFO)? {
+            into.info.insert(tid, info);
+        }
+        if take_entry(&mut self.watch, tid, map::WATCH)?.is_some() {
+            into.workload.insert(tid);
+        }
+        if let Some(v) = take_entry(&mut self.vcpu_state, tid, map::VCPU_STATE)? {
+            into.vcpus.insert(tid, v);
+        }
+        if let Some(s) = take_entry(&mut self.thread_sched, tid, map::THREAD_SCHED)? {
+            match into.sched.get_mut(&tid) {
+                Some(old) => add_sched(old, &s),
+                None => {
+                    into.sched.insert(tid, s);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the ledger pairs whose victim or thief is retired (now or before, and
+    /// not alive again under the same tid) out of the map.
+    fn carry_ledger(&mut self, now: &HashSet<u32>, into: &mut Retired) -> Result<(), ProbeError> {
+        let alive: HashSet<u32> =
+            self.thread_stats.keys().collect::<Result<_, _>>().map_err(map_err(map::THREAD_STATS))?;
+        let retired = |tid: u32| now.contains(&tid) || (into.has(tid) && !alive.contains(&tid));
+        let keys: Vec<PairKey> = self.ledger.keys().collect::<Result<_, _>>().map_err(map_err(map::LEDGER))?;
+        let keys: Vec<PairKey> = keys.into_iter().filter(|k| retired(k.victim) || retired(k.thief)).collect();
+        for key in keys {
+            if let Some(stats) = lookup_and_delete(&self.ledger, &key)? {
+                add_pair(into.ledger.entry(key).or_default(), &stats);
+            }
+        }
+        Ok(())
     }
 
     /// The run-queue states, the CPUs' interval histories and the ledger, with the
@@ -136,7 +243,101 @@ impl Maps {
     }
 }
 
-/// `union bpf_attr` as BPF_MAP_UPDATE_ELEM reads it.
+/// `Ok(None)` for a key that is not in the map.
+fn absent_ok<V>(r: Result<V, MapError>, name: &'static str) -> Result<Option<V>, ProbeError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(ProbeError::Map { name, source }),
+    }
+}
+
+/// Reads and deletes `tid`'s entry, if it has one.
+fn take_entry<V: aya::Pod>(m: &mut Keyed<u32, V>, tid: u32, name: &'static str) -> Result<Option<V>, ProbeError> {
+    let v = absent_ok(m.get(&tid, 0), name)?;
+    if v.is_some() {
+        m.remove(&tid).map_err(map_err(name))?;
+    }
+    Ok(v)
+}
+
+/// Moves the entries of a map keyed by (tid, ...) whose tid is in `tids` into `into`.
+fn carry_tid_keyed<V: aya::Pod>(
+    m: &mut Keyed<TidKey, V>,
+    name: &'static str,
+    tids: &HashSet<u32>,
+    into: &mut std::collections::HashMap<TidKey, V>,
+    add: impl Fn(&mut V, &V),
+) -> Result<(), ProbeError> {
+    if tids.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<TidKey> = m.keys().collect::<Result<_, _>>().map_err(map_err(name))?;
+    for key in keys.into_iter().filter(|k| tids.contains(&k.tid)) {
+        if let Some(v) = take_entry_by(m, &key, name)? {
+            match into.get_mut(&key) {
+                Some(old) => add(old, &v),
+                None => {
+                    into.insert(key, v);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn take_entry_by<K: aya::Pod, V: aya::Pod>(
+    m: &mut Keyed<K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<Option<V>, ProbeError> {
+    let v = absent_ok(m.get(key, 0), name)?;
+    if v.is_some() {
+        m.remove(key).map_err(map_err(name))?;
+    }
+    Ok(v)
+}
+
+/// Reads and deletes a ledger pair in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+/// kernel >= 5.14 for hash maps), so that a wait the probes add to it meanwhile is
+/// not deleted unread. aya 0.14 offers it for queues and stacks only.
+fn lookup_and_delete(m: &Keyed<PairKey, PairStats>, key: &PairKey) -> Result<Option<PairStats>, ProbeError> {
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    let mut value = PairStats::default();
+    let attr = UpdateAttr {
+        map_fd: m.map().fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const PairKey as u64,
+        value: &mut value as *mut PairStats as u64,
+        flags: 0,
+    };
+    // SAFETY: bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM) reads the key and writes one value
+    // of the map's value size (PairStats) into `value`; all alive on this stack.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &attr as *const UpdateAttr,
+            size_of::<UpdateAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(value));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Ok(None),
+        _ => Err(ProbeError::Map {
+            name: map::LEDGER,
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_and_delete_elem",
+                io_error: e,
+            }),
+        }),
+    }
+}
+
+/// `union bpf_attr` as BPF_MAP_UPDATE_ELEM and BPF_MAP_LOOKUP_AND_DELETE_ELEM read it.
 #[repr(C)]
 struct UpdateAttr {
     map_fd: u32,

@@ -59,6 +59,8 @@ pub fn build_report(
     r.vms = vms;
     add_ledger(&mut r, &raw, &meta, ledger_top);
     r.dropped_events = raw.dropped_events();
+    r.dropped_by_cause = raw.dropped_by_cause();
+    r.retired_threads = raw.retired_threads;
     use tracer_common::counter as c;
     for (name, idx) in [
         ("sched_switch", c::SCHED_SWITCH),
@@ -74,6 +76,7 @@ pub fn build_report(
         ("sched_wakeup", c::SCHED_WAKEUP),
         ("sched_wakeup_new", c::SCHED_WAKEUP_NEW),
         ("missed_switch", c::MISSED_SWITCH),
+        ("sched_process_exit", c::SCHED_EXIT),
     ] {
         r.events.insert(name.into(), raw.counters.get(idx as usize).copied().unwrap_or(0));
     }

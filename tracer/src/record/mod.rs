@@ -192,6 +192,7 @@ impl Tracing {
                 _ = sleep => return Ok(End::Duration),
                 sig = signals.recv() => return Ok(End::Signal(sig)),
                 _ = ticker.tick() => {
+                    self.probes.retire_exited()?;
                     let now = live::live_snapshot(&self.probes)?;
                     self.discovery.observe(&now);
                     self.timeline.add(&last_tick, &now, live::who(&now, &self.discovery.registry));
