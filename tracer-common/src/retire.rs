@@ -8,16 +8,26 @@
 //! carries them into its own records and deletes the thread from every map keyed by
 //! tid. A new thread that gets the tid of a marked thread (its fork) wipes the old
 //! entries first, so that it never inherits them (counted: the old thread's counters
-//! were not carried yet).
+//! were not carried yet). Userspace reads the entries, sets [`ExitMark::retiring`]
+//! (which fails if a fork took the mark meanwhile: then what it read is dropped),
+//! deletes the entries, then the mark; a fork that sees `retiring` leaves the
+//! entries alone and sets [`ExitMark::reborn`], and userspace counts the new
+//! thread's first charges as lost. Every race ends in exact totals or a count.
 
 /// Value of the `EXITED` hash (keyed by tid).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ExitMark {
-    /// `sched_process_exit` time; 0 = not seen (the mark was made by the final switch).
+    /// `sched_process_exit` time.
     pub exit_ns: u64,
     /// The final switch-out (`TASK_DEAD`); 0 = not yet: the thread still runs.
     pub final_switch_ns: u64,
+    /// Set by userspace while it retires the thread (it deletes its entries next).
+    pub retiring: u32,
+    /// Set by a fork that took the tid while userspace was retiring it: the new
+    /// thread's first charges may have been deleted with the old thread's entries
+    /// (userspace counts it as lost).
+    pub reborn: u32,
 }
 
 impl ExitMark {

@@ -17,36 +17,40 @@ fn on_exit() {
     if tid == 0 {
         return;
     }
-    let mark = ExitMark { exit_ns: now(), final_switch_ns: 0 };
+    let mark = ExitMark { exit_ns: now(), final_switch_ns: 0, retiring: 0, reborn: 0 };
     if EXITED.insert(&tid, &mark, 0).is_err() {
         bump(counter::DROPPED_EXITED);
     }
 }
 
-/// `tid` was switched out as `TASK_DEAD` at `now`: its counters are final. A thread
-/// whose exit was not marked (it exited as the probes attached) is marked now.
+/// `tid` was switched out as `TASK_DEAD` at `now`: its counters are final. Without a
+/// mark nothing is done: either its exit was not marked (`EXITED` was full, counted,
+/// or it exited as the probes attached), or a new thread already took its tid (a
+/// tid is freed before the final switch) and wiped the mark: marking now would
+/// retire the new thread.
 #[inline(always)]
 pub fn on_final_switch(tid: u32, now: u64) {
     if let Some(m) = EXITED.get_ptr_mut(&tid) {
         // SAFETY: a map value; the dead thread's events are over, nothing else writes it.
         unsafe { (*m).final_switch_ns = now };
-        return;
-    }
-    let mark = ExitMark { exit_ns: 0, final_switch_ns: now };
-    if EXITED.insert(&tid, &mark, 0).is_err() {
-        bump(counter::DROPPED_EXITED);
     }
 }
 
 /// A new thread `tid` is created (its fork, before it ever runs). If a thread that
 /// had this tid exited and was not retired yet, its entries are wiped, so that the
-/// new thread starts fresh; the old thread's counters since userspace last read
-/// them are lost, and counted.
+/// new thread starts fresh; the old thread's counters are lost, and counted. If
+/// userspace is retiring it right now, userspace deletes them (see
+/// `tracer_common::retire`).
 #[inline(always)]
 pub fn on_new_thread(tid: u32) {
-    // SAFETY: value read by copy.
-    if unsafe { EXITED.get(&tid) }.is_none() {
-        return;
+    let Some(m) = EXITED.get_ptr_mut(&tid) else { return };
+    // SAFETY: a map value; userspace replaces it whole, never in place.
+    unsafe {
+        if (*m).retiring != 0 {
+            // Userspace is deleting the old entries: it counts what this loses.
+            (*m).reborn = 1;
+            return;
+        }
     }
     bump(counter::LOST_REUSED_TID);
     let _ = THREAD_STATS.remove(&tid);

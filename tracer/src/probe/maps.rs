@@ -20,7 +20,7 @@ use tracer_common::{
 
 use super::{
     ProbeError, RawCounters,
-    retire::{Occupancy, Retired, add_exit_stats, add_pair, add_sched, add_thread_stats},
+    retire::{Occupancy, Retired, RetiredThread, add_exit_stats, add_pair},
 };
 
 type Keyed<K, V> = HashMap<MapData, K, V>;
@@ -154,21 +154,14 @@ impl Maps {
     /// ledger pairs of threads retired earlier that a late wait charged since (a dead
     /// thief stays in the CPUs' interval histories for a while). Returns how many
     /// threads were retired.
-    ///
-    /// The mark is deleted first: a mark that is gone was taken by a new thread with
-    /// the same tid (its fork wiped the old entries, and counted it), and what is in
-    /// the maps under that tid is the new thread's.
     pub(super) fn retire(&mut self, into: &mut Retired) -> Result<u64, ProbeError> {
-        let marked: Vec<u32> =
-            entries(&self.exited, map::EXITED)?.into_iter().filter(|(_, m)| m.is_final()).map(|(tid, _)| tid).collect();
+        let marked: Vec<(u32, ExitMark)> =
+            entries(&self.exited, map::EXITED)?.into_iter().filter(|(_, m)| m.is_final() && m.retiring == 0).collect();
         let mut tids = HashSet::new();
-        for tid in marked {
-            if self.exited.remove(&tid).is_ok() {
-                tids.insert(tid);
-            }
-        }
-        for &tid in &tids {
-            self.carry_thread(tid, into)?;
+        let before = into.count;
+        for (tid, mark) in marked {
+            self.retire_thread(tid, mark, into)?;
+            tids.insert(tid);
         }
         carry_tid_keyed(&mut self.vcpu_exits, map::VCPU_EXITS, &tids, &mut into.exits, add_exit_stats)?;
         carry_tid_keyed(&mut self.userspace_exits, map::USERSPACE_EXITS, &tids, &mut into.userspace_exits, |a, b| {
@@ -176,34 +169,40 @@ impl Maps {
         })?;
         carry_tid_keyed(&mut self.kvm_events, map::KVM_EVENTS, &tids, &mut into.kvm_events, |a, b| *a += b)?;
         carry_tid_keyed(&mut self.guest_samples, map::GUEST_SAMPLES, &tids, &mut into.guest_samples, |a, b| *a += b)?;
-        into.count += tids.len() as u64;
         self.carry_ledger(&tids, into)?;
-        Ok(tids.len() as u64)
+        Ok(into.count - before)
     }
 
-    /// Carries and deletes the entries keyed by `tid` alone.
-    fn carry_thread(&mut self, tid: u32, into: &mut Retired) -> Result<(), ProbeError> {
-        if let Some(v) = absent_ok(self.thread_stats.get(&tid, 0), map::THREAD_STATS)? {
-            add_thread_stats(into.threads.entry(tid).or_default(), &v);
-            self.thread_stats.remove(&tid).map_err(map_err(map::THREAD_STATS))?;
+    /// Reads the entries keyed by `tid` alone, marks the thread as retiring, deletes
+    /// its entries, then its mark (the protocol and its races:
+    /// `tracer_common::retire`). None when a new thread took the tid before it was
+    /// marked retiring: its fork wiped the old entries (and counted them lost), and
+    /// what was read may be the new thread's, so it is dropped and left alone.
+    fn retire_thread(&mut self, tid: u32, mark: ExitMark, into: &mut Retired) -> Result<(), ProbeError> {
+        let t = RetiredThread {
+            tid,
+            stats: absent_ok(self.thread_stats.get(&tid, 0), map::THREAD_STATS)?
+                .map(|v| v.to_vec())
+                .unwrap_or_default(),
+            info: absent_ok(self.thread_info.get(&tid, 0), map::THREAD_INFO)?,
+            sched: absent_ok(self.thread_sched.get(&tid, 0), map::THREAD_SCHED)?,
+            vcpu: absent_ok(self.vcpu_state.get(&tid, 0), map::VCPU_STATE)?,
+            workload: absent_ok(self.watch.get(&tid, 0), map::WATCH)?.is_some(),
+        };
+        const BPF_EXIST: u64 = 2;
+        if self.exited.insert(tid, ExitMark { retiring: 1, ..mark }, BPF_EXIST).is_err() {
+            return Ok(());
         }
-        if let Some(info) = take_entry(&mut self.thread_info, tid, map::THREAD_INFO)? {
-            into.info.insert(tid, info);
+        // Absent entries fail to delete: nothing to do for them.
+        let _ = self.thread_stats.remove(&tid);
+        let _ = self.thread_info.remove(&tid);
+        let _ = self.thread_sched.remove(&tid);
+        let _ = self.vcpu_state.remove(&tid);
+        let _ = self.watch.remove(&tid);
+        if lookup_and_delete(&self.exited, &tid, map::EXITED)?.is_some_and(|m| m.reborn != 0) {
+            into.lost_reborn += 1;
         }
-        if take_entry(&mut self.watch, tid, map::WATCH)?.is_some() {
-            into.workload.insert(tid);
-        }
-        if let Some(v) = take_entry(&mut self.vcpu_state, tid, map::VCPU_STATE)? {
-            into.vcpus.insert(tid, v);
-        }
-        if let Some(s) = take_entry(&mut self.thread_sched, tid, map::THREAD_SCHED)? {
-            match into.sched.get_mut(&tid) {
-                Some(old) => add_sched(old, &s),
-                None => {
-                    into.sched.insert(tid, s);
-                }
-            }
-        }
+        into.add(t);
         Ok(())
     }
 
@@ -216,7 +215,7 @@ impl Maps {
         let keys: Vec<PairKey> = self.ledger.keys().collect::<Result<_, _>>().map_err(map_err(map::LEDGER))?;
         let keys: Vec<PairKey> = keys.into_iter().filter(|k| retired(k.victim) || retired(k.thief)).collect();
         for key in keys {
-            if let Some(stats) = lookup_and_delete(&self.ledger, &key)? {
+            if let Some(stats) = lookup_and_delete(&self.ledger, &key, map::LEDGER)? {
                 add_pair(into.ledger.entry(key).or_default(), &stats);
             }
         }
@@ -250,15 +249,6 @@ fn absent_ok<V>(r: Result<V, MapError>, name: &'static str) -> Result<Option<V>,
         Err(MapError::KeyNotFound) => Ok(None),
         Err(source) => Err(ProbeError::Map { name, source }),
     }
-}
-
-/// Reads and deletes `tid`'s entry, if it has one.
-fn take_entry<V: aya::Pod>(m: &mut Keyed<u32, V>, tid: u32, name: &'static str) -> Result<Option<V>, ProbeError> {
-    let v = absent_ok(m.get(&tid, 0), name)?;
-    if v.is_some() {
-        m.remove(&tid).map_err(map_err(name))?;
-    }
-    Ok(v)
 }
 
 /// Moves the entries of a map keyed by (tid, ...) whose tid is in `tids` into `into`.
@@ -298,21 +288,26 @@ fn take_entry_by<K: aya::Pod, V: aya::Pod>(
     Ok(v)
 }
 
-/// Reads and deletes a ledger pair in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-/// kernel >= 5.14 for hash maps), so that a wait the probes add to it meanwhile is
-/// not deleted unread. aya 0.14 offers it for queues and stacks only.
-fn lookup_and_delete(m: &Keyed<PairKey, PairStats>, key: &PairKey) -> Result<Option<PairStats>, ProbeError> {
+/// Reads and deletes an entry in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM, kernel
+/// >= 5.14 for hash maps), so that what the probes add to it meanwhile is not deleted
+/// unread. aya 0.14 offers it for queues and stacks only.
+fn lookup_and_delete<K: aya::Pod, V: aya::Pod + Default>(
+    m: &Keyed<K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<Option<V>, ProbeError> {
     const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-    let mut value = PairStats::default();
+    let mut value = V::default();
     let attr = UpdateAttr {
         map_fd: m.map().fd().as_fd().as_raw_fd() as u32,
         _pad: 0,
-        key: key as *const PairKey as u64,
-        value: &mut value as *mut PairStats as u64,
+        key: key as *const K as u64,
+        value: &mut value as *mut V as u64,
         flags: 0,
     };
     // SAFETY: bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM) reads the key and writes one value
-    // of the map's value size (PairStats) into `value`; all alive on this stack.
+    // of the map's value size (V, checked when aya opened the map) into `value`; all
+    // alive on this stack.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -328,7 +323,7 @@ fn lookup_and_delete(m: &Keyed<PairKey, PairStats>, key: &PairKey) -> Result<Opt
     match e.raw_os_error() {
         Some(libc::ENOENT) => Ok(None),
         _ => Err(ProbeError::Map {
-            name: map::LEDGER,
+            name,
             source: MapError::SyscallError(aya::sys::SyscallError {
                 call: "bpf_map_lookup_and_delete_elem",
                 io_error: e,

@@ -185,6 +185,9 @@ pub struct RawCounters {
     pub ledger: BTreeMap<PairKey, PairStats>,
     /// Threads retired from the maps so far (their totals are in the fields above).
     pub retired_threads: u64,
+    /// Retired threads whose tid a later thread took: not in the fields above (the
+    /// later thread inherits nothing), each a row of its own in the report.
+    pub earlier_threads: Vec<retire::RetiredThread>,
     /// How full the kernel maps were at this read.
     pub occupancy: retire::Occupancy,
 }
@@ -289,6 +292,11 @@ impl Probes {
     /// bounded on a host with process churn. Returns how many threads it retired.
     pub fn retire_exited(&mut self) -> Result<u64, ProbeError> {
         self.maps.retire(&mut self.retired)
+    }
+
+    /// What the threads retired so far left behind.
+    pub fn retired(&self) -> &retire::Retired {
+        &self.retired
     }
 
     /// The kernel's run statistics of each attached program (run_cnt, run_time_ns;

@@ -6,7 +6,7 @@
 //! snapshot, so that everything downstream (the live line, the timeline, the report)
 //! sees retired threads exactly as if they were still in the maps.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use tracer_common::{
     ThreadCpuStats, ThreadInfo,
@@ -16,21 +16,39 @@ use tracer_common::{
 
 use super::RawCounters;
 
-/// What retired threads left behind, keyed as the maps were.
+/// One retired thread's own entries (those keyed by its tid alone).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetiredThread {
+    pub tid: u32,
+    /// Per CPU.
+    pub stats: Vec<ThreadCpuStats>,
+    pub info: Option<ThreadInfo>,
+    pub sched: Option<ThreadSched>,
+    pub vcpu: Option<VcpuState>,
+    /// It was a workload thread (in `WATCH`).
+    pub workload: bool,
+}
+
+/// What retired threads left behind.
 #[derive(Clone, Debug, Default)]
 pub struct Retired {
-    pub threads: BTreeMap<u32, Vec<ThreadCpuStats>>,
-    pub info: HashMap<u32, ThreadInfo>,
-    pub workload: HashSet<u32>,
-    pub vcpus: HashMap<u32, VcpuState>,
+    /// The last thread retired under each tid.
+    pub threads: BTreeMap<u32, RetiredThread>,
+    /// Threads retired under a tid that a later thread retired again: each keeps its
+    /// own row in the report.
+    pub earlier: Vec<RetiredThread>,
+    /// Entries keyed by (tid, ...) and ledger pairs: summed over the threads of a tid.
     pub exits: HashMap<TidKey, ExitStats>,
     pub userspace_exits: HashMap<TidKey, u64>,
     pub kvm_events: HashMap<TidKey, u64>,
     pub guest_samples: HashMap<TidKey, u64>,
-    pub sched: HashMap<u32, ThreadSched>,
     pub ledger: BTreeMap<PairKey, PairStats>,
-    /// Threads retired so far (a reused tid counts once per thread).
+    /// Threads retired so far.
     pub count: u64,
+    /// New threads that took a tid while userspace was deleting the old thread's
+    /// entries: their first charges may have gone with them (counted with the
+    /// probes' `LOST_REUSED_TID`).
+    pub lost_reborn: u64,
 }
 
 /// Entries in the kernel maps at one read (before retired threads are added back).
@@ -55,26 +73,6 @@ pub fn add_thread_stats(a: &mut Vec<ThreadCpuStats>, b: &[ThreadCpuStats]) {
         x.involuntary_switches += y.involuntary_switches;
         x.migrations += y.migrations;
     }
-}
-
-/// Adds `b`'s totals to `a` (the same tid, two threads); `a` keeps its state.
-pub fn add_sched(a: &mut ThreadSched, b: &ThreadSched) {
-    a.runq_wait_ns += b.runq_wait_ns;
-    a.blocked_ns += b.blocked_ns;
-    a.wakeups += b.wakeups;
-    a.waits += b.waits;
-    a.preemptions += b.preemptions;
-    a.missed_switches += b.missed_switches;
-    for (x, y) in a.unresolved_ns.iter_mut().zip(b.unresolved_ns) {
-        *x += y;
-    }
-    for (x, y) in a.wait_hist.iter_mut().zip(b.wait_hist) {
-        *x += y;
-    }
-    if a.born_ns == 0 || (b.born_ns != 0 && b.born_ns < a.born_ns) {
-        a.born_ns = b.born_ns;
-    }
-    a.died_ns = a.died_ns.max(b.died_ns);
 }
 
 pub fn add_exit_stats(a: &mut ExitStats, b: &ExitStats) {
@@ -106,41 +104,55 @@ fn merge_list<V: Copy>(list: &mut Vec<(TidKey, V)>, from: &HashMap<TidKey, V>, a
 }
 
 impl Retired {
-    /// Adds what retired threads left to a snapshot of the maps. A tid in both (it
-    /// was reused by a thread still alive) shows the sum, as one row: the report is
-    /// keyed by tid. The live thread's identity and state win.
+    /// Keeps a thread just retired; an earlier one of the same tid gets a row of its own.
+    pub fn add(&mut self, t: RetiredThread) {
+        if let Some(old) = self.threads.insert(t.tid, t) {
+            self.earlier.push(old);
+        }
+        self.count += 1;
+    }
+
+    /// Adds what retired threads left to a snapshot of the maps, so that it reads as
+    /// if they were still there. A retired thread whose tid a live thread has now is
+    /// not added to it (that would make the new thread inherit its counters): it goes
+    /// to `earlier_threads`, a row of its own.
     pub fn merge_into(&self, raw: &mut RawCounters) {
-        for (tid, v) in &self.threads {
-            add_thread_stats(raw.threads.entry(*tid).or_default(), v);
-        }
-        for (tid, info) in &self.info {
-            raw.thread_info.entry(*tid).or_insert(*info);
-        }
-        raw.workload.extend(self.workload.iter().copied());
-        for (tid, v) in &self.vcpus {
-            raw.vcpus.entry(*tid).or_insert(*v);
+        raw.earlier_threads = self.earlier.clone();
+        for (tid, t) in &self.threads {
+            if raw.threads.contains_key(tid) {
+                raw.earlier_threads.push(t.clone());
+                continue;
+            }
+            raw.threads.insert(*tid, t.stats.clone());
+            if let Some(info) = t.info {
+                raw.thread_info.insert(*tid, info);
+            }
+            if let Some(s) = t.sched {
+                raw.sched.insert(*tid, s);
+            }
+            if let Some(v) = t.vcpu {
+                raw.vcpus.insert(*tid, v);
+            }
+            if t.workload {
+                raw.workload.insert(*tid);
+            }
         }
         merge_list(&mut raw.exits, &self.exits, add_exit_stats);
         merge_list(&mut raw.userspace_exits, &self.userspace_exits, |a, b| *a += b);
         merge_list(&mut raw.kvm_events, &self.kvm_events, |a, b| *a += b);
         merge_list(&mut raw.guest_samples, &self.guest_samples, |a, b| *a += b);
-        for (tid, s) in &self.sched {
-            match raw.sched.get_mut(tid) {
-                Some(live) => add_sched(live, s),
-                None => {
-                    raw.sched.insert(*tid, *s);
-                }
-            }
-        }
         for (k, s) in &self.ledger {
             add_pair(raw.ledger.entry(*k).or_default(), s);
         }
         raw.retired_threads = self.count;
+        if let Some(c) = raw.counters.get_mut(tracer_common::counter::LOST_REUSED_TID as usize) {
+            *c += self.lost_reborn;
+        }
     }
 
-    /// Whether `tid` was retired (for the sweep of late ledger pairs).
+    /// Whether a thread with `tid` was retired (for the sweep of late ledger pairs).
     pub fn has(&self, tid: u32) -> bool {
-        self.threads.contains_key(&tid) || self.sched.contains_key(&tid) || self.info.contains_key(&tid)
+        self.threads.contains_key(&tid)
     }
 }
 
@@ -152,22 +164,32 @@ mod tests {
         ThreadCpuStats { on_cpu_ns, switches: 1, ..Default::default() }
     }
 
+    fn retired(tid: u32, on_cpu_ns: u64) -> RetiredThread {
+        RetiredThread {
+            tid,
+            stats: vec![stats(on_cpu_ns), stats(0)],
+            info: Some(ThreadInfo { tgid: tid, flags: 0, comm: *b"short-lived\0\0\0\0\0" }),
+            sched: Some(ThreadSched { runq_wait_ns: 5, ..ThreadSched::UNSEEN }),
+            vcpu: None,
+            workload: true,
+        }
+    }
+
     #[test]
     fn a_retired_thread_reads_as_if_it_were_still_in_the_maps() {
         let mut r = Retired::default();
-        r.threads.insert(7, vec![stats(10), stats(20)]);
-        r.info.insert(7, ThreadInfo { tgid: 7, flags: 0, comm: *b"short-lived\0\0\0\0\0" });
-        r.workload.insert(7);
+        r.add(retired(7, 30));
         r.exits.insert(TidKey { tid: 7, code: 1, isa: 1, _pad: 0 }, ExitStats { count: 3, ..Default::default() });
         r.ledger.insert(PairKey { victim: 8, thief: 7 }, PairStats { ns: 5, intervals: 1 });
-        r.count = 1;
         let mut raw = RawCounters::default();
         raw.ledger.insert(PairKey { victim: 8, thief: 7 }, PairStats { ns: 2, intervals: 1 });
         raw.exits.push((TidKey { tid: 7, code: 1, isa: 1, _pad: 0 }, ExitStats { count: 1, ..Default::default() }));
         r.merge_into(&mut raw);
         assert_eq!(raw.threads[&7].iter().map(|s| s.on_cpu_ns).sum::<u64>(), 30);
         assert_eq!(raw.thread_info[&7].tgid, 7);
+        assert_eq!(raw.sched[&7].runq_wait_ns, 5);
         assert!(raw.workload.contains(&7));
+        assert!(raw.earlier_threads.is_empty());
         assert_eq!(raw.exits.len(), 1);
         assert_eq!(raw.exits[0].1.count, 4);
         assert_eq!(raw.ledger[&PairKey { victim: 8, thief: 7 }], PairStats { ns: 7, intervals: 2 });
@@ -175,18 +197,27 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_tid_sums_totals_and_keeps_the_live_state() {
-        let old = ThreadSched { runq_wait_ns: 5, waits: 1, died_ns: 100, born_ns: 50, ..ThreadSched::UNSEEN };
-        let mut live = ThreadSched { runq_wait_ns: 7, waits: 2, born_ns: 200, ..ThreadSched::UNSEEN };
-        live.state = tracer_common::ledger::state::ON_CPU;
+    fn a_live_thread_with_a_retired_tid_inherits_nothing() {
         let mut r = Retired::default();
-        r.sched.insert(9, old);
+        r.add(retired(9, 100));
         let mut raw = RawCounters::default();
-        raw.sched.insert(9, live);
+        raw.threads.insert(9, vec![stats(1)]);
         r.merge_into(&mut raw);
-        let s = raw.sched[&9];
-        assert_eq!((s.runq_wait_ns, s.waits, s.state), (12, 3, tracer_common::ledger::state::ON_CPU));
-        assert_eq!((s.born_ns, s.died_ns), (50, 100));
+        assert_eq!(raw.threads[&9][0].on_cpu_ns, 1);
+        assert!(!raw.sched.contains_key(&9) && !raw.workload.contains(&9));
+        assert_eq!(raw.earlier_threads, [retired(9, 100)]);
+    }
+
+    #[test]
+    fn each_thread_retired_under_a_tid_keeps_its_own_totals() {
+        let mut r = Retired::default();
+        r.add(retired(9, 100));
+        r.add(retired(9, 200));
+        let mut raw = RawCounters::default();
+        r.merge_into(&mut raw);
+        assert_eq!(raw.threads[&9][0].on_cpu_ns, 200);
+        assert_eq!(raw.earlier_threads, [retired(9, 100)]);
+        assert_eq!(raw.retired_threads, 2);
     }
 
     #[test]

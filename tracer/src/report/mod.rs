@@ -211,6 +211,7 @@ mod tests {
             switches: 5,
             involuntary_switches: 5,
             migrations: 0,
+            earlier: None,
         };
         let a = Attribution {
             wall_ns: 1_000,
