@@ -288,8 +288,8 @@ fn take_entry_by<K: aya::Pod, V: aya::Pod>(
     Ok(v)
 }
 
-/// Reads and deletes an entry in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM, kernel
-/// >= 5.14 for hash maps), so that what the probes add to it meanwhile is not deleted
+/// Reads and deletes an entry in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM; hash maps
+/// since kernel 5.14), so that what the probes add to it meanwhile is not deleted
 /// unread. aya 0.14 offers it for queues and stacks only.
 fn lookup_and_delete<K: aya::Pod, V: aya::Pod + Default>(
     m: &Keyed<K, V>,
