@@ -18,7 +18,7 @@ fn on_exit() {
         return;
     }
     let mark = ExitMark { exit_ns: now(), final_switch_ns: 0, retiring: 0, reborn: 0 };
-    if EXITED.insert(&tid, &mark, 0).is_err() {
+    if EXITED.insert(tid, mark, 0).is_err() {
         bump(counter::DROPPED_EXITED);
     }
 }
@@ -30,7 +30,7 @@ fn on_exit() {
 /// retire the new thread.
 #[inline(always)]
 pub fn on_final_switch(tid: u32, now: u64) {
-    if let Some(m) = EXITED.get_ptr_mut(&tid) {
+    if let Some(m) = EXITED.get_ptr_mut(tid) {
         // SAFETY: a map value; the dead thread's events are over, nothing else writes it.
         unsafe { (*m).final_switch_ns = now };
     }
@@ -43,7 +43,7 @@ pub fn on_final_switch(tid: u32, now: u64) {
 /// `tracer_common::retire`).
 #[inline(always)]
 pub fn on_new_thread(tid: u32) {
-    let Some(m) = EXITED.get_ptr_mut(&tid) else { return };
+    let Some(m) = EXITED.get_ptr_mut(tid) else { return };
     // SAFETY: a map value; userspace replaces it whole, never in place.
     unsafe {
         if (*m).retiring != 0 {
@@ -53,12 +53,12 @@ pub fn on_new_thread(tid: u32) {
         }
     }
     bump(counter::LOST_REUSED_TID);
-    let _ = THREAD_STATS.remove(&tid);
-    let _ = THREAD_INFO.remove(&tid);
-    let _ = THREAD_SCHED.remove(&tid);
-    let _ = VCPU_STATE.remove(&tid);
-    let _ = WATCH.remove(&tid);
-    let _ = EXITED.remove(&tid);
+    let _ = THREAD_STATS.remove(tid);
+    let _ = THREAD_INFO.remove(tid);
+    let _ = THREAD_SCHED.remove(tid);
+    let _ = VCPU_STATE.remove(tid);
+    let _ = WATCH.remove(tid);
+    let _ = EXITED.remove(tid);
 }
 
 assert_named!(sched_process_exit_btf, program::SCHED_PROCESS_EXIT_BTF);
