@@ -18,14 +18,17 @@ fn check_as_root_says_record_can_run_and_covers_every_probe() {
         .map(|r| r.probe())
         .chain(KVM_EVENT_SLOTS.iter().map(|e| format!("{}:{}", e.category, e.name)));
     for probe in names {
-        // The classic sched_switch and sched_wakeup(_new) are attached only where their
-        // tp_btf siblings are not.
-        if ["sched:sched_switch", "sched:sched_wakeup", "sched:sched_wakeup_new"].contains(&probe.as_str()) {
+        // The classic sched_switch, sched_wakeup(_new) and sched_process_exit are attached
+        // only where their tp_btf siblings are not.
+        let classic_only =
+            ["sched:sched_switch", "sched:sched_wakeup", "sched:sched_wakeup_new", "sched:sched_process_exit"];
+        if classic_only.contains(&probe.as_str()) {
             continue;
         }
         assert!(probe_lines.iter().any(|l| l.contains(&probe)), "no line for {probe}:\n{text}");
     }
     assert!(text.lines().any(|l| l.contains("sched_switch: attached")), "{text}");
+    assert!(probe_lines.iter().any(|l| l.contains("sched_process_exit")), "no line for sched_process_exit:\n{text}");
     for subject in ["kernel", "BTF", "tracefs", "perf_event", "KVM backend", "/dev/kvm", "kvm tracepoints"] {
         assert!(text.lines().any(|l| l.contains(&format!("] {subject} "))), "no {subject} line:\n{text}");
     }

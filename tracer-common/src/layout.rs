@@ -29,5 +29,6 @@ const _: () = assert!(
 );
 const _: () = assert!(size_of::<CpuHistory>() == 4 + 4 + 8 + HISTORY_LEN * (8 + 4));
 const _: () = assert!(size_of::<PairKey>() == 4 + 4);
+const _: () = assert!(size_of::<crate::retire::ExitMark>() == 8 + 8 + 4 + 4);
 const _: () = assert!(size_of::<PairStats>() == 8 + 8);
 const _: () = assert!(size_of::<PairCache>() == PAIR_CACHE_LEN * (8 + 16) + 4 + 4);

@@ -19,6 +19,7 @@ pub mod kvm;
 mod layout;
 pub mod ledger;
 pub mod names;
+pub mod retire;
 pub mod timeline;
 
 /// Names of the global variables (in `.rodata`) that userspace sets at load time.
@@ -281,11 +282,19 @@ pub mod counter {
     pub const DROPPED_LEDGER: u32 = 18;
     /// Timeline events lost because the `TIMELINE` ring buffer was full.
     pub const DROPPED_TIMELINE: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// sched_process_exit events handled.
+    pub const SCHED_EXIT: u32 = 20;
+    /// Exits not marked because `EXITED` was full: those threads stay in the maps
+    /// (they are not lost, but not retired either).
+    pub const DROPPED_EXITED: u32 = 21;
+    /// Threads whose tid was reused before userspace retired them: the new thread
+    /// wiped their entries, so their counters since the last read are lost.
+    pub const LOST_REUSED_TID: u32 = 22;
+    pub const COUNT: u32 = 23;
     /// How many of the first counters count lost data ...
     pub const DROPPED_COUNT: u32 = 4;
     /// ... and every counter of lost data.
-    pub const DROPPED: [u32; 7] = [
+    pub const DROPPED: [u32; 9] = [
         DROPPED_THREAD_STATS,
         DROPPED_THREAD_INFO,
         DROPPED_WATCH,
@@ -293,6 +302,20 @@ pub mod counter {
         DROPPED_THREAD_SCHED,
         DROPPED_LEDGER,
         DROPPED_TIMELINE,
+        DROPPED_EXITED,
+        LOST_REUSED_TID,
+    ];
+    /// The report's name of each counter of [`DROPPED`], by cause.
+    pub const DROPPED_NAMES: [&str; 9] = [
+        "thread_stats_full",
+        "thread_info_full",
+        "watch_full",
+        "kvm_map_full",
+        "thread_sched_full",
+        "ledger_full",
+        "timeline_full",
+        "exited_full",
+        "tid_reused_before_retired",
     ];
 }
 
@@ -320,6 +343,8 @@ mod pod {
     unsafe impl aya::Pod for ledger::PairCache {}
     // SAFETY: as above.
     unsafe impl aya::Pod for timeline::TimelineEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for retire::ExitMark {}
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod map {
     pub const LEDGER: &str = "LEDGER";
     pub const PAIR_CACHE: &str = "PAIR_CACHE";
     pub const TIMELINE: &str = "TIMELINE";
+    pub const EXITED: &str = "EXITED";
 }
 
 /// Programs (the functions of `tracer-ebpf`).
@@ -42,6 +43,8 @@ pub mod program {
     pub const SCHED_WAKEUP_NEW_BTF: &str = "sched_wakeup_new_btf";
     pub const SCHED_WAKEUP_TP: &str = "sched_wakeup_tp";
     pub const SCHED_WAKEUP_NEW_TP: &str = "sched_wakeup_new_tp";
+    pub const SCHED_PROCESS_EXIT_BTF: &str = "sched_process_exit_btf";
+    pub const SCHED_PROCESS_EXIT_TP: &str = "sched_process_exit_tp";
     /// One program per counted KVM event slot (`KVM_EVENTS` keys carry the slot).
     pub const KVM_EVENT: [&str; 8] = [
         "kvm_event_0",

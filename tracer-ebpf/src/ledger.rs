@@ -40,15 +40,15 @@ fn sched_lookup(tid: u32) -> Option<*mut ThreadSched> {
 
 /// Forgets an exited thread, so that its tid starts afresh when reused: its slot of
 /// the array is reset (an array entry cannot be deleted), or its hash entry deleted.
-/// Userspace must have read the entry before (nothing calls this yet).
-#[allow(dead_code)]
+/// Userspace must have read the entry before: called for a thread whose tid is
+/// reused before userspace retired it (its loss is counted by the caller).
 #[inline(always)]
 pub fn forget_sched(tid: u32) {
     match THREAD_SCHED_BY_TID.get_ptr_mut(tid) {
         // SAFETY: the thread's slot; it is off every CPU for good.
         Some(t) => unsafe { *t = ThreadSched::UNSEEN },
         None => {
-            let _ = THREAD_SCHED.remove(&tid);
+            let _ = THREAD_SCHED.remove(tid);
         }
     }
 }

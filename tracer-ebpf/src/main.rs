@@ -8,6 +8,8 @@
 //! and updates maps.
 
 #[cfg(target_arch = "bpf")]
+mod exit;
+#[cfg(target_arch = "bpf")]
 mod kvm;
 #[cfg(target_arch = "bpf")]
 mod ledger;

@@ -11,6 +11,7 @@ use tracer_common::{
     CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
     ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
+    retire::ExitMark,
     tp_off,
 };
 use tracer_common::{assert_named, names::map};
@@ -167,6 +168,12 @@ assert_named!(LEDGER, map::LEDGER);
 #[map]
 pub static PAIR_CACHE: PerCpuArray<PairCache> = PerCpuArray::with_max_entries(1, 0);
 assert_named!(PAIR_CACHE, map::PAIR_CACHE);
+
+/// tid -> exit and final switch of a thread that exited, until userspace retires it
+/// (see `tracer_common::retire`). Max entries is set by userspace at load time.
+#[map]
+pub static EXITED: HashMap<u32, ExitMark> = HashMap::with_max_entries(16384, 0);
+assert_named!(EXITED, map::EXITED);
 
 /// Event and drop counters, indexed by `tracer_common::counter`.
 #[map]

@@ -14,7 +14,7 @@ use tracer_common::{
 };
 
 use crate::{
-    ledger,
+    exit, ledger,
     maps::{
         CPU_STATE, THREAD_INFO, THREAD_STATS, WATCH, bump, charge_current, current_tid, ledger_on, mode_of, now,
         remember_current, task_pid_offset, tp_offset, window,
@@ -52,6 +52,9 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
                 (*s).involuntary_switches += 1;
             }
         }
+    }
+    if how == SwitchOut::Dead {
+        exit::on_final_switch(prev, now);
     }
     // Last, after the ledger's walk: a branch before it would double the states the
     // verifier explores there (the program outgrew the 1M-instruction budget so).
@@ -144,6 +147,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(tp_offset(tp_off::FORK_CHILD_PID)) }.unwrap_or(-1);
     let (parent, child) = (parent as u32, child as u32);
+    exit::on_new_thread(child);
     // SAFETY: value read by copy.
     if unsafe { WATCH.get(parent) }.is_some() && WATCH.insert(child, 1, 0).is_err() {
         bump(counter::DROPPED_WATCH);

@@ -84,6 +84,11 @@ pub struct RecordArgs {
     /// Events the timeline keeps at most; the rest are counted and reported.
     #[arg(long, value_name = "N", default_value_t = crate::perfetto::DEFAULT_LIMIT, requires = "timeline")]
     pub timeline_limit: u64,
+    /// Threads alive at once that the kernel maps hold (threads that exit are retired
+    /// from them every second); the identity and run-queue maps hold twice as many.
+    #[arg(long, value_name = "N", default_value_t = crate::probe::DEFAULT_MAX_THREADS,
+          value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
+    pub max_threads: u32,
     /// Command to run and trace (everything after --); tracing ends when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     classic_sched_switch: a.classic_sched_switch,
                     kvm: !a.no_kvm,
                     ledger: !a.no_ledger,
+                    max_threads: a.max_threads,
                     ..Default::default()
                 },
                 ledger_top: a.ledger_top,

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod browser;
+mod soak;
 
 #[derive(Parser)]
 #[command(about = "vmmtrace's project chores")]
@@ -47,6 +48,16 @@ enum Cmd {
     ClippyEbpf,
     /// Per-event cost of the sched_switch programs (kernel BPF stats).
     Bench,
+    /// `vmmtrace record` for minutes under process churn (micro-VMs too where
+    /// /dev/kvm exists): samples its memory and the maps' occupancy every 10 s, fails
+    /// if either grows without bound or anything was dropped. Not part of CI.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Short-lived processes started per minute.
+        #[arg(long, default_value_t = 6000)]
+        per_minute: u64,
+    },
     /// Draw a report's charts and open index.html in headless chromium (installed if
     /// missing): no console message, every image loads; take a screenshot.
     BrowserCheck {
@@ -321,6 +332,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::BrowserCheck { report, screenshot } => browser::check(&root, &root.join(report), &root.join(screenshot)),
         Cmd::Fuzz { targets, seconds } => fuzz(&root, &targets, seconds),
+        Cmd::Soak { minutes, per_minute } => {
+            run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
+            soak::soak(&root, minutes, per_minute)
+        }
         Cmd::Bench => {
             setup()?;
             run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;

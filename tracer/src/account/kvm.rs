@@ -373,6 +373,7 @@ mod tests {
             switches: 3,
             involuntary_switches: 1,
             migrations: 2,
+            earlier: None,
         }
     }
 

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 
 use tracer_common::{Mode, NO_TID, ThreadCpuStats};
 
-use crate::{host::Role, probe::RawCounters};
+use crate::{
+    host::Role,
+    probe::{RawCounters, retire::RetiredThread},
+};
 
 /// What is known of a thread besides its counters.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +38,28 @@ pub struct ThreadTime {
     pub switches: u64,
     pub involuntary_switches: u64,
     pub migrations: u64,
+    /// For a thread whose tid a later thread took: its index in
+    /// `RawCounters::earlier_threads` (None for the tid's latest thread).
+    pub earlier: Option<usize>,
+}
+
+impl ThreadTime {
+    /// A thread's time from its per-CPU counters.
+    fn from_stats(tid: u32, meta: ThreadMeta, v: &[ThreadCpuStats], earlier: Option<usize>) -> ThreadTime {
+        let sum = |f: fn(&ThreadCpuStats) -> u64| v.iter().map(f).sum::<u64>();
+        ThreadTime {
+            tid,
+            meta,
+            on_cpu_ns: sum(|s| s.on_cpu_ns),
+            per_cpu_ns: v.iter().map(|s| s.on_cpu_ns).collect(),
+            kvm_run_ns: sum(|s| s.kvm_run_ns),
+            guest_ns: sum(|s| s.guest_ns),
+            switches: sum(|s| s.switches),
+            involuntary_switches: sum(|s| s.involuntary_switches),
+            migrations: sum(|s| s.migrations),
+            earlier,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,43 +103,35 @@ pub fn close_open_intervals(raw: &mut RawCounters) {
     }
 }
 
-/// Builds the attribution from closed raw counters; `meta` describes each tid.
-pub fn attribute(raw: &RawCounters, meta: impl Fn(u32) -> ThreadMeta) -> Attribution {
+/// Builds the attribution from closed raw counters; `meta` describes each tid, and
+/// `earlier_meta` each retired thread whose tid a later thread took.
+pub fn attribute(
+    raw: &RawCounters,
+    meta: impl Fn(u32) -> ThreadMeta,
+    earlier_meta: impl Fn(&RetiredThread) -> ThreadMeta,
+) -> Attribution {
     let w = raw.window;
     let wall_ns = w.stop_ns.saturating_sub(w.start_ns);
     let idle = raw.threads.get(&0);
+    let mut threads: Vec<ThreadTime> = raw
+        .threads
+        .iter()
+        .filter(|(tid, _)| **tid != 0)
+        .map(|(&tid, v)| ThreadTime::from_stats(tid, meta(tid), v, None))
+        .collect();
+    threads.extend(
+        raw.earlier_threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ThreadTime::from_stats(t.tid, earlier_meta(t), &t.stats, Some(i))),
+    );
     let cpus: Vec<CpuTime> = raw
         .online_cpus
         .iter()
         .map(|&c| {
             let idle_ns = idle.and_then(|v| v.get(c as usize)).map(|s| s.on_cpu_ns).unwrap_or(0);
-            let busy_ns = raw
-                .threads
-                .iter()
-                .filter(|(tid, _)| **tid != 0)
-                .filter_map(|(_, v)| v.get(c as usize))
-                .map(|s| s.on_cpu_ns)
-                .sum();
+            let busy_ns = threads.iter().filter_map(|t| t.per_cpu_ns.get(c as usize)).sum();
             CpuTime { cpu: c, busy_ns, idle_ns }
-        })
-        .collect();
-    let mut threads: Vec<ThreadTime> = raw
-        .threads
-        .iter()
-        .filter(|(tid, _)| **tid != 0)
-        .map(|(&tid, v)| {
-            let sum = |f: fn(&ThreadCpuStats) -> u64| v.iter().map(f).sum::<u64>();
-            ThreadTime {
-                tid,
-                meta: meta(tid),
-                on_cpu_ns: sum(|s| s.on_cpu_ns),
-                per_cpu_ns: v.iter().map(|s| s.on_cpu_ns).collect(),
-                kvm_run_ns: sum(|s| s.kvm_run_ns),
-                guest_ns: sum(|s| s.guest_ns),
-                switches: sum(|s| s.switches),
-                involuntary_switches: sum(|s| s.involuntary_switches),
-                migrations: sum(|s| s.migrations),
-            }
         })
         .collect();
     threads.sort_by(|a, b| b.on_cpu_ns.cmp(&a.on_cpu_ns).then(a.tid.cmp(&b.tid)));
@@ -184,7 +201,7 @@ mod tests {
         // CPU 1 saw no event after the stop: 9_000..11_000 goes to tid 8.
         assert_eq!(r.threads[&8][1].on_cpu_ns, 9_000);
         assert_eq!(r.threads[&7][0].on_cpu_ns, 6_000); // CPU 0 was closed by the probes
-        let a = attribute(&r, meta);
+        let a = attribute(&r, meta, |t| meta(t.tid));
         assert_eq!(a.wall_ns, 10_000);
         for c in &a.cpus {
             assert_eq!(c.busy_ns + c.idle_ns, a.wall_ns, "cpu {}", c.cpu);
@@ -195,7 +212,7 @@ mod tests {
     fn threads_sorted_busiest_first_with_roles() {
         let mut r = raw();
         close_open_intervals(&mut r);
-        let a = attribute(&r, meta);
+        let a = attribute(&r, meta, |t| meta(t.tid));
         assert_eq!(a.threads.iter().map(|t| t.tid).collect::<Vec<_>>(), vec![8, 7]);
         assert_eq!(a.threads[1].per_cpu_ns, vec![6_000, 0]);
         assert_eq!(a.by_role_ns[&Role::Workload], 6_000);

@@ -11,6 +11,8 @@ use super::{
     registry::Registry,
     roles::with_workload,
 };
+use tracer_common::ThreadInfo;
+
 use crate::{account::ThreadMeta, probe::RawCounters};
 
 /// Host discovery over the whole trace, and guest time (gtime) of vCPU threads at
@@ -89,13 +91,23 @@ impl Discovery {
 /// role from discovery, the workload set and the kernel-thread flag.
 pub fn thread_meta<'a>(raw: &'a RawCounters, reg: &'a Registry) -> impl Fn(u32) -> ThreadMeta + 'a {
     move |tid| {
-        let info = raw.thread_info.get(&tid);
-        let pid = info.map(|i| i.tgid).unwrap_or(tid);
-        let bpf_comm = info.map(|i| comm_from_bytes(&i.comm)).unwrap_or_default();
-        let known = reg.threads.get(&tid).filter(|t| t.pid == pid);
-        let comm = known.map(|t| t.comm.clone()).unwrap_or(bpf_comm);
-        let (role, vcpu_index, vm) = reg.classify(tid, pid, &comm);
-        let role = with_workload(role, raw.workload.contains(&tid) || raw.workload.contains(&pid));
-        ThreadMeta { pid, comm, role, vcpu_index, vm }
+        let workload = |pid: u32| raw.workload.contains(&tid) || raw.workload.contains(&pid);
+        meta_of(reg, tid, raw.thread_info.get(&tid), workload)
     }
+}
+
+/// [`thread_meta`] of a retired thread whose tid a later thread took (from its own
+/// identity, not the later thread's).
+pub fn earlier_thread_meta(reg: &Registry, t: &crate::probe::retire::RetiredThread) -> ThreadMeta {
+    meta_of(reg, t.tid, t.info.as_ref(), |_| t.workload)
+}
+
+fn meta_of(reg: &Registry, tid: u32, info: Option<&ThreadInfo>, workload: impl Fn(u32) -> bool) -> ThreadMeta {
+    let pid = info.map(|i| i.tgid).unwrap_or(tid);
+    let bpf_comm = info.map(|i| comm_from_bytes(&i.comm)).unwrap_or_default();
+    let known = reg.threads.get(&tid).filter(|t| t.pid == pid);
+    let comm = known.map(|t| t.comm.clone()).unwrap_or(bpf_comm);
+    let (role, vcpu_index, vm) = reg.classify(tid, pid, &comm);
+    let role = with_workload(role, workload(pid));
+    ThreadMeta { pid, comm, role, vcpu_index, vm }
 }

@@ -42,7 +42,7 @@ mod snapshot;
 
 use std::path::PathBuf;
 
-pub use discovery::{Discovery, thread_meta};
+pub use discovery::{Discovery, earlier_thread_meta, thread_meta};
 pub use names::{VmmKind, VmmThreadKind, vmm_thread_kind};
 pub use parse::{
     CpuListError, PF_KTHREAD, Stat, Status, comm_from_bytes, format_cpu_list, in_kvm_run, parse_cmdline,

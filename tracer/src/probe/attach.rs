@@ -21,7 +21,9 @@ use super::{
     maps::Maps,
     privileges::check_privileges,
     sched_by_tid,
-    table::{Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow},
+    table::{
+        EXIT_BTF, Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow,
+    },
     tracefs::{self, TracefsError},
 };
 use crate::error::chain;
@@ -106,6 +108,7 @@ impl Probes {
             guest_sample_period_ns,
             logger,
             timeline: opts.timeline_ring_bytes != 0,
+            retired: Default::default(),
         })
     }
 }
@@ -211,6 +214,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
         .map_max_entries(map::THREAD_SCHED, sched_hash)
         .map_max_entries(map::THREAD_SCHED_BY_TID, by_tid)
+        .map_max_entries(map::EXITED, opts.max_threads)
         .map_max_entries(map::CPU_HISTORY, cpus.possible as u32)
         .map_max_entries(map::TIMELINE, timeline_ring_bytes(opts))
         .load(EBPF_OBJ)
@@ -249,13 +253,18 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
         features.sched_switch = "tracepoint".into();
     }
     let btf = plan.btf_pid_offset.is_some();
-    for row in plan.usable.iter().filter(|r| r.group == Group::Sched || r.group == Group::Ledger) {
+    for row in plan.usable.iter().filter(|r| r.group != Group::Kvm) {
         // With tp_btf sched_switch, its tp_btf siblings replace these.
-        if btf && (row.program == program::SCHED_SWITCH_TP || row.group == Group::Ledger) {
+        if btf && (row.program == program::SCHED_SWITCH_TP || row.group == Group::Ledger || row.group == Group::Exit) {
             continue;
         }
         attach_tracepoint(ebpf, row.program, row.category, row.name)?;
         features.attached.push(format!("tracepoint:{}", row.probe()));
+    }
+    if btf {
+        let (program, tracepoint) = EXIT_BTF;
+        attach_btf(ebpf, program, tracepoint)?;
+        features.attached.push(format!("tp_btf:{tracepoint}"));
     }
     if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
         for (program, tracepoint) in LEDGER_BTF {

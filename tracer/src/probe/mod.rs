@@ -10,6 +10,7 @@ pub mod btf;
 pub mod kallsyms;
 mod maps;
 pub mod privileges;
+pub mod retire;
 mod sched_by_tid;
 pub mod table;
 pub mod tracefs;
@@ -106,6 +107,9 @@ impl Features {
     }
 }
 
+/// `ProbeOptions::max_threads` (and `record --max-threads`) unless told otherwise.
+pub const DEFAULT_MAX_THREADS: u32 = 16384;
+
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
     /// Use the classic sched_switch tracepoint even where tp_btf works.
@@ -147,7 +151,7 @@ impl Default for ProbeOptions {
         ProbeOptions {
             classic_sched_switch: false,
             kvm: true,
-            max_threads: 16384,
+            max_threads: DEFAULT_MAX_THREADS,
             guest_sample_period_ns: 1_000_000,
             ledger: true,
             runq_only: false,
@@ -188,11 +192,28 @@ pub struct RawCounters {
     pub cpu_history: Vec<CpuHistory>,
     /// (victim, thief) -> wait the thief took (the map and the CPUs' caches).
     pub ledger: BTreeMap<PairKey, PairStats>,
+    /// Threads retired from the maps so far (their totals are in the fields above).
+    pub retired_threads: u64,
+    /// Retired threads whose tid a later thread took: not in the fields above (the
+    /// later thread inherits nothing), each a row of its own in the report.
+    pub earlier_threads: Vec<retire::RetiredThread>,
+    /// How full the kernel maps were at this read.
+    pub occupancy: retire::Occupancy,
 }
 
 impl RawCounters {
     pub fn dropped_events(&self) -> u64 {
         counter::DROPPED.iter().map(|&i| self.counters.get(i as usize).copied().unwrap_or(0)).sum()
+    }
+
+    /// Lost events by cause (`counter::DROPPED_NAMES`), the causes that occurred only.
+    pub fn dropped_by_cause(&self) -> BTreeMap<String, u64> {
+        counter::DROPPED
+            .iter()
+            .zip(counter::DROPPED_NAMES)
+            .map(|(&i, name)| (name.to_string(), self.counters.get(i as usize).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 
@@ -211,6 +232,8 @@ pub struct Probes {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Whether the programs stream the timeline (`ProbeOptions::timeline_ring_bytes`).
     timeline: bool,
+    /// What threads retired from the maps left (added to every read).
+    retired: retire::Retired,
 }
 
 impl Probes {
@@ -289,6 +312,7 @@ impl Probes {
             ..Default::default()
         };
         self.maps.read_into(&mut raw)?;
+        self.retired.merge_into(&mut raw);
         Ok(raw)
     }
 
@@ -298,6 +322,20 @@ impl Probes {
         let mut raw = RawCounters { window: self.window, nr_cpus: self.nr_cpus, ..Default::default() };
         self.maps.read_discovery_inputs(&mut raw)?;
         Ok(raw)
+    }
+
+    /// Retires the threads that exited and were switched out for the last time:
+    /// their totals move from the kernel maps into this process (every later
+    /// [`Probes::read`] still shows them), and their entries leave every map keyed
+    /// by tid. Call it regularly (`record` does on each tick) so that the maps stay
+    /// bounded on a host with process churn. Returns how many threads it retired.
+    pub fn retire_exited(&mut self) -> Result<u64, ProbeError> {
+        self.maps.retire(&mut self.retired)
+    }
+
+    /// What the threads retired so far left behind.
+    pub fn retired(&self) -> &retire::Retired {
+        &self.retired
     }
 
     /// The kernel's run statistics of each attached program (run_cnt, run_time_ns;

@@ -87,7 +87,7 @@ pub(super) fn fill_unseen(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     Ok(())
 }
 
-/// The array, mapped for reading.
+/// The array, mapped for reading, and for forgetting a retired thread's slot.
 pub(super) struct SchedByTid {
     mapping: Mapping,
     /// Keeps the map's fd open while mapped.
@@ -97,7 +97,7 @@ pub(super) struct SchedByTid {
 impl SchedByTid {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<SchedByTid, ProbeError> {
         let m = ebpf.take_map(map::THREAD_SCHED_BY_TID).ok_or(ProbeError::MissingMap(map::THREAD_SCHED_BY_TID))?;
-        let mapping = Mapping::new(array_data(&m)?, false)?;
+        let mapping = Mapping::new(array_data(&m)?, true)?;
         Ok(SchedByTid { mapping, _map: m })
     }
 
@@ -109,6 +109,29 @@ impl SchedByTid {
             let t = unsafe { self.mapping.ptr.add(i).read_volatile() };
             (t != ThreadSched::UNSEEN).then_some((i as u32, t))
         })
+    }
+
+    /// The entry of `tid`, if the array covers it and the probes have seen it.
+    pub(super) fn get(&self, tid: u32) -> Option<ThreadSched> {
+        let i = tid as usize;
+        if i >= self.mapping.len {
+            return None;
+        }
+        // SAFETY: i < len, inside the mapping; a volatile copy as in `entries`.
+        let t = unsafe { self.mapping.ptr.add(i).read_volatile() };
+        (t != ThreadSched::UNSEEN).then_some(t)
+    }
+
+    /// Forgets a retired thread (an array slot cannot be deleted): its slot reads as
+    /// unseen again, so that a later thread with its tid starts afresh.
+    pub(super) fn forget(&self, tid: u32) {
+        let i = tid as usize;
+        if i < self.mapping.len {
+            // SAFETY: i < len, inside the writable mapping. The thread's final switch
+            // was seen, so no probe writes its slot any more (a reborn tid is handled
+            // by the retirement protocol, as for the hash).
+            unsafe { self.mapping.ptr.add(i).write_volatile(ThreadSched::UNSEEN) };
+        }
     }
 }
 

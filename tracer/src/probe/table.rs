@@ -33,6 +33,10 @@ pub enum Group {
     /// Attached unless `--no-ledger`, and only where sched_switch is the classic
     /// tracepoint: with tp_btf sched_switch, the programs of [`LEDGER_BTF`] run instead.
     Ledger,
+    /// Always attached (it retires exited threads from the maps), as the classic
+    /// tracepoint only where sched_switch is one too: with tp_btf sched_switch,
+    /// [`EXIT_BTF`] runs instead.
+    Exit,
 }
 
 /// One classic tracepoint and the program attached to it.
@@ -118,6 +122,7 @@ pub const TRACEPOINTS: &[TracepointRow] = &[
         ],
     ),
     sched("sched_process_exec", program::SCHED_PROCESS_EXEC, &[]),
+    TracepointRow { group: Group::Exit, ..sched("sched_process_exit", program::SCHED_PROCESS_EXIT_TP, &[]) },
     TracepointRow {
         category: "task",
         need: Need::IfPresent,
@@ -183,6 +188,9 @@ const _: () = assert!(KVM_EVENT_SLOTS.len() <= program::KVM_EVENT.len());
 /// sched_switch (they read the task's pid from its `task_struct`).
 pub const LEDGER_BTF: [(&str, &str); 2] =
     [(program::SCHED_WAKEUP_BTF, "sched_wakeup"), (program::SCHED_WAKEUP_NEW_BTF, "sched_wakeup_new")];
+
+/// The exit probe's tp_btf program and tracepoint, used with tp_btf sched_switch.
+pub const EXIT_BTF: (&str, &str) = (program::SCHED_PROCESS_EXIT_BTF, "sched_process_exit");
 
 /// The probe listed when `--no-ledger` leaves out the run-queue states and the ledger.
 pub const NO_LEDGER_PROBE: &str = "sched:sched_wakeup, sched:sched_wakeup_new (run-queue wait and ledger)";

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::{
     account,
-    host::{Discovery, clock_tick_ns, comm_from_bytes, kernel_string, thread_meta},
+    host::{Discovery, clock_tick_ns, comm_from_bytes, earlier_thread_meta, kernel_string, thread_meta},
     probe::{self, Probes, RawCounters},
     report::{HostInfo, Report},
 };
@@ -37,7 +37,7 @@ pub fn build_report(
     let kvm_run_tids: HashSet<u32> = raw.vcpus.keys().copied().collect();
     disc.registry.add_unseen_vms(&kvm_run_tids, &seen);
     let meta = thread_meta(&raw, &disc.registry);
-    let a = account::attribute(&raw, &meta);
+    let a = account::attribute(&raw, &meta, |t| earlier_thread_meta(&disc.registry, t));
     let entry_exit_unavailable = match &features.kvm_split {
         probe::KvmSplit::Available => None,
         probe::KvmSplit::Unavailable(why) => Some(why.clone()),
@@ -57,8 +57,11 @@ pub fn build_report(
     );
     let mut r = Report::from_attribution(&a, host_info(features, raw.online_cpus.len()), started_unix_s);
     r.vms = vms;
-    add_ledger(&mut r, &raw, &meta, ledger_top);
+    let earlier = a.threads.iter().map(|t| t.earlier).collect();
+    add_ledger(&mut r, &raw, &meta, earlier, ledger_top);
     r.dropped_events = raw.dropped_events();
+    r.dropped_by_cause = raw.dropped_by_cause();
+    r.retired_threads = raw.retired_threads;
     use tracer_common::counter as c;
     for (name, idx) in [
         ("sched_switch", c::SCHED_SWITCH),
@@ -75,6 +78,7 @@ pub fn build_report(
         ("sched_wakeup_new", c::SCHED_WAKEUP_NEW),
         ("missed_switch", c::MISSED_SWITCH),
         ("timeline_dropped", c::DROPPED_TIMELINE),
+        ("sched_process_exit", c::SCHED_EXIT),
     ] {
         r.events.insert(name.into(), raw.counters.get(idx as usize).copied().unwrap_or(0));
     }
@@ -83,12 +87,22 @@ pub fn build_report(
 
 /// Who took the time: each thread's run-queue states, the ledger, and each vCPU's
 /// `lost_to` (nothing when the ledger was not kept).
-fn add_ledger(r: &mut Report, raw: &RawCounters, meta: &impl Fn(u32) -> account::ThreadMeta, top: usize) {
+fn add_ledger(
+    r: &mut Report,
+    raw: &RawCounters,
+    meta: &impl Fn(u32) -> account::ThreadMeta,
+    earlier: Vec<Option<usize>>,
+    top: usize,
+) {
     if raw.sched.is_empty() {
         return;
     }
-    for t in r.threads.iter_mut() {
-        t.sched = raw.sched.get(&t.tid).and_then(|s| account::ledger::sched_report(s, t.on_cpu_ns, raw));
+    for (t, earlier) in r.threads.iter_mut().zip(&earlier) {
+        let sched = match earlier {
+            Some(i) => raw.earlier_threads.get(*i).and_then(|e| e.sched.as_ref()),
+            None => raw.sched.get(&t.tid),
+        };
+        t.sched = sched.and_then(|s| account::ledger::sched_report(s, t.on_cpu_ns, raw));
     }
     account::ledger::fill_lost_to(&mut r.vms, raw, meta);
     r.ledger = Some(account::ledger::ledger_report(raw, meta, top));

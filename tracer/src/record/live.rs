@@ -53,7 +53,12 @@ pub fn live_line(
         let comm = now.thread_info.get(tid).map(|i| comm_from_bytes(&i.comm)).unwrap_or_else(|| "?".into());
         s.push_str(&format!(" | top thief {comm}[{tid}] {:.1} ms", *ns as f64 / 1e6));
     }
-    s.push_str(&format!(" | dropped {}", now.dropped_events()));
+    s.push_str(&format!(" | dropped {}{}", now.dropped_events(), crate::report::by_cause(&now.dropped_by_cause())));
+    if now.retired_threads > 0 || now.occupancy.exited_pending > 0 {
+        let threads =
+            now.occupancy.maps.first().map(|(_, n, cap)| format!(", {n}/{cap} threads in maps")).unwrap_or_default();
+        s.push_str(&format!(" | retired {}{threads}", now.retired_threads));
+    }
     s
 }
 

@@ -44,7 +44,10 @@ impl LiveTrace {
 
     /// The once-a-second step: the counters as of now (every CPU's running interval
     /// charged up to now), which discovery then sees, to follow VMs that come and go.
+    /// Threads that exited are retired from the kernel maps first, so that the maps
+    /// stay bounded on a host with process churn.
     pub fn tick(&mut self) -> anyhow::Result<RawCounters> {
+        self.probes.retire_exited()?;
         let now = self.snapshot()?;
         self.discovery.observe(&now);
         Ok(now)
@@ -53,6 +56,7 @@ impl LiveTrace {
     /// A discovery step without reading the counters (the maps discovery needs
     /// only): what `serve` does between scrapes, where nothing else needs them.
     pub fn observe_host(&mut self) -> anyhow::Result<()> {
+        self.probes.retire_exited()?;
         let inputs = self.probes.read_discovery_inputs()?;
         self.discovery.observe(&inputs);
         Ok(())

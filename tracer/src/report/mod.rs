@@ -22,7 +22,7 @@ use crate::{
     probe::Features,
 };
 
-pub use text::{ms, render_text, role_name};
+pub use text::{by_cause, ms, render_text, role_name};
 pub use write::{WriteError, check_writable, write_atomic};
 
 pub const SCHEMA: &str = "vmmtrace/2";
@@ -50,6 +50,14 @@ pub struct Report {
     pub vms: Vec<VmReport>,
     /// Events the probes could not record (a map was full); the figures above miss them.
     pub dropped_events: u64,
+    /// `dropped_events` by cause (`thread_stats_full`, `ledger_full`, ...; only the
+    /// causes that occurred; empty in older files).
+    #[serde(default)]
+    pub dropped_by_cause: BTreeMap<String, u64>,
+    /// Threads that exited during the trace and were retired from the kernel maps
+    /// (their totals are in `threads` like any other's).
+    #[serde(default)]
+    pub retired_threads: u64,
     /// How many events each probe handled.
     pub events: BTreeMap<String, u64>,
     /// Who took the time: run-queue waits charged to the threads that ran meanwhile
@@ -139,6 +147,8 @@ impl Report {
             by_role_ns: a.by_role_ns.clone(),
             vms: Vec::new(),
             dropped_events: 0,
+            dropped_by_cause: BTreeMap::new(),
+            retired_threads: 0,
             events: BTreeMap::new(),
             ledger: None,
             timeline: None,
@@ -201,6 +211,7 @@ mod tests {
             switches: 5,
             involuntary_switches: 5,
             migrations: 0,
+            earlier: None,
         };
         let a = Attribution {
             wall_ns: 1_000,

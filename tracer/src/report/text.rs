@@ -1,6 +1,6 @@
 //! The report as text.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::Report;
 use crate::{account::kvm::VmReport, host::Role};
@@ -23,11 +23,23 @@ pub fn render_text(r: &Report, top: usize) -> String {
         render_vm(&mut s, vm);
     }
     s.push_str(&super::who_took::render(r, top));
-    let _ = writeln!(s, "  dropped events: {}", r.dropped_events);
+    let _ = writeln!(s, "  dropped events: {}{}", r.dropped_events, by_cause(&r.dropped_by_cause));
+    if r.retired_threads > 0 {
+        let _ = writeln!(s, "  threads retired from the kernel maps after they exited: {}", r.retired_threads);
+    }
     for u in &r.host.features.unavailable {
         let _ = writeln!(s, "  note: {} unavailable: {}", u.probe, u.reason);
     }
     s
+}
+
+/// " (cause n, cause n)", or nothing when no cause is known.
+pub fn by_cause(causes: &BTreeMap<String, u64>) -> String {
+    if causes.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    format!(" ({})", list.join(", "))
 }
 
 /// The host line, each CPU's busy and idle shares, and time by role.
