@@ -323,8 +323,9 @@ fn run_once(
                 job_result(i, jr, check.err(), parts_ns, (s.pinning != Pinning::None).then(|| cpus[i % cpus.len()]));
             if s.env == Env::Vm {
                 // The runner's process is the command on the host (ssh), not the VM:
-                // its kernel counts are not the vCPUs'.
+                // its kernel counts are not the vCPUs'. The job's processes are both.
                 job.kernel = None;
+                job.pids.clone_from(&all_pids[i]);
             }
             job.thieves = account::top_thieves(&report, &tids);
             job
