@@ -15,7 +15,10 @@ use super::{
 use crate::{
     diagnose::Finding,
     report::{
-        charts::{Category, ChartError, ChartFile, Reference, Segment, SignedChart, SignedRow, escape, write_chart},
+        charts::{
+            Category, ChartError, ChartFile, Reference, Segment, SignedChart, SignedRow, chart_section, escape,
+            write_chart,
+        },
         write_atomic,
     },
 };
@@ -150,17 +153,7 @@ pub fn index(r: &ExperimentResult, findings: &[Finding], charts: &[ChartFile]) -
     }
     s.push_str("</ol>\n");
     for c in charts {
-        let file = c.svg.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let png = c.png.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "<section>\n<h2>{0}</h2>\n<img src=\"{1}\" width=\"{2}\" height=\"{3}\" alt=\"{0}\">\n<p class=\"files\"><a href=\"{1}\">{1}</a> · <a href=\"{4}\">{4}</a></p>\n</section>",
-            escape(&c.title),
-            escape(&file),
-            c.size.0,
-            c.size.1,
-            escape(&png)
-        );
+        s.push_str(&chart_section(c));
     }
     table(&mut s, r, n);
     s.push_str("</body>\n</html>\n");

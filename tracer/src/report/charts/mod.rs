@@ -28,7 +28,7 @@ use plotters::prelude::*;
 
 pub use draw_signed::MEASURED as MEASURED_COLOUR;
 pub use font::FontError;
-pub use html::escape;
+pub use html::{chart_section, escape};
 pub use model::{
     Bar, BarChart, Chart, Reference, Segment, SignedChart, SignedRow, TimelineCell, TimelineChart, TimelineRow,
 };
