@@ -109,6 +109,8 @@ pub fn slowdown_chart(r: &ExperimentResult) -> SignedChart {
                 .into(),
             "Coloured bars: the change of each part of the jobs' account (pp of the baseline's wall time); they add up to the grey bar."
                 .into(),
+            "CPU time in the job colour; waiting for the other jobs in the run-queue wait colour; waiting for others in the thief's."
+                .into(),
             format!(
                 "Black marks: the study's figure for N against N-1 jobs unpinned (Linux +{STUDY_LINUX_PCT} %, KVM +{STUDY_KVM_PCT} %, Xen +{STUDY_XEN_PCT} %)."
             ),

@@ -86,9 +86,14 @@ fn n_jobs(s: &ScenarioSummary, d: &Slowdown, n: usize) -> Finding {
     let top = largest_increase(&d.parts_pp);
     let thieves: Vec<String> =
         s.top_thieves.iter().take(3).map(|t| format!("{} ({}) {:.0} ms", t.comm, t.role, t.mean_s * 1e3)).collect();
-    let each_other = d.parts_pp.get("runq_wait.other_jobs").copied().unwrap_or(0.0);
+    let each_other = match d.parts_pp.get("runq_wait.other_jobs") {
+        Some(pp) if top.map(|t| t.0) != Some("runq_wait.other_jobs") => {
+            format!("; the jobs taking each other's CPU account for {pp:+.1} pp")
+        }
+        _ => String::new(),
+    };
     let summary = format!(
-        "{}: with {n} jobs on {n} CPUs each job ran {:+.1} % (± {:.1}) longer than with {} ({study}); {}; the jobs taking each other's CPU account for {each_other:+.1} pp. In all: {}.{}",
+        "{}: with {n} jobs on {n} CPUs each job ran {:+.1} % (± {:.1}) longer than with {} ({study}); {}{each_other}. In all: {}.{}",
         what(&s.scenario),
         d.pct,
         d.std_error_pct,
@@ -123,7 +128,7 @@ fn cost_ns(pct: f64, base_mean_s: f64) -> u64 {
 fn remedy_for(part: &str, n: usize) -> String {
     match part {
         "runq_wait.other_jobs" => format!(
-            "This is the N-jobs effect: the jobs take each other's CPUs. Run at most {} CPU-bound jobs (or vCPUs) on {n} CPUs, and leave one CPU for the host's and the VMMs' work.",
+            "This is the N-jobs effect: the jobs take each other's CPUs. Run no more CPU-bound jobs (or vCPUs) than {} on {n} CPUs, and leave one CPU for the host's and the VMMs' work.",
             n - 1
         ),
         "runq_wait.vmm_own" | "runq_wait.vmm_other_vms" => "The VMMs' own threads took the vCPUs' CPUs: confine them away from the vCPUs' cores (virsh emulatorpin and iothreadpin; the experiment's vcpu+vmm pinning).".into(),
