@@ -80,7 +80,7 @@ pub fn config_from_cli(a: &crate::cli::ExperimentArgs) -> anyhow::Result<result:
 }
 
 /// `--env vm` needs one VM per job (N jobs in the N-jobs scenarios); `--vm` is for it alone.
-fn check_user_vms(
+pub(crate) fn check_user_vms(
     envs: &[Env],
     vm_commands: &std::collections::BTreeMap<String, String>,
     n_cpus: usize,

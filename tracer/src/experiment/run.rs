@@ -139,6 +139,7 @@ fn check_ready(cfg: &ExperimentConfig) -> anyhow::Result<()> {
     for &w in &cfg.plan.workloads {
         workloads::find_program(w)?;
     }
+    super::check_user_vms(&cfg.plan.envs, &cfg.vm_commands, cfg.plan.cpus.len())?;
     if cfg.plan.envs.contains(&Env::Qemu) && !Path::new("/dev/kvm").exists() {
         log::warn!(
             "no /dev/kvm: QEMU will emulate the guests (TCG), so the qemu figures say nothing about KVM and take several times longer"

@@ -8,7 +8,7 @@
 //! those too. The threads' affinities are put back after each run.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -103,7 +103,7 @@ struct Pinner<'a> {
 impl Pinner<'_> {
     fn scan(&mut self) {
         let Ok(dir) = std::fs::read_dir("/proc") else { return };
-        let pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+        let pids: HashSet<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
         self.seen.retain(|pid, _| pids.contains(pid));
         for pid in pids {
             let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
