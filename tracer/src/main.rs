@@ -101,8 +101,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Report(a) => {
-            if let Some(table) = experiment_table(&a.file) {
-                print!("{table}");
+            if let Some(result) = read_experiment(&a.file) {
+                match &a.out {
+                    Some(dir) => {
+                        let findings = vmmtrace::experiment::findings::findings(&result);
+                        for f in vmmtrace::experiment::charts::write_dir(&result, &findings, dir)? {
+                            println!("{}: {} and {}", f.title, f.svg.display(), f.png.display());
+                        }
+                        println!("open {}", dir.join("index.html").display());
+                    }
+                    None => print!("{}", vmmtrace::experiment::table::render(&result)),
+                }
                 return Ok(0);
             }
             let r = read_report(&a.file)?;
@@ -120,8 +129,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Diagnose(a) => {
-            let r = read_report(&a.file)?;
-            let findings = diagnose(&r, &a.thresholds());
+            let findings = match read_experiment(&a.file) {
+                Some(result) => vmmtrace::experiment::findings::findings(&result),
+                None => diagnose(&read_report(&a.file)?, &a.thresholds()),
+            };
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
             } else {
@@ -188,12 +199,12 @@ async fn experiment(a: vmmtrace::cli::ExperimentArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The table of an experiment result (`vmmtrace-experiment/1`), if `path` is one. Its
+/// The experiment result (`vmmtrace-experiment/1`) in `path`, if it is one. Its
 /// summary is derived from the runs: recomputed, so older files get what this version
 /// derives.
-fn experiment_table(path: &std::path::Path) -> Option<String> {
+fn read_experiment(path: &std::path::Path) -> Option<vmmtrace::experiment::ExperimentResult> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut r = vmmtrace::experiment::ExperimentResult::from_json(&text).ok()?;
     r.summary = vmmtrace::experiment::decompose::summarize(&r.runs, r.config.plan.cpus.len());
-    Some(vmmtrace::experiment::table::render(&r))
+    Some(r)
 }

@@ -124,3 +124,99 @@ fn the_recorded_fixtures_show_what_their_runs_did() {
     assert!(jobs[0].bars().iter().filter(|b| b.label.starts_with("job sh")).count() >= 2);
     assert!(jobs[4].bars().is_empty(), "no VM, no exits");
 }
+
+fn experiment_fixture() -> vmmtrace::experiment::ExperimentResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/experiment.json");
+    vmmtrace::experiment::ExperimentResult::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The experiment chart of a result recorded here (tests/fixtures/experiment.json: `vmmtrace
+/// experiment --env host --cpus 0,1 --repeat 2 --scale 0.05`): one row per compared
+/// scenario with its measured slowdown, the parts in their palette colours, the study's
+/// Linux figure marked on the N-jobs unpinned rows; index.html shows it with the table.
+#[test]
+fn the_experiment_chart_shows_each_slowdown_beside_its_parts_and_the_study() {
+    let r = experiment_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let findings = vmmtrace::experiment::findings::findings(&r);
+    let files = vmmtrace::experiment::charts::write_dir(&r, &findings, dir.path()).unwrap();
+    assert_eq!(files.len(), 1);
+    let model = vmmtrace::experiment::charts::slowdown_chart(&r);
+    let compared: Vec<_> = r.summary.iter().filter_map(|s| s.slowdown.as_ref()).collect();
+    assert_eq!(model.rows.len(), compared.len());
+    assert_eq!(compared.len(), 6, "2 workloads x 3 scenarios against 1 job unpinned");
+    for (row, d) in model.rows.iter().zip(&compared) {
+        assert_eq!(row.measured, d.pct);
+        assert_eq!(row.error, d.std_error_pct);
+        // The parts drawn add up to the measured slowdown, less the changes too small to draw.
+        let drawn: f64 = row.components.iter().map(|s| s.value).sum();
+        assert!((drawn - d.pct).abs() < 0.05 * d.parts_pp.len() as f64, "{row:?} {d:?}");
+    }
+    let marked: Vec<&str> = model.rows.iter().filter(|r| !r.references.is_empty()).map(|r| r.label.as_str()).collect();
+    assert_eq!(marked.len(), 2, "the N-jobs unpinned row of each workload: {marked:?}");
+    assert!(marked.iter().all(|l| l.contains("2 jobs pin=none")), "{marked:?}");
+    let file = &files[0];
+    let svg = read_svg(file);
+    assert!(svg.texts.iter().any(|t| t == &model.title), "{:?}", svg.texts);
+    for row in &model.rows {
+        assert!(svg.texts.iter().any(|t| t == &row.label), "no row {:?}", row.label);
+    }
+    assert!(svg.texts.iter().any(|t| t == "study, Linux: +1.28 %"), "{:?}", svg.texts);
+    let pixels = png_colours(file);
+    let chart = Chart::Signed(model.clone());
+    assert!(chart.categories().contains(&Category::RunqWait), "the jobs' wait for each other");
+    for cat in chart.categories() {
+        assert_eq!(svg.legend.get(cat.label()), Some(&cat.colour().hex()), "legend of {}", cat.label());
+        let rgb = cat.colour();
+        assert!(pixels.contains(&[rgb.0, rgb.1, rgb.2]), "no {} pixels", cat.label());
+    }
+    let grey = vmmtrace::report::charts::MEASURED_COLOUR;
+    assert!(pixels.contains(&[grey.0, grey.1, grey.2]), "the measured bars");
+    let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(html.contains("src=\"experiment_slowdown.svg\""));
+    assert!(html.contains("+1.28 % Linux") && html.contains("<table>"), "the table with the study's figure");
+    assert!(html.contains(&findings[0].summary.replace('\'', "&#39;")), "the findings");
+    assert!(!html.contains("http") && !html.contains("<script"), "self-contained");
+}
+
+/// diagnose on the same result: the N-jobs effect of each workload, named by its
+/// largest part and its thieves, and whether pinning helped, in words and as data.
+#[test]
+fn diagnose_tells_what_the_n_jobs_scenario_cost_and_whether_pinning_helped() {
+    use vmmtrace::diagnose::Kind;
+    let r = experiment_fixture();
+    let findings = vmmtrace::experiment::findings::findings(&r);
+    let n_jobs: Vec<_> = findings.iter().filter(|f| f.kind == Kind::NJobsSlowdown).collect();
+    assert_eq!(n_jobs.len(), 2, "one per workload");
+    for f in &n_jobs {
+        let s = r
+            .summary
+            .iter()
+            .find(|s| {
+                s.scenario.jobs == 2
+                    && s.scenario.pinning == vmmtrace::experiment::Pinning::None
+                    && s.scenario.workload.name() == f.facts["workload"]
+            })
+            .unwrap();
+        let d = s.slowdown.as_ref().unwrap();
+        assert!(f.summary.contains(&format!("{:+.1} %", d.pct)), "{}", f.summary);
+        assert!(f.summary.contains("+1.28 % on Linux"), "{}", f.summary);
+        assert!(f.summary.contains(&s.top_thieves[0].comm), "the top thief named: {}", f.summary);
+        // The largest part is the one that grew most.
+        let largest = f.facts["largest_part"].as_str().unwrap();
+        let max = d.parts_pp.iter().filter(|(k, _)| *k != "unaccounted").map(|(_, v)| *v).fold(f64::MIN, f64::max);
+        assert_eq!(d.parts_pp[largest], max, "{}", f.summary);
+        assert!(!f.remedy.is_empty());
+    }
+    let pinning: Vec<_> = findings.iter().filter(|f| f.kind == Kind::PinningEffect).collect();
+    assert_eq!(pinning.len(), 4, "vcpu against none, for 1 and 2 jobs of each workload");
+    for f in &pinning {
+        let beyond = f.facts["beyond_spread"].as_bool().unwrap();
+        let change = f.facts["change_pp"].as_f64().unwrap();
+        let err = f.facts["std_error_pp"].as_f64().unwrap();
+        assert_eq!(beyond, change.abs() > 2.0 * err);
+        assert_eq!(f.summary.contains("no effect beyond the repeats' spread"), !beyond, "{}", f.summary);
+    }
+    let costs: Vec<u64> = findings.iter().map(|f| f.cost_ns).collect();
+    assert!(costs.windows(2).all(|w| w[0] >= w[1]), "most costly first: {costs:?}");
+}

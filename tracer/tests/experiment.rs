@@ -201,3 +201,87 @@ fn in_the_micro_vm_each_job_runs_the_real_program_as_a_guest_and_its_vcpu_time_i
         }
     }
 }
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/experiment.json")
+}
+
+/// `report RESULT --out DIR` and `diagnose RESULT [--json]` on a result recorded here.
+#[test]
+fn report_draws_and_diagnose_reads_an_experiment_result() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("charts");
+    let o = vmmtrace().arg("report").arg(fixture()).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("experiment_slowdown.svg") && stdout.contains("index.html"), "{stdout}");
+    for f in ["experiment_slowdown.svg", "experiment_slowdown.png", "index.html"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let o = vmmtrace().arg("diagnose").arg(fixture()).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("1. host ") && text.contains("Remedy:"), "{text}");
+    let o = vmmtrace().args(["diagnose", "--json"]).arg(fixture()).output().unwrap();
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "n_jobs_slowdown").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "pinning_effect").count(), 4, "{kinds:?}");
+}
+
+/// `--env vm`: each job runs in "the user's VM", here a real QEMU emulating (TCG: this
+/// host has no /dev/kvm at times) that the job's command starts under the name the
+/// experiment is given (`vmmtrace qemu --name vmN --accel tcg -- PROGRAM`, the
+/// program's system calls served from the host). vmmtrace finds each VM's threads by
+/// that name, pins its vCPU thread ("CPU 0/TCG") to the job's CPU, and accounts the
+/// job from the vCPU threads' time.
+#[test]
+fn with_env_vm_each_job_runs_in_the_vm_of_its_name_whose_vcpu_is_found_and_pinned() {
+    if programs_missing() {
+        return;
+    }
+    if vmmtrace::record::resolve_command("qemu-system-x86_64").is_err() {
+        eprintln!("skipped: needs qemu-system-x86_64 (apt-get install qemu-system-x86)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("exp.json");
+    let exe = env!("CARGO_BIN_EXE_vmmtrace");
+    let vm = |n: usize| format!("vm{n}={exe} qemu --accel tcg --mem 256M --name vm{n} --");
+    let o = vmmtrace()
+        .args(["experiment", "--env", "vm", "--vm", &vm(0), "--vm", &vm(1), "--workload", "bzip2"])
+        .args(["--cpus", "0,1", "--repeat", "1", "--scale", "0.01", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = load(&out);
+    assert!(r.complete);
+    assert_eq!(r.runs.len(), 1 + 2 * 3, "warm-up + 2 job counts x 3 pinnings");
+    for run in &r.runs {
+        let report = Report::from_json(&std::fs::read_to_string(d.path().join(&run.report)).unwrap()).unwrap();
+        for j in &run.jobs {
+            let at = format!("run {} ({}) job {}", run.id, run.scenario.label(), j.index);
+            assert_eq!(j.check_error, None, "{at}");
+            // The command's process on the host, then the VM's QEMU processes (one per
+            // bzip2 step), found by the name the job's VM was given.
+            assert!(j.pids.len() >= 3, "{at}: {:?}", j.pids);
+            let vcpus: Vec<_> =
+                report.threads.iter().filter(|t| j.pids.contains(&t.pid) && t.comm.starts_with("CPU ")).collect();
+            assert_eq!(vcpus.len(), 2, "{at}: a vCPU thread per step");
+            let on_cpu: u64 = vcpus.iter().map(|t| t.on_cpu_ns).sum();
+            assert_eq!(j.parts_ns.get("on_cpu"), Some(&on_cpu), "{at}: the vCPUs' time is the job's CPU time");
+            assert!(j.parts_ns.contains_key("vm_setup"), "{at}: {:?}", j.parts_ns);
+            assert!(j.parts_sum_ns() <= j.wall_ns + j.wall_ns / 100, "{at}: {:?} > {}", j.parts_ns, j.wall_ns);
+            let Some(cpu) = j.cpu else { continue };
+            // Pinned by name: the vCPU threads ran on the job's CPU (but for the moments
+            // before the pinner, which looks every 50 ms, found them).
+            let elsewhere: u64 = vcpus
+                .iter()
+                .flat_map(|t| t.per_cpu_ns.iter().enumerate().filter(|(c, _)| *c != cpu as usize).map(|(_, ns)| ns))
+                .sum();
+            assert!(elsewhere < on_cpu / 10 + 100_000_000, "{at}: {elsewhere} ns of {on_cpu} off CPU {cpu}");
+        }
+    }
+}

@@ -30,7 +30,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Set up, then re-run the study's experiments here with `vmmtrace experiment`
-    /// (result in target/experiment/result.json).
+    /// (result in target/experiment/result.json), and draw its chart and page
+    /// (target/experiment/charts/index.html).
     Experiment {
         /// Extra arguments for `vmmtrace experiment` (e.g. --env host --scale 0.5, or --resume).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -280,11 +281,22 @@ fn main() -> anyhow::Result<()> {
             run(cargo().current_dir(&root).args(["build", "--release", "-p", "vmmtrace"]))?;
             let dir = root.join("target/experiment");
             std::fs::create_dir_all(&dir)?;
-            run(Command::new(root.join("target/release/vmmtrace"))
-                .current_dir(&root)
-                .args(["experiment", "-o"])
-                .arg(dir.join("result.json"))
-                .args(&args))
+            let vmmtrace = root.join("target/release/vmmtrace");
+            let result = dir.join("result.json");
+            let started = std::time::Instant::now();
+            run(Command::new(&vmmtrace).current_dir(&root).args(["experiment", "-o"]).arg(&result).args(&args))?;
+            let took = started.elapsed().as_secs();
+            let charts = dir.join("charts");
+            run(Command::new(&vmmtrace).arg("report").arg(&result).arg("--out").arg(&charts))?;
+            eprintln!(
+                "the experiment took {} min {} s; result in {}, charts in {} (open {})",
+                took / 60,
+                took % 60,
+                result.display(),
+                charts.display(),
+                charts.join("index.html").display()
+            );
+            Ok(())
         }
         Cmd::Demo => {
             setup()?;

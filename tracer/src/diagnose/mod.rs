@@ -30,6 +30,12 @@ pub enum Kind {
     HighExitRate,
     /// A vCPU waited for its CPU, by who had it.
     VcpuRunqWait,
+    /// An experiment's N jobs on N CPUs ran slower than N-1, and what it is made of.
+    NJobsSlowdown,
+    /// An experiment's pinned scenario against the unpinned one.
+    PinningEffect,
+    /// An experiment's job accounts that do not close within the target.
+    AccountNotClosed,
 }
 
 /// One finding.

@@ -48,11 +48,23 @@ pub fn vm_job_parts(
     vcpu_life_ns: Option<u64>,
     wall_ns: u64,
 ) -> BTreeMap<String, u64> {
+    let vcpus = vm_job_vcpus(report, pids);
+    let mut parts = vcpu_on_cpu_parts(report, pids, &vcpus);
+    if let Some(life) = vcpu_life_ns {
+        parts.insert("vm_setup".into(), wall_ns.saturating_sub(life));
+    }
+    parts.extend(ledger_parts(report, &vcpus, pids, other_jobs_pids));
+    parts
+}
+
+/// The vCPU threads' time on CPU: split into guest and exit handling where kvm_exit
+/// fires (else inside KVM_RUN as a whole) and VMM userspace, for the KVM VMs of
+/// `pids`; without a KVM VM (QEMU emulating), the `vcpus` threads' time as a whole.
+fn vcpu_on_cpu_parts(report: &Report, pids: &[u32], vcpus: &BTreeSet<u32>) -> BTreeMap<String, u64> {
     let mut parts: BTreeMap<String, u64> = BTreeMap::new();
     let mut add = |k: &str, v: u64| *parts.entry(k.to_string()).or_insert(0) += v;
-    if !report.vms.iter().any(|vm| pids.contains(&vm.pid)) {
-        // No KVM VM (QEMU emulating, TCG): the vCPU threads' time as a whole.
-        for t in report.threads.iter().filter(|t| pids.contains(&t.pid) && t.comm.starts_with("CPU ")) {
+    if !report.vms.iter().any(|vm| pids.contains(&vm.pid) && !vm.vcpus.is_empty()) {
+        for t in report.threads.iter().filter(|t| vcpus.contains(&t.tid)) {
             add("on_cpu", t.on_cpu_ns);
         }
     }
@@ -68,10 +80,49 @@ pub fn vm_job_parts(
             add("on_cpu.vmm_user", v.vmm_user_ns);
         }
     }
-    if let Some(life) = vcpu_life_ns {
-        add("vm_setup", wall_ns.saturating_sub(life));
+    parts
+}
+
+/// The vCPU threads of a user's VM (`--env vm`) whose VMM processes are `vm_pids`:
+/// those of its KVM VMs, else its threads named as vCPUs (QEMU emulating: "CPU n/TCG"),
+/// else (a process standing in for a VM) every thread of it.
+pub fn user_vm_vcpus(report: &Report, vm_pids: &[u32]) -> BTreeSet<u32> {
+    let named = vm_job_vcpus(report, vm_pids);
+    if !named.is_empty() {
+        return named;
     }
-    parts.extend(ledger_parts(report, &vm_job_vcpus(report, pids), pids, other_jobs_pids));
+    report.threads.iter().filter(|t| vm_pids.contains(&t.pid)).map(|t| t.tid).collect()
+}
+
+/// The parts of a job run in a user's VM (`--env vm`): as a VM job's, from the vCPU
+/// threads of its VMM processes `vm_pids`, over the time they were alive in the
+/// trace. The VM's life need not match the job's stopwatch: a VM started by the
+/// command lives inside it (the rest of the wall time is `vm_setup`: starting the VM,
+/// connecting), a running VM lives across the whole trace (the vCPUs' time outside
+/// the job is taken out of their blocked time: an idle guest's vCPU sleeps).
+/// `own_pids`: the job's processes on the host and its VMM's.
+pub fn user_vm_job_parts(
+    report: &Report,
+    vm_pids: &[u32],
+    own_pids: &[u32],
+    other_jobs_pids: &[u32],
+    wall_ns: u64,
+) -> BTreeMap<String, u64> {
+    let vcpus = user_vm_vcpus(report, vm_pids);
+    let mut parts = vcpu_on_cpu_parts(report, vm_pids, &vcpus);
+    parts.extend(ledger_parts(report, &vcpus, own_pids, other_jobs_pids));
+    let alive: u64 = report
+        .threads
+        .iter()
+        .filter(|t| vcpus.contains(&t.tid))
+        .filter_map(|t| t.sched.as_ref())
+        .map(|s| s.alive_ns)
+        .sum();
+    if alive < wall_ns {
+        parts.insert("vm_setup".into(), wall_ns - alive);
+    } else if let Some(blocked) = parts.get_mut("blocked") {
+        *blocked = blocked.saturating_sub(alive - wall_ns);
+    }
     parts
 }
 

@@ -39,12 +39,14 @@ pub fn unavailable(env: &Env) -> Option<String> {
             "the qemu environment needs qemu-system-x86_64: run `apt-get install qemu-system-x86`, or leave out qemu".into(),
         ),
         Env::Qemu => None,
-        Env::Vm => Some("the vm environment (--vm NAME=COMMAND) is not implemented yet; run with --env host".into()),
+        // The user's VMs: what they need is checked with --vm (config_from_cli).
+        Env::Vm => None,
     }
 }
 
 /// How step `step` of job `index` starts in `env`. `exe` is vmmtrace itself (the
-/// micro-VM's VMM); `truth` where a VMM writes its ground truth.
+/// micro-VM's VMM); `truth` where a VMM writes its ground truth. (The user's VMs,
+/// `Env::Vm`, start through their own command: [`super::user_vm::launch`].)
 pub fn launch(
     env: &Env,
     step: &Step,

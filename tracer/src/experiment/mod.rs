@@ -6,20 +6,25 @@
 //! - [`workloads`]: the jobs, their generated inputs and self-checks;
 //! - [`plan`]: scenarios and the seeded run order (pure);
 //! - [`env`]: how a job starts in each environment (host, micro-VM, QEMU);
+//! - [`user_vm`]: `--env vm`, the user's own VMs found by name and pinned;
 //! - [`run`]: runs the plan, traces each run, keeps the result current on disk;
 //! - [`account`]: a job's interval as the trace tells it (named parts);
 //! - [`result`]: the result file;
 //! - [`stats`], [`decompose`]: spreads, slowdowns and their decomposition (pure);
-//! - [`table`]: the text table beside the study's figures.
+//! - [`table`]: the text table beside the study's figures;
+//! - [`charts`], [`findings`]: `report --out` and `diagnose` of a result.
 
 pub mod account;
+pub mod charts;
 pub mod decompose;
 pub mod env;
+pub mod findings;
 pub mod plan;
 pub mod result;
 pub mod run;
 pub mod stats;
 pub mod table;
+pub mod user_vm;
 pub mod workloads;
 
 pub use plan::{Env, Pinning, PlanConfig, Scenario};
@@ -31,6 +36,9 @@ pub use workloads::Workload;
 pub fn config_from_cli(a: &crate::cli::ExperimentArgs) -> anyhow::Result<result::ExperimentConfig> {
     use anyhow::{Context as _, anyhow, bail};
     let mut envs = a.env.iter().map(|e| Env::parse(e)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
+    if envs.is_empty() && !a.vm.is_empty() {
+        envs = vec![Env::Vm];
+    }
     if envs.is_empty() {
         // Without /dev/kvm QEMU would emulate (TCG), several times slower: not by default.
         let kvm = std::path::Path::new("/dev/kvm").exists();
@@ -58,9 +66,33 @@ pub fn config_from_cli(a: &crate::cli::ExperimentArgs) -> anyhow::Result<result:
     let mut vm_commands = std::collections::BTreeMap::new();
     for v in &a.vm {
         let (name, cmd) = v.split_once('=').ok_or_else(|| anyhow!("--vm {v:?}: give NAME=COMMAND"))?;
-        vm_commands.insert(name.trim().to_string(), cmd.to_string());
+        if name.trim().is_empty() || cmd.trim().is_empty() {
+            bail!("--vm {v:?}: give NAME=COMMAND, e.g. --vm web='ssh root@web'");
+        }
+        if vm_commands.insert(name.trim().to_string(), cmd.to_string()).is_some() {
+            bail!("--vm: the VM {:?} is given twice; give each VM once", name.trim());
+        }
     }
+    check_user_vms(&envs, &vm_commands, cpus.len())?;
     let plan = PlanConfig { envs, workloads, cpus, repeat: a.repeat, seed: a.seed };
     plan::plan(&plan)?;
     Ok(result::ExperimentConfig { plan, scale: a.scale, vm_commands })
+}
+
+/// `--env vm` needs one VM per job (N jobs in the N-jobs scenarios); `--vm` is for it alone.
+pub(crate) fn check_user_vms(
+    envs: &[Env],
+    vm_commands: &std::collections::BTreeMap<String, String>,
+    n_cpus: usize,
+) -> anyhow::Result<()> {
+    if envs.contains(&Env::Vm) && vm_commands.len() < n_cpus {
+        anyhow::bail!(
+            "--env vm runs up to {n_cpus} jobs at once, one per VM: give {n_cpus} VMs with --vm NAME=COMMAND (got {}), or fewer CPUs with --cpus",
+            vm_commands.len()
+        );
+    }
+    if !envs.contains(&Env::Vm) && !vm_commands.is_empty() {
+        anyhow::bail!("--vm is for --env vm: add vm to --env");
+    }
+    Ok(())
 }

@@ -75,7 +75,8 @@ pub struct JobResult {
     pub index: usize,
     /// The CPU the job (or its vCPU) was pinned to, if pinned.
     pub cpu: Option<u32>,
-    /// The processes of the job (host: each step's process; VMs: the VMM process).
+    /// The processes of the job (host: each step's process; VMs: the VMM process; the
+    /// user's VMs: the command's process on the host, then the VMM processes found by name).
     pub pids: Vec<u32>,
     /// The runner's own stopwatch, from the first step's start to the last one's exit.
     pub wall_ns: u64,

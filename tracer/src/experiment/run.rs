@@ -5,7 +5,7 @@
 //! `--resume` continues from there.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Stdio,
@@ -23,9 +23,10 @@ use super::{
     account,
     decompose::summarize,
     env::{self, Launch},
-    plan::{Env, Pinning, PlannedRun, available_cpus, plan},
+    plan::{Env, Pinning, PlannedRun, Scenario, available_cpus, plan},
     result::{ExperimentConfig, ExperimentResult, HostSummary, JobResult, KernelTimes, RunResult, closure_error},
     table::run_line,
+    user_vm::{self, UserVm},
     workloads::{self, Prepared, Step, Workload},
 };
 use crate::{
@@ -138,6 +139,7 @@ fn check_ready(cfg: &ExperimentConfig) -> anyhow::Result<()> {
     for &w in &cfg.plan.workloads {
         workloads::find_program(w)?;
     }
+    super::check_user_vms(&cfg.plan.envs, &cfg.vm_commands, cfg.plan.cpus.len())?;
     if cfg.plan.envs.contains(&Env::Qemu) && !Path::new("/dev/kvm").exists() {
         log::warn!(
             "no /dev/kvm: QEMU will emulate the guests (TCG), so the qemu figures say nothing about KVM and take several times longer"
@@ -197,7 +199,7 @@ pub fn run_experiment(opts: &ExperimentOptions) -> anyhow::Result<Outcome> {
         let report_name = format!("run-{:03}.json", planned.id);
         let report_path = runs_dir.join(&report_name);
         let rel = Path::new(runs_dir.file_name().unwrap_or_default()).join(&report_name);
-        let Some(mut run) = run_once(&planned, p, &opts.config.plan.cpus, &report_path)? else {
+        let Some(mut run) = run_once(&planned, p, &opts.config, &report_path)? else {
             interrupted = true;
             break;
         };
@@ -265,10 +267,16 @@ struct JobRun {
 fn run_once(
     planned: &PlannedRun,
     prepared: &mut Prepared,
-    cpus: &[u32],
+    config: &ExperimentConfig,
     report_path: &Path,
 ) -> anyhow::Result<Option<RunResult>> {
     let s = &planned.scenario;
+    let cpus = &config.plan.cpus[..];
+    let user_vms: Vec<UserVm> = config
+        .vm_commands
+        .iter()
+        .map(|(name, command)| UserVm { name: name.clone(), command: command.clone() })
+        .collect();
     for i in 0..s.jobs {
         prepared.make_job_dir(i).context("cannot create a job's output directory")?;
     }
@@ -279,19 +287,14 @@ fn run_once(
     let started_unix_s = unix_now_s();
     probes.start()?;
     let watch_fd = probes.watch_fd();
-    let exe = std::env::current_exe().context("cannot find the vmmtrace executable (the micro-VM's VMM)")?;
-    let launches: Vec<Vec<(Launch, Step)>> = (0..s.jobs)
-        .map(|i| {
-            let steps = prepared.steps(i);
-            let truth = |n: usize| prepared.job_file(i, &format!("truth-{n}.json"));
-            steps
-                .into_iter()
-                .enumerate()
-                .map(|(n, st)| (env::launch(&s.env, &st, s.pinning, i, cpus, &exe, &truth(n)), st))
-                .collect()
-        })
-        .collect();
-    let job_runs = run_jobs(&launches, watch_fd);
+    let launches = launches(s, prepared, cpus, &user_vms)?;
+    let (job_runs, vm_pids) = match s.env {
+        Env::Vm => {
+            let names: Vec<String> = user_vms.iter().take(s.jobs).map(|v| v.name.clone()).collect();
+            user_vm::with_pinned_vms(&names, s.pinning, cpus, || run_jobs(&launches, watch_fd))
+        }
+        _ => (run_jobs(&launches, watch_fd), Vec::new()),
+    };
     let t_finish = Instant::now();
     // Every (victim, thief) pair: a job's wait by its own VMM's threads is summed
     // from them.
@@ -299,28 +302,32 @@ fn run_once(
     log::debug!("run {}: trace finished in {:?}", planned.id, t_finish.elapsed());
     let Some(job_runs) = job_runs else { return Ok(None) };
     report::write_atomic(report_path, &serde_json::to_vec_pretty(&report)?)?;
-    let all_pids: Vec<Vec<u32>> = job_runs.iter().map(|j| j.pids.clone()).collect();
+    // A user's VM job's processes are its command's on the host and its VM's.
+    let all_pids: Vec<Vec<u32>> = job_runs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| j.pids.iter().chain(vm_pids.get(i).into_iter().flatten()).copied().collect())
+        .collect();
     let jobs = job_runs
         .into_iter()
         .enumerate()
         .map(|(i, mut jr)| {
             let others: Vec<u32> =
                 all_pids.iter().enumerate().filter(|(k, _)| *k != i).flat_map(|(_, p)| p.iter().copied()).collect();
-            let check = match jr.failure.take() {
-                Some(f) => Err(f),
-                None => prepared.check(i),
-            };
-            let (parts_ns, tids) = match s.env {
-                Env::Host => {
-                    (account::host_job_parts(&report, &jr.pids, &others), account::host_job_threads(&report, &jr.pids))
-                }
-                _ => (
-                    account::vm_job_parts(&report, &jr.pids, &others, jr.vcpu_life_ns, jr.wall_ns),
-                    account::vm_job_vcpus(&report, &jr.pids),
-                ),
+            let vm = (s.env == Env::Vm).then(|| (user_vms[i].name.as_str(), &vm_pids[i]));
+            let (parts_ns, tids, vm_missing) = job_account(s, &report, &jr, &others, vm);
+            let check = match (jr.failure.take(), vm_missing) {
+                (Some(f), _) | (None, Some(f)) => Err(f),
+                (None, None) => prepared.check(i),
             };
             let mut job =
                 job_result(i, jr, check.err(), parts_ns, (s.pinning != Pinning::None).then(|| cpus[i % cpus.len()]));
+            if s.env == Env::Vm {
+                // The runner's process is the command on the host (ssh), not the VM:
+                // its kernel counts are not the vCPUs'. The job's processes are both.
+                job.kernel = None;
+                job.pids.clone_from(&all_pids[i]);
+            }
             job.thieves = account::top_thieves(&report, &tids);
             job
         })
@@ -336,6 +343,64 @@ fn run_once(
         unavailable: report.host.features.unavailable.iter().map(|u| format!("{}: {}", u.probe, u.reason)).collect(),
         jobs,
     }))
+}
+
+/// How each step of each job starts.
+fn launches(
+    s: &Scenario,
+    prepared: &Prepared,
+    cpus: &[u32],
+    user_vms: &[UserVm],
+) -> anyhow::Result<Vec<Vec<(Launch, Step)>>> {
+    let exe = std::env::current_exe().context("cannot find the vmmtrace executable (the micro-VM's VMM)")?;
+    Ok((0..s.jobs)
+        .map(|i| {
+            let truth = |n: usize| prepared.job_file(i, &format!("truth-{n}.json"));
+            prepared
+                .steps(i)
+                .into_iter()
+                .enumerate()
+                .map(|(n, st)| match s.env {
+                    Env::Vm => user_vm::launch(&user_vms[i], &st, cpus),
+                    _ => (env::launch(&s.env, &st, s.pinning, i, cpus, &exe, &truth(n)), st),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// A job's account (its parts and the threads whose thieves are named) from the run's
+/// report; `vm`: the user's VM the job ran in and the VMM processes found for it, and
+/// then what is wrong if none was found.
+fn job_account(
+    s: &Scenario,
+    report: &report::Report,
+    jr: &JobRun,
+    others: &[u32],
+    vm: Option<(&str, &BTreeSet<u32>)>,
+) -> (BTreeMap<String, u64>, BTreeSet<u32>, Option<String>) {
+    match (&s.env, vm) {
+        (Env::Host, _) => {
+            (account::host_job_parts(report, &jr.pids, others), account::host_job_threads(report, &jr.pids), None)
+        }
+        (Env::Vm, Some((name, found))) => {
+            let vm: Vec<u32> = found.iter().copied().collect();
+            let own: Vec<u32> = jr.pids.iter().chain(&vm).copied().collect();
+            let missing = vm.is_empty().then(|| format!(
+                "VM '{name}' was not found on the host while its job ran: give the name QEMU's -name guest=NAME (or Firecracker's --id) gives it, or the name of the process standing in for it"
+            ));
+            (
+                account::user_vm_job_parts(report, &vm, &own, others, jr.wall_ns),
+                account::user_vm_vcpus(report, &vm),
+                missing,
+            )
+        }
+        _ => (
+            account::vm_job_parts(report, &jr.pids, others, jr.vcpu_life_ns, jr.wall_ns),
+            account::vm_job_vcpus(report, &jr.pids),
+            None,
+        ),
+    }
 }
 
 fn job_result(

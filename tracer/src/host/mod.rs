@@ -43,7 +43,9 @@ mod snapshot;
 use std::path::PathBuf;
 
 pub use discovery::{Discovery, earlier_thread_meta, thread_meta};
-pub use names::{VmmKind, VmmThreadKind, vmm_thread_kind};
+pub use names::{
+    VmmKind, VmmThreadKind, basename, vcpu_index_from_name, vm_name_from_cmdline, vmm_kind, vmm_thread_kind,
+};
 pub use parse::{
     CpuListError, PF_KTHREAD, Stat, Status, comm_from_bytes, format_cpu_list, in_kvm_run, parse_cmdline,
     parse_cpu_list, parse_stat, parse_status,

@@ -17,10 +17,11 @@ use super::{
 pub const WIDTH: u32 = 1000;
 const BAR_PX: u32 = 34;
 const TIMELINE_ROW_PX: u32 = 60;
+const SIGNED_ROW_PX: u32 = 56;
 const LEGEND_ROW_PX: u32 = 24;
 const NOTE_PX: u32 = 20;
 /// Rough advance of one character of 13 px text, for layout decisions only.
-const CHAR_PX: f64 = 7.5;
+pub(super) const CHAR_PX: f64 = 7.5;
 
 pub type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
@@ -30,6 +31,7 @@ pub fn size(chart: &Chart) -> (u32, u32) {
     let row_px = match chart {
         Chart::Bars(_) => BAR_PX,
         Chart::Timeline(_) => TIMELINE_ROW_PX,
+        Chart::Signed(_) => SIGNED_ROW_PX,
     };
     (WIDTH, 110 + row_px * rows + footer_px(chart))
 }
@@ -45,6 +47,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) ->
     match chart {
         Chart::Bars(c) if !c.bars.is_empty() => draw_bars(&plot, c)?,
         Chart::Timeline(c) if c.rows.iter().any(|r| !r.cells.is_empty()) => draw_timeline(&plot, c)?,
+        Chart::Signed(c) if !c.rows.is_empty() => super::draw_signed::draw_signed(&plot, c)?,
         _ => {
             plot.titled(chart.title(), (FAMILY, 20))?.draw(&Text::new(
                 "nothing to show in this report",
@@ -56,7 +59,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) ->
     draw_footer(&footer, &chart.categories(), chart.notes())
 }
 
-fn rgb(c: Category) -> RGBColor {
+pub(super) fn rgb(c: Category) -> RGBColor {
     let Rgb(r, g, b) = c.colour();
     RGBColor(r, g, b)
 }
@@ -64,7 +67,7 @@ fn rgb(c: Category) -> RGBColor {
 fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &BarChart) -> DrawResult<DB> {
     let x_max = chart.bars.iter().map(Bar::total).fold(0.0, f64::max).max(1e-9) * 1.08;
     let labels: Vec<&str> = chart.bars.iter().map(|b| b.label.as_str()).collect();
-    let mut c = rows_chart(area, &chart.title, &chart.unit, x_max, &labels)?;
+    let mut c = rows_chart(area, &chart.title, &chart.unit, 0.0..x_max, &labels)?;
     for (row, bar) in rows(chart.bars.len()).zip(&chart.bars) {
         draw_bar(&mut c, row, bar)?;
     }
@@ -72,19 +75,20 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &BarChart
 }
 
 /// Rows from the top: row 0 of the coordinates is the bottom, and the first item goes on top.
-fn rows(n: usize) -> impl Iterator<Item = f64> {
+pub(super) fn rows(n: usize) -> impl Iterator<Item = f64> {
     (0..n).rev().map(|r| r as f64)
 }
 
-/// The frame both layouts share: the title, a value axis from 0 to `x_max` with its
+/// The frame every layout shares: the title, a value axis over `x` with its
 /// description, and one row per label, labelled on the left.
-fn rows_chart<'a, DB: DrawingBackend>(
+pub(super) fn rows_chart<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     title: &str,
     x_desc: &str,
-    x_max: f64,
+    x: std::ops::Range<f64>,
     labels: &[&str],
 ) -> Result<ChartContext<'a, DB, BarCoords>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let x_max = x.start.abs().max(x.end.abs());
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let label_px = ((longest as f64 * CHAR_PX) as u32 + 16).clamp(60, 360);
     let mut c = ChartBuilder::on(area)
@@ -92,7 +96,7 @@ fn rows_chart<'a, DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(label_px)
-        .build_cartesian_2d(0f64..x_max, 0f64..labels.len() as f64)?;
+        .build_cartesian_2d(x, 0f64..labels.len() as f64)?;
     c.configure_mesh()
         .disable_y_mesh()
         .y_labels(0)
@@ -114,7 +118,7 @@ fn axis_number(v: f64, max: f64) -> String {
     if max >= 20.0 { format!("{v:.0}") } else { format!("{v:.1}") }
 }
 
-type BarCoords = Cartesian2d<RangedCoordf64, RangedCoordf64>;
+pub(super) type BarCoords = Cartesian2d<RangedCoordf64, RangedCoordf64>;
 
 fn draw_bar<DB: DrawingBackend>(c: &mut ChartContext<DB, BarCoords>, row: f64, bar: &Bar) -> DrawResult<DB> {
     let (top, bottom) = (row + 0.8, row + 0.2);
@@ -134,7 +138,7 @@ fn draw_bar<DB: DrawingBackend>(c: &mut ChartContext<DB, BarCoords>, row: f64, b
 }
 
 /// A few pixels of padding before a segment's label, in value units.
-fn x_max_px_pad<DB: DrawingBackend>(c: &ChartContext<DB, BarCoords>) -> f64 {
+pub(super) fn x_max_px_pad<DB: DrawingBackend>(c: &ChartContext<DB, BarCoords>) -> f64 {
     let range = c.x_range();
     let (left, right) = (c.backend_coord(&(range.start, 0.0)).0, c.backend_coord(&(range.end, 0.0)).0);
     4.0 * (range.end - range.start) / (right - left).max(1) as f64
@@ -169,7 +173,7 @@ fn draw_footer<DB: DrawingBackend>(
 
 fn draw_timeline<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &TimelineChart) -> DrawResult<DB> {
     let labels: Vec<&str> = chart.rows.iter().map(|r| r.label.as_str()).collect();
-    let mut c = rows_chart(area, &chart.title, "time since the trace start (s)", chart.seconds, &labels)?;
+    let mut c = rows_chart(area, &chart.title, "time since the trace start (s)", 0.0..chart.seconds, &labels)?;
     for (row, r) in rows(chart.rows.len()).zip(&chart.rows) {
         for cell in &r.cells {
             draw_cell(&mut c, row, cell)?;

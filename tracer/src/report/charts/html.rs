@@ -21,22 +21,26 @@ pub fn index(r: &Report, findings: &[Finding], charts: &[ChartFile]) -> String {
     diagnosis(&mut s, findings);
     legend(&mut s);
     for c in charts {
-        let file = c.svg.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let png = c.png.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let _ = write!(
-            s,
-            "<section>\n<h2>{}</h2>\n<img src=\"{}\" width=\"{}\" height=\"{}\" alt=\"{}\">\n<p class=\"files\">{} · {}</p>\n</section>\n",
-            escape(&c.title),
-            escape(&file),
-            c.size.0,
-            c.size.1,
-            escape(&c.title),
-            link(&file),
-            link(&png)
-        );
+        s.push_str(&chart_section(c));
     }
     s.push_str("</body>\n</html>\n");
     s
+}
+
+/// A chart on a page: its title, the SVG beside the page, links to both files.
+pub fn chart_section(c: &ChartFile) -> String {
+    let file = c.svg.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let png = c.png.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    format!(
+        "<section>\n<h2>{}</h2>\n<img src=\"{}\" width=\"{}\" height=\"{}\" alt=\"{}\">\n<p class=\"files\">{} · {}</p>\n</section>\n",
+        escape(&c.title),
+        escape(&file),
+        c.size.0,
+        c.size.1,
+        escape(&c.title),
+        link(&file),
+        link(&png)
+    )
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1040px;color:#222}\

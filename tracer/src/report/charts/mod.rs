@@ -2,10 +2,13 @@
 //! self-contained `index.html` that shows them with the key numbers.
 //!
 //! One file per chart builds its [`BarChart`] from the report (pure, unit tested);
-//! `draw.rs` draws any of them; the categories' colours live in `palette.rs` alone.
+//! `draw.rs` draws any of them (`draw_signed.rs` the signed bars of an experiment's
+//! slowdown, which `experiment::charts` builds); the categories' colours live in
+//! `palette.rs` alone.
 
 mod attribution;
 mod draw;
+mod draw_signed;
 mod exit_latency;
 mod exits;
 #[cfg(test)]
@@ -23,8 +26,12 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+pub use draw_signed::MEASURED as MEASURED_COLOUR;
 pub use font::FontError;
-pub use model::{Bar, BarChart, Chart, Segment, TimelineCell, TimelineChart, TimelineRow};
+pub use html::{chart_section, escape};
+pub use model::{
+    Bar, BarChart, Chart, Reference, Segment, SignedChart, SignedRow, TimelineCell, TimelineChart, TimelineRow,
+};
 pub use palette::{Category, Rgb};
 
 use super::{Report, WriteError, write_atomic};

@@ -101,11 +101,44 @@ pub struct TimelineCell {
     pub vmm_arrivals: Vec<String>,
 }
 
+/// Signed horizontal bars: per row a measured value with its error, and below it the
+/// components that explain it, stacked from zero (increases to the right, decreases to
+/// the left), with reference marks (an experiment's slowdown beside the study's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignedChart {
+    pub name: &'static str,
+    pub title: String,
+    /// The value axis: what is measured, in which unit.
+    pub unit: String,
+    pub rows: Vec<SignedRow>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignedRow {
+    pub label: String,
+    /// What was measured (the grey bar), and its error (the whisker: ± this).
+    pub measured: f64,
+    pub error: f64,
+    /// What it is made of, each in its category's colour; their sum is `measured`.
+    pub components: Vec<Segment>,
+    /// Figures to compare with, marked across the row.
+    pub references: Vec<Reference>,
+}
+
+/// A figure to compare with, e.g. the study's +4.89 % for KVM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reference {
+    pub label: String,
+    pub value: f64,
+}
+
 /// Any chart this module draws.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Chart {
     Bars(BarChart),
     Timeline(TimelineChart),
+    Signed(SignedChart),
 }
 
 impl Chart {
@@ -113,6 +146,7 @@ impl Chart {
         match self {
             Chart::Bars(c) => c.name,
             Chart::Timeline(c) => c.name,
+            Chart::Signed(c) => c.name,
         }
     }
 
@@ -120,6 +154,7 @@ impl Chart {
         match self {
             Chart::Bars(c) => &c.title,
             Chart::Timeline(c) => &c.title,
+            Chart::Signed(c) => &c.title,
         }
     }
 
@@ -128,6 +163,7 @@ impl Chart {
         match self {
             Chart::Bars(c) => c.bars.iter().map(|b| b.label.as_str()).collect(),
             Chart::Timeline(c) => c.rows.iter().map(|r| r.label.as_str()).collect(),
+            Chart::Signed(c) => c.rows.iter().map(|r| r.label.as_str()).collect(),
         }
     }
 
@@ -135,7 +171,7 @@ impl Chart {
     pub fn bars(&self) -> &[Bar] {
         match self {
             Chart::Bars(c) => &c.bars,
-            Chart::Timeline(_) => &[],
+            Chart::Timeline(_) | Chart::Signed(_) => &[],
         }
     }
 
@@ -143,6 +179,7 @@ impl Chart {
         match self {
             Chart::Bars(c) => &c.notes,
             Chart::Timeline(c) => &c.notes,
+            Chart::Signed(c) => &c.notes,
         }
     }
 
@@ -153,6 +190,10 @@ impl Chart {
             Chart::Timeline(c) => Category::ALL
                 .into_iter()
                 .filter(|cat| c.rows.iter().flat_map(|r| &r.cells).any(|cell| cell.shares.iter().any(|s| s.0 == *cat)))
+                .collect(),
+            Chart::Signed(c) => Category::ALL
+                .into_iter()
+                .filter(|cat| c.rows.iter().flat_map(|r| &r.components).any(|s| s.category == *cat))
                 .collect(),
         }
     }
