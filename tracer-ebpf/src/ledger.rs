@@ -100,18 +100,28 @@ fn add_pair(victim: u32, thief: u32, ns: u64) -> bool {
 }
 
 /// Charges the victim's wait `[from, to)` on the CPU of `history` to its thieves.
+/// The victim's entry is looked up again only for a charge it cannot pass on: no
+/// pointer to it lives across the walk, so that the verifier sees one state whether
+/// the entry came from the array or from the hash (with it live, the walk was verified
+/// once per origin, and the switch program grew past the verifier's 1M-instruction
+/// budget once the timeline's branch doubled it again).
 #[inline(always)]
-fn charge_wait(victim: u32, t: *mut ThreadSched, history: &CpuHistory, from: u64, to: u64, w: &Window) {
+fn charge_wait(victim: u32, history: &CpuHistory, from: u64, to: u64, w: &Window) {
     let mut lost = 0u64;
     let overflow = history.walk(from, to, w, |thief, ns| {
         if !add_pair(victim, thief, ns) {
             lost += ns;
         }
     });
-    // SAFETY: the victim's entry; its updates are serialized by its run-queue lock.
-    unsafe {
-        (*t).add_unresolved(unresolved::HISTORY_OVERFLOW, overflow);
-        (*t).add_unresolved(unresolved::LEDGER_FULL, lost);
+    if overflow == 0 && lost == 0 {
+        return;
+    }
+    if let Some(t) = sched_lookup(victim) {
+        // SAFETY: the victim's entry; its updates are serialized by its run-queue lock.
+        unsafe {
+            (*t).add_unresolved(unresolved::HISTORY_OVERFLOW, overflow);
+            (*t).add_unresolved(unresolved::LEDGER_FULL, lost);
+        }
     }
 }
 
@@ -146,7 +156,7 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
     let wait = unsafe { (*t).on_switch_in(now, cpu, w) };
     if let (Some(from), Some(h)) = (wait, history) {
         // SAFETY: as above.
-        charge_wait(next, t, unsafe { &*h }, from, now, w);
+        charge_wait(next, unsafe { &*h }, from, now, w);
     }
 }
 
@@ -177,7 +187,7 @@ pub fn on_migrate(tid: u32, dest: u32) {
     }
     let w = window();
     match CPU_HISTORY.get(old) {
-        Some(h) => charge_wait(tid, t, h, from, now, &w),
+        Some(h) => charge_wait(tid, h, from, now, &w),
         // SAFETY: as above.
         None => unsafe { (*t).add_unresolved(unresolved::MIGRATED, tracer_common::ledger::clip(from, now, &w)) },
     }

@@ -36,9 +36,6 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
     // SAFETY: per-CPU slot, this CPU only, interrupts off in the scheduler.
     let d = unsafe { (*cpu).switch(now, &w, next_tid) };
     let involuntary = how == SwitchOut::Runnable;
-    if w.timeline() {
-        timeline::on_switch(now, prev, next_tid, involuntary);
-    }
     if ledger_on() {
         ledger::on_switch(prev, next_tid, now, how, &w);
     }
@@ -55,6 +52,11 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
                 (*s).involuntary_switches += 1;
             }
         }
+    }
+    // Last, after the ledger's walk: a branch before it would double the states the
+    // verifier explores there (the program outgrew the 1M-instruction budget so).
+    if w.timeline() {
+        timeline::on_switch(now, prev, next_tid, involuntary);
     }
     first
 }
