@@ -12,6 +12,7 @@ use aya::{
 };
 use tracer_common::{
     Window, globals,
+    ledger::kfield,
     names::{map, program},
     tp_off,
 };
@@ -36,6 +37,9 @@ struct Plan {
     usable: Vec<&'static TracepointRow>,
     /// `task_struct.pid` offset when tp_btf sched_switch is usable.
     btf_pid_offset: Option<u32>,
+    /// The `SCHED_INFO_OFFSETS` global when tp_btf sched_switch infers wakeups from
+    /// the kernel's bookkeeping instead of a sched_wakeup program.
+    sched_info: Option<[u32; kfield::COUNT]>,
 }
 
 impl Plan {
@@ -80,6 +84,7 @@ impl Probes {
         }
         read_layouts(&root, opts, &mut plan)?;
         plan.btf_pid_offset = choose_sched_switch(opts, &mut plan.features);
+        plan.sched_info = choose_wakeless(opts, &plan);
         raise_memlock_limit();
         let cpus = Cpus::read()?;
         let mut ebpf = load(opts, &plan, &cpus)?;
@@ -188,6 +193,37 @@ pub fn btf_pid_offset() -> Result<u32, String> {
     }
 }
 
+/// Whether tp_btf sched_switch can do without the sched_wakeup program: with the
+/// ledger, without the timeline (its wakeup records come from that program), unless
+/// asked for the program, and where the kernel's BTF has the fields
+/// (`CONFIG_SCHED_INFO`, `CONFIG_FAIR_GROUP_SCHED`). None = the program runs.
+fn choose_wakeless(opts: &ProbeOptions, plan: &Plan) -> Option<[u32; kfield::COUNT]> {
+    if plan.btf_pid_offset.is_none() || !opts.ledger || opts.wakeup_probe || opts.timeline_ring_bytes != 0 {
+        return None;
+    }
+    match sched_info_offsets() {
+        Ok(offsets) => Some(offsets),
+        Err(reason) => {
+            log::info!("the sched_wakeup program runs: {reason}");
+            None
+        }
+    }
+}
+
+/// The byte offsets `kfield` lists, from the kernel's BTF, or why they are not there.
+pub fn sched_info_offsets() -> Result<[u32; kfield::COUNT], String> {
+    let btf = btf::Btf::from_sys_fs().map_err(|e| chain(&e))?;
+    let off = |s: &str, m: &str| btf.member_offset(s, m).map_err(|e| e.to_string());
+    let (info, se) = (off("task_struct", "sched_info")?, off("task_struct", "se")?);
+    let mut o = [0u32; kfield::COUNT];
+    o[kfield::LAST_QUEUED] = info + off("sched_info", "last_queued")?;
+    o[kfield::RUN_DELAY] = info + off("sched_info", "run_delay")?;
+    o[kfield::SE_CFS_RQ] = se + off("sched_entity", "cfs_rq")?;
+    o[kfield::CFS_RQ_RQ] = off("cfs_rq", "rq")?;
+    o[kfield::RQ_CLOCK] = off("rq", "clock")?;
+    Ok(o)
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
 fn raise_memlock_limit() {
     let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -207,6 +243,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
         .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
         .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
+        .override_global(globals::SCHED_INFO_OFFSETS, &plan.sched_info.unwrap_or_default(), true)
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
         .map_max_entries(map::THREAD_SCHED, sched_hash)
@@ -259,6 +296,10 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     }
     if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
         for (program, tracepoint) in LEDGER_BTF {
+            if program == program::SCHED_WAKEUP_BTF && plan.sched_info.is_some() {
+                features.attached.push(WAKELESS_PROBE.into());
+                continue;
+            }
             attach_btf(ebpf, program, tracepoint)?;
             features.attached.push(format!("tp_btf:{tracepoint}"));
         }
@@ -266,12 +307,19 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     Ok(())
 }
 
+/// What `check` and the report list where sched_switch replaces sched_wakeup.
+pub const WAKELESS_PROBE: &str =
+    "tp_btf:sched_switch reads the kernel's sched_info (wakeups inferred at switch-in, no sched_wakeup program)";
+
 /// Loads the tp_btf program `program` for `tracepoint` and attaches it.
 fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), ProbeError> {
     let attach_err = |source| ProbeError::Attach { probe: format!("tp_btf:{tracepoint}"), source };
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
     let p: &mut BtfTracePoint = program_mut(ebpf, program)?;
     p.load(tracepoint, &kernel_btf).map_err(attach_err)?;
+    if let Ok(info) = p.info() {
+        log::debug!("tp_btf:{tracepoint}: the verifier processed {:?} instructions", info.verified_instruction_count());
+    }
     p.attach().map_err(attach_err)?;
     Ok(())
 }

@@ -125,6 +125,9 @@ pub struct ProbeOptions {
     /// Keep the run-queue states in the hash even where `pid_max` allows the array
     /// by tid (for `bench` and the tests of the hash path).
     pub sched_in_hash: bool,
+    /// With `ledger` and tp_btf: run the sched_wakeup program even where sched_switch
+    /// can infer wakeups from the kernel's bookkeeping (for `bench` and tests).
+    pub wakeup_probe: bool,
     /// Size of the timeline's ring buffer (a power of two, a multiple of the page
     /// size); 0 = no timeline (`record --timeline`).
     pub timeline_ring_bytes: u32,
@@ -152,6 +155,7 @@ impl Default for ProbeOptions {
             ledger: true,
             runq_only: false,
             sched_in_hash: false,
+            wakeup_probe: false,
             timeline_ring_bytes: 0,
         }
     }
