@@ -333,6 +333,8 @@ fn blocking_pair(opts: &ProbeOptions) -> [u64; 2] {
         }
     };
     let (report, truth) = traced(opts, vec![("ping", Box::new(ping)), ("pong", Box::new(pong))]);
+    let inferred = report.host.features.attached.iter().any(|p| p == vmmtrace::probe::table::WAKELESS_PROBE);
+    assert_eq!(inferred, !opts.wakeup_probe, "attached: {:?}", report.host.features.attached);
     let mut wakeups = [0; 2];
     for ((&(tid, run_delay), per_round), n) in truth.iter().zip([2, 1]).zip(wakeups.iter_mut()) {
         let th = thread(&report, tid);

@@ -22,7 +22,10 @@ use super::{
     maps::Maps,
     privileges::check_privileges,
     sched_by_tid,
-    table::{Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow},
+    table::{
+        Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow,
+        WAKELESS_PROBE,
+    },
     tracefs::{self, TracefsError},
 };
 use crate::error::chain;
@@ -306,10 +309,6 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     }
     Ok(())
 }
-
-/// What `check` and the report list where sched_switch replaces sched_wakeup.
-pub const WAKELESS_PROBE: &str =
-    "tp_btf:sched_switch reads the kernel's sched_info (wakeups inferred at switch-in, no sched_wakeup program)";
 
 /// Loads the tp_btf program `program` for `tracepoint` and attaches it.
 fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), ProbeError> {

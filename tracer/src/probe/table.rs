@@ -184,6 +184,11 @@ const _: () = assert!(KVM_EVENT_SLOTS.len() <= program::KVM_EVENT.len());
 pub const LEDGER_BTF: [(&str, &str); 2] =
     [(program::SCHED_WAKEUP_BTF, "sched_wakeup"), (program::SCHED_WAKEUP_NEW_BTF, "sched_wakeup_new")];
 
+/// What `check` and the report's `attached` list where tp_btf sched_switch infers
+/// wakeups from the kernel's sched_info instead of a sched_wakeup program.
+pub const WAKELESS_PROBE: &str =
+    "tp_btf:sched_switch reads the kernel's sched_info (wakeups inferred at switch-in, no sched_wakeup program)";
+
 /// The probe listed when `--no-ledger` leaves out the run-queue states and the ledger.
 pub const NO_LEDGER_PROBE: &str = "sched:sched_wakeup, sched:sched_wakeup_new (run-queue wait and ledger)";
 
