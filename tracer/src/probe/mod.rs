@@ -24,7 +24,7 @@ use tracer_common::{
     ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
 };
 
-pub use attach::btf_pid_offset;
+pub use attach::{btf_pid_offset, sched_info_offsets};
 pub use maps::watch_self_raw;
 pub use privileges::check_privileges;
 
