@@ -40,11 +40,11 @@ fn btf_gives_the_sched_info_fields_that_replace_the_wakeup_program() {
     let b = Btf::from_sys_fs().unwrap();
     let info = b.member_offset("task_struct", "sched_info").unwrap();
     for f in [kfield::LAST_QUEUED, kfield::RUN_DELAY] {
-        assert!(o[f] >= info && o[f] < info + 128 && o[f] % 8 == 0, "{o:?}, sched_info at {info}");
+        assert!(o[f] >= info && o[f] < info + 128 && o[f].is_multiple_of(8), "{o:?}, sched_info at {info}");
     }
     assert_ne!(o[kfield::LAST_QUEUED], o[kfield::RUN_DELAY]);
-    assert!(o[kfield::SE_CFS_RQ] > 0 && o[kfield::SE_CFS_RQ] % 8 == 0, "{o:?}");
-    assert!(o[kfield::CFS_RQ_RQ] % 8 == 0 && o[kfield::RQ_CLOCK] % 8 == 0, "{o:?}");
+    assert!(o[kfield::SE_CFS_RQ] > 0 && o[kfield::SE_CFS_RQ].is_multiple_of(8), "{o:?}");
+    assert!(o[kfield::CFS_RQ_RQ].is_multiple_of(8) && o[kfield::RQ_CLOCK].is_multiple_of(8), "{o:?}");
 }
 
 #[test]
