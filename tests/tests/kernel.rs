@@ -28,6 +28,25 @@ fn btf_gives_task_pid_and_the_sched_switch_prototype() {
     assert_eq!(b.typedef_proto_params("btf_trace_sched_switch").unwrap(), 5);
 }
 
+/// The kernel's run-queue bookkeeping that tp_btf sched_switch reads instead of a
+/// sched_wakeup program (design.md, "Wakeups from the kernel's sched_info") is in
+/// this kernel's BTF: last_queued and run_delay inside sched_info,
+/// and the pointers on the way to rq->clock.
+#[test]
+fn btf_gives_the_sched_info_fields_that_replace_the_wakeup_program() {
+    require_root!();
+    use tracer_common::ledger::kfield;
+    let o = vmmtrace::probe::sched_info_offsets().expect("this kernel has CONFIG_SCHED_INFO and FAIR_GROUP_SCHED");
+    let b = Btf::from_sys_fs().unwrap();
+    let info = b.member_offset("task_struct", "sched_info").unwrap();
+    for f in [kfield::LAST_QUEUED, kfield::RUN_DELAY] {
+        assert!(o[f] >= info && o[f] < info + 128 && o[f].is_multiple_of(8), "{o:?}, sched_info at {info}");
+    }
+    assert_ne!(o[kfield::LAST_QUEUED], o[kfield::RUN_DELAY]);
+    assert!(o[kfield::SE_CFS_RQ] > 0 && o[kfield::SE_CFS_RQ].is_multiple_of(8), "{o:?}");
+    assert!(o[kfield::CFS_RQ_RQ].is_multiple_of(8) && o[kfield::RQ_CLOCK].is_multiple_of(8), "{o:?}");
+}
+
 #[test]
 fn tracefs_formats_give_the_fields_the_probes_read() {
     require_root!();

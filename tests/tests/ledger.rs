@@ -287,3 +287,67 @@ fn a_vcpu_sharing_its_cpu_with_a_busy_emulator_loses_it_to_the_emulator() {
         unresolved_ns(thread(&report, emulator))
     );
 }
+
+/// Two threads pinned to one CPU that block all the time: ping sleeps 50 µs, then
+/// sends a byte over a pipe and blocks until pong sends it back. Each round, ping is
+/// woken up to twice (timer, pipe: once when pong's reply comes before ping blocks)
+/// and pong up to once. Where tp_btf sched_switch infers wakeups from the kernel's
+/// sched_info (the default) and with the sched_wakeup program: the closure holds and
+/// the inferred count is not below the program's (less 5 % for the two runs' different
+/// schedules: here it was 0-10 % above). The inferred wait matches run_delay (the
+/// sched_wakeup path is printed only: it was 17 % over run_delay for ping here, as the
+/// issue's tests have no blocking thread; see docs/results.md).
+#[test]
+fn blocking_threads_wakeups_inferred_or_from_the_wakeup_program() {
+    require_root!();
+    let inferred = blocking_pair(&ProbeOptions::default());
+    let program = blocking_pair(&ProbeOptions { wakeup_probe: true, ..Default::default() });
+    for (name, (a, b)) in ["ping", "pong"].iter().zip(inferred.into_iter().zip(program)) {
+        eprintln!("{name}: {a} wakeups inferred, {b} from the sched_wakeup program");
+        assert!(a + a / 20 >= b, "{name}: {a} wakeups inferred, {b} from the program");
+    }
+}
+
+/// Runs the pair; returns (ping, pong) wakeups.
+fn blocking_pair(opts: &ProbeOptions) -> [u64; 2] {
+    use std::io::{Read as _, Write as _};
+    const ROUNDS: u64 = 2000;
+    let cpu = online_cpus()[0];
+    let (mut ping_r, mut ping_w) = std::io::pipe().unwrap();
+    let (mut pong_r, mut pong_w) = std::io::pipe().unwrap();
+    let ping = move || {
+        pin_self(cpu);
+        let mut b = [0u8; 1];
+        for _ in 0..ROUNDS {
+            std::thread::sleep(Duration::from_micros(50));
+            ping_w.write_all(&b).unwrap();
+            pong_r.read_exact(&mut b).unwrap();
+        }
+    };
+    let pong = move || {
+        pin_self(cpu);
+        let mut b = [0u8; 1];
+        for _ in 0..ROUNDS {
+            ping_r.read_exact(&mut b).unwrap();
+            pong_w.write_all(&b).unwrap();
+        }
+    };
+    let (report, truth) = traced(opts, vec![("ping", Box::new(ping)), ("pong", Box::new(pong))]);
+    let inferred = report.host.features.attached.iter().any(|p| p == vmmtrace::probe::table::WAKELESS_PROBE);
+    assert_eq!(inferred, !opts.wakeup_probe, "attached: {:?}", report.host.features.attached);
+    let mut wakeups = [0; 2];
+    for ((&(tid, run_delay), per_round), n) in truth.iter().zip([2, 1]).zip(wakeups.iter_mut()) {
+        let th = thread(&report, tid);
+        if opts.wakeup_probe {
+            let s = th.sched.as_ref().unwrap();
+            eprintln!("{}: runq_wait_ns {} run_delay {run_delay} (sched_wakeup program)", th.comm, s.runq_wait_ns);
+        } else {
+            assert_wait_matches(th, run_delay);
+        }
+        assert_closes(th);
+        assert_wait_all_charged(&report, th);
+        *n = th.sched.as_ref().unwrap().wakeups;
+        assert!(*n >= ROUNDS / 2 && *n <= per_round * ROUNDS + 2, "{}: {n} wakeups", th.comm);
+    }
+    wakeups
+}

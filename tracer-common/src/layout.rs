@@ -24,7 +24,7 @@ const _: () = assert!(size_of::<ExitStats>() == (3 + HIST_BUCKETS) * 8);
 // The Mode stored in VcpuState::mode.
 const _: () = assert!(size_of::<crate::Mode>() == 4);
 const _: () = assert!(
-    size_of::<ThreadSched>() == 4 + 4 + 9 * 8 + unresolved::COUNT * 8 + HIST_BUCKETS * 4 + 4 + 4
+    size_of::<ThreadSched>() == 4 + 4 + 10 * 8 + unresolved::COUNT * 8 + HIST_BUCKETS * 4 + 4 + 4
         && align_of::<ThreadSched>() == 8
 );
 const _: () = assert!(size_of::<CpuHistory>() == 4 + 4 + 8 + HISTORY_LEN * (8 + 4));

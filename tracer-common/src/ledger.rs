@@ -44,6 +44,34 @@ pub mod level {
     pub const FULL: u32 = 2;
 }
 
+/// The kernel's run-queue bookkeeping (`CONFIG_SCHED_INFO`) that tp_btf
+/// sched_switch reads where no sched_wakeup program runs: indices of the
+/// `SCHED_INFO_OFFSETS` global, each a byte offset from the kernel's BTF.
+///
+/// At sched_switch (before `sched_info_switch`, which runs after the tracepoint),
+/// `next->sched_info.last_queued` is when next was enqueued on this run queue, in
+/// the run queue's clock, and `rq->clock` is the value `sched_info_arrive` is about
+/// to use: their difference is exactly what the kernel adds to `run_delay` for the
+/// wait on this CPU. `run_delay` itself, minus its value when the thread blocked, is
+/// what it waited on other run queues before a migration (`sched_info_dequeue`).
+pub mod kfield {
+    /// `task_struct.sched_info.last_queued` (u64, rq clock; 0 = not queued).
+    pub const LAST_QUEUED: usize = 0;
+    /// `task_struct.sched_info.run_delay` (u64, ns, cumulative).
+    pub const RUN_DELAY: usize = 1;
+    /// `task_struct.se.cfs_rq` (a pointer; set for every task, whatever its class).
+    pub const SE_CFS_RQ: usize = 2;
+    /// `cfs_rq.rq` (a pointer).
+    pub const CFS_RQ_RQ: usize = 3;
+    /// `rq.clock` (u64).
+    pub const RQ_CLOCK: usize = 4;
+    pub const COUNT: usize = 5;
+}
+
+/// `ThreadSched::run_delay_ns` when the kernel's `run_delay` at the thread's last
+/// block is not known.
+pub const NO_RUN_DELAY: u64 = u64::MAX;
+
 /// Values of `ThreadSched::state`.
 pub mod state {
     /// Created by an event that says nothing of the state (a migration), or not
@@ -157,6 +185,9 @@ pub struct ThreadSched {
     pub born_ns: u64,
     /// Last switch-out as `TASK_DEAD`; 0 = alive.
     pub died_ns: u64,
+    /// The kernel's `run_delay` when the thread last blocked ([`NO_RUN_DELAY`] = not
+    /// read), where sched_switch infers wakeups (see [`kfield`]).
+    pub run_delay_ns: u64,
     /// Wait time that could not be charged to a thief, by [`unresolved`] reason.
     pub unresolved_ns: [u64; unresolved::COUNT],
     /// Log2 histogram of single waits (bucket as `kvm::log2_bucket`).
@@ -188,6 +219,7 @@ impl ThreadSched {
         wait_on_cpu_since_ns: 0,
         born_ns: 0,
         died_ns: 0,
+        run_delay_ns: NO_RUN_DELAY,
         runq_wait_ns: 0,
         blocked_ns: 0,
         wakeups: 0,
@@ -263,6 +295,29 @@ impl ThreadSched {
             self.wakeups += 1;
         }
         true
+    }
+
+    /// Where no sched_wakeup program runs: a blocked thread is being switched in on
+    /// `cpu` at `now`, after waiting `wait_here` on this CPU's run queue and
+    /// `run_delay` - `run_delay_ns` on others (the kernel's own accounts, see
+    /// [`kfield`]). Its wakeup is placed back at `now` minus the whole wait (never
+    /// before it blocked), the part on other CPUs is [`unresolved::MIGRATED`], and the
+    /// wait on this CPU begins at `now - wait_here`: [`Self::on_switch_in`] then
+    /// charges it. When `run_delay` at the block is not known, only `wait_here` is
+    /// taken as waited.
+    #[inline(always)]
+    pub fn on_inferred_wakeup(&mut self, now: u64, cpu: u32, wait_here: u64, run_delay: u64, w: &Window) {
+        let elsewhere = if self.run_delay_ns == NO_RUN_DELAY { 0 } else { run_delay.saturating_sub(self.run_delay_ns) };
+        let here_from = now.saturating_sub(wait_here);
+        let woken = here_from.saturating_sub(elsewhere);
+        let woken = if woken > self.since_ns { woken } else { self.since_ns };
+        let woken = if woken < now { woken } else { now };
+        self.on_wakeup(woken, w);
+        if here_from > woken {
+            self.unresolved_ns[unresolved::MIGRATED] += clip(woken, here_from, w);
+            self.wait_on_cpu_since_ns = here_from;
+        }
+        self.cpu = cpu;
     }
 
     /// `sched_wakeup_new`: a new thread, runnable from `now` (in place, so that the
@@ -345,6 +400,7 @@ impl ThreadSched {
         self.missed_switches += 1;
         if self.state == state::ON_CPU && self.cpu == cpu {
             self.enter(state::BLOCKED, at);
+            self.run_delay_ns = NO_RUN_DELAY;
         }
     }
 

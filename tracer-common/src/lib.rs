@@ -36,6 +36,10 @@ pub mod globals {
     /// ledger the probes keep (the verifier drops the code of the rest, so each level
     /// costs exactly what it runs).
     pub const LEDGER_ON: &str = "LEDGER_ON";
+    /// [u32; ledger::kfield::COUNT]: byte offsets of the kernel's own run-queue
+    /// bookkeeping that tp_btf sched_switch reads instead of a sched_wakeup program
+    /// (from the kernel's BTF; all 0 = that path is off, see `ledger::kfield`).
+    pub const SCHED_INFO_OFFSETS: &str = "SCHED_INFO_OFFSETS";
 }
 
 /// Indices into the `TP_OFFSETS` global.

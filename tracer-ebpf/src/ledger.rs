@@ -17,7 +17,7 @@ use tracer_common::{
 use crate::{
     maps::{
         CPU_HISTORY, LEDGER, PAIR_CACHE, THREAD_SCHED, THREAD_SCHED_BY_TID, bump, current_tid, get_or_insert,
-        ledger_full, now, task_tid, tp_offset, window,
+        ledger_full, now, task_run_delay, task_tid, task_wait_here, tp_offset, wakeless, window,
     },
     timeline,
 };
@@ -125,10 +125,14 @@ fn charge_wait(victim: u32, history: &CpuHistory, from: u64, to: u64, w: &Window
     }
 }
 
+/// The task pointers of a tp_btf sched_switch, (prev, next), for the kernel's own
+/// run-queue bookkeeping where no sched_wakeup program runs.
+pub type Tasks = Option<(*const u8, *const u8)>;
+
 /// The ledger's part of a context switch on this CPU at `now`: prev's interval ends
 /// and it leaves as `how`; next's begins, and its wait (if it waited) is charged.
 #[inline(always)]
-pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
+pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window, tasks: Tasks) {
     // SAFETY: helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let history = if ledger_full() { CPU_HISTORY.get_ptr_mut(cpu) } else { None };
@@ -147,16 +151,42 @@ pub fn on_switch(prev: u32, next: u32, now: u64, how: SwitchOut, w: &Window) {
     {
         // SAFETY: prev's entry, serialized by its run-queue lock.
         unsafe { (*t).on_switch_out(now, cpu, how, prev_since, w) };
+        // Kept at every switch-out (a branch on `how` would double the verifier's
+        // states); it is read only after one as blocked.
+        if let Some((prev_task, _)) = tasks
+            && wakeless()
+        {
+            // SAFETY: as above.
+            unsafe { (*t).run_delay_ns = task_run_delay(prev_task) };
+        }
     }
     if next == 0 {
         return;
     }
     let Some(t) = sched_entry(next) else { return };
+    if let Some((_, next_task)) = tasks
+        && wakeless()
+    {
+        infer_wakeup(t, next_task, now, cpu, w);
+    }
     // SAFETY: next's entry, serialized by its run-queue lock.
     let wait = unsafe { (*t).on_switch_in(now, cpu, w) };
     if let (Some(from), Some(h)) = (wait, history) {
         // SAFETY: as above.
         charge_wait(next, unsafe { &*h }, from, now, w);
+    }
+}
+
+/// Where no sched_wakeup program runs: a blocked thread switched in was woken, and
+/// the kernel's bookkeeping says how long ago (see `tracer_common::ledger::kfield`).
+#[inline(always)]
+fn infer_wakeup(t: *mut ThreadSched, next_task: *const u8, now: u64, cpu: u32, w: &Window) {
+    // SAFETY: next's entry, serialized by its run-queue lock.
+    unsafe {
+        if (*t).state != tracer_common::ledger::state::BLOCKED {
+            return;
+        }
+        (*t).on_inferred_wakeup(now, cpu, task_wait_here(next_task), task_run_delay(next_task), w);
     }
 }
 

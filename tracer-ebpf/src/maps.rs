@@ -10,7 +10,7 @@ use aya_ebpf::{
 use tracer_common::{
     CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
-    ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched},
+    ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched, kfield},
     retire::ExitMark,
     tp_off,
 };
@@ -23,6 +23,8 @@ static TASK_PID_OFFSET: u32 = 0;
 static GUEST_IRQ_TEXT: [u64; 2 * tracer_common::kvm::GUEST_IRQ_RANGES] = [0; 2 * tracer_common::kvm::GUEST_IRQ_RANGES];
 #[unsafe(no_mangle)]
 static LEDGER_ON: u32 = 0;
+#[unsafe(no_mangle)]
+static SCHED_INFO_OFFSETS: [u32; kfield::COUNT] = [0; kfield::COUNT];
 #[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
 
@@ -80,6 +82,47 @@ pub fn ledger_full() -> bool {
 pub fn task_tid(task: *const u8) -> u32 {
     // SAFETY: `task` is a trusted BTF pointer and the offset is task_struct.pid's.
     unsafe { core::ptr::read_volatile(task.add(task_pid_offset()) as *const i32) as u32 }
+}
+
+/// Byte offset `i` (a constant of [`kfield`]) of the kernel's run-queue bookkeeping.
+#[inline(always)]
+fn sched_info_offset(i: usize) -> usize {
+    // SAFETY: as above; `i` is a constant below kfield::COUNT at every call site.
+    unsafe { core::ptr::read_volatile(&SCHED_INFO_OFFSETS[i]) as usize }
+}
+
+/// Whether sched_switch infers wakeups from the kernel's own bookkeeping (userspace
+/// sets the offsets only where it does, and then attaches no sched_wakeup program).
+#[inline(always)]
+pub fn wakeless() -> bool {
+    sched_info_offset(kfield::RUN_DELAY) != 0
+}
+
+/// A u64 at `off` bytes into a tp_btf task pointer (or a pointer loaded from one): a
+/// direct load, checked by the verifier against the kernel's BTF like [`task_tid`].
+#[inline(always)]
+fn load_u64(p: *const u8, off: usize) -> u64 {
+    // SAFETY: a BTF pointer and the offset of a u64 (or pointer) member of its type.
+    unsafe { core::ptr::read_volatile(p.add(off) as *const u64) }
+}
+
+/// The kernel's cumulative `run_delay` of a task (ns).
+#[inline(always)]
+pub fn task_run_delay(task: *const u8) -> u64 {
+    load_u64(task, sched_info_offset(kfield::RUN_DELAY))
+}
+
+/// At sched_switch, how long `next` has waited on this CPU's run queue: what
+/// `sched_info_arrive` is about to add to its `run_delay` (0 when not queued).
+#[inline(always)]
+pub fn task_wait_here(next: *const u8) -> u64 {
+    let queued = load_u64(next, sched_info_offset(kfield::LAST_QUEUED));
+    if queued == 0 {
+        return 0;
+    }
+    let cfs_rq = load_u64(next, sched_info_offset(kfield::SE_CFS_RQ)) as *const u8;
+    let rq = load_u64(cfs_rq, sched_info_offset(kfield::CFS_RQ_RQ)) as *const u8;
+    load_u64(rq, sched_info_offset(kfield::RQ_CLOCK)).saturating_sub(queued)
 }
 
 #[inline(always)]

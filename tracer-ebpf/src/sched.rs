@@ -26,7 +26,7 @@ use crate::{
 /// of `prev`, so prev is the current task. Returns true for the first switch seen on
 /// this CPU. `how`: how prev left the CPU.
 #[inline(always)]
-fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
+fn on_switch(next_tid: u32, how: SwitchOut, tasks: ledger::Tasks) -> bool {
     bump(counter::SCHED_SWITCH);
     let Some(cpu) = CPU_STATE.get_ptr_mut(0) else { return false };
     // SAFETY: per-CPU slot, this CPU only.
@@ -37,7 +37,7 @@ fn on_switch(next_tid: u32, how: SwitchOut) -> bool {
     let d = unsafe { (*cpu).switch(now, &w, next_tid) };
     let involuntary = how == SwitchOut::Runnable;
     if ledger_on() {
-        ledger::on_switch(prev, next_tid, now, how, &w);
+        ledger::on_switch(prev, next_tid, now, how, &w, tasks);
     }
     if let Some(s) = charge_current(prev, mode_of(prev), d) {
         // SAFETY: per-CPU value returned by the map for this CPU.
@@ -80,11 +80,13 @@ assert_named!(sched_switch_btf, program::SCHED_SWITCH_BTF);
 pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     // Argument indices match the prototype checked at load time.
     let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
     let next_tid = unsafe { bpf_probe_read_kernel(next.add(task_pid_offset()) as *const i32) }.unwrap_or(-1) as u32;
-    if on_switch(next_tid, switch_out_btf(preempt & 0xff != 0, prev_state & 0xffff_ffff)) {
+    let how = switch_out_btf(preempt & 0xff != 0, prev_state & 0xffff_ffff);
+    if on_switch(next_tid, how, Some((prev, next))) {
         log_first(&ctx, "tp_btf");
     }
     0
@@ -98,7 +100,7 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
     let prev_state: i64 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_PREV_STATE)) }.unwrap_or(1);
     // SAFETY: as above.
     let next_tid: i32 = unsafe { ctx.read_at(tp_offset(tp_off::SWITCH_NEXT_PID)) }.unwrap_or(-1);
-    if on_switch(next_tid as u32, switch_out_classic(prev_state as u64)) {
+    if on_switch(next_tid as u32, switch_out_classic(prev_state as u64), None) {
         log_first(&ctx, "tracepoint");
     }
     0

@@ -84,11 +84,14 @@ impl Drop for BpfStats {
 /// "+runq" keeps the run-queue states without the thieves, to price the two apart;
 /// "+hash" keeps them in the hash instead of the array by tid, to price the array.
 /// "+timeline" streams every event to a reader as `record --timeline` does.
-pub const MODES: [&str; 8] = [
+/// "+wakeup" runs the sched_wakeup program where tp_btf sched_switch would infer
+/// wakeups from the kernel's bookkeeping (the path before that, and the timeline's).
+pub const MODES: [&str; 9] = [
     "none",
     "tp_btf",
     "tp_btf+runq",
     "tp_btf+ledger",
+    "tp_btf+ledger+wakeup",
     "tp_btf+ledger+hash",
     "tp_btf+ledger+timeline",
     "tracepoint",
@@ -112,6 +115,7 @@ pub fn run(rounds: u64, reps: usize) -> anyhow::Result<Vec<BenchRow>> {
                         ledger: m.contains('+'),
                         runq_only: m.ends_with("+runq"),
                         sched_in_hash: m.ends_with("+hash"),
+                        wakeup_probe: m.ends_with("+wakeup"),
                         timeline_ring_bytes: if timeline { perfetto::RING_BYTES } else { 0 },
                         ..Default::default()
                     })?;
@@ -281,6 +285,9 @@ fn render_ledger_cost(rows: &[BenchRow]) -> String {
                 parts.push(format!("{base}: {a:.0} ns without, {b:.0} ns with states and ledger ({:.2}x)", b / a));
             }
         }
+        if let (Some(a), Some(b)) = (added("tp_btf"), added("tp_btf+ledger+wakeup")) {
+            parts.push(format!("tp_btf with the sched_wakeup program: {b:.0} ns ({:.2}x)", b / a));
+        }
         if let (Some(a), Some(b)) = (added("tp_btf+runq"), added("tp_btf+ledger")) {
             parts.push(format!("tp_btf, ledger over states alone: {a:.0} -> {b:.0} ns ({:.2}x)", b / a));
         }
@@ -292,6 +299,9 @@ fn render_ledger_cost(rows: &[BenchRow]) -> String {
                 "    in the programs (kernel bpf stats): tp_btf {a:.0} ns without, {b:.0} ns with ({:.2}x)",
                 b / a
             );
+            if let Some(h) = bpf("tp_btf+ledger+wakeup") {
+                let _ = writeln!(s, "    with the sched_wakeup program instead: {h:.0} ns ({:.2}x)", h / a);
+            }
             if let Some(h) = bpf("tp_btf+ledger+hash") {
                 let _ = writeln!(s, "    with the states in the hash instead: {h:.0} ns ({:.2}x)", h / a);
             }

@@ -120,6 +120,25 @@ fn a_migration_hands_the_wait_on_the_old_cpu_back() {
 }
 
 #[test]
+fn a_wakeup_inferred_from_the_kernels_accounts_splits_blocked_and_waiting() {
+    let mut t = ThreadSched::default();
+    t.on_switch_out(2_000, 0, SwitchOut::Blocked, 0, &W);
+    t.run_delay_ns = 50;
+    // Switched in at 5_000 after 300 ns on this run queue and 200 on another one.
+    t.on_inferred_wakeup(5_000, 1, 300, 250, &W);
+    assert_eq!(t.on_switch_in(5_000, 1, &W), Some(4_700));
+    assert_eq!((t.blocked_ns, t.runq_wait_ns, t.wakeups), (2_500, 500, 1));
+    assert_eq!(t.unresolved_ns[unresolved::MIGRATED], 200);
+    // Never woken before it blocked, whatever the accounts say; unknown run_delay at
+    // the block: only the wait here counts.
+    t.on_switch_out(6_000, 1, SwitchOut::Blocked, 0, &W);
+    t.run_delay_ns = NO_RUN_DELAY;
+    t.on_inferred_wakeup(6_100, 1, 400, 9_999, &W);
+    assert_eq!(t.on_switch_in(6_100, 1, &W), Some(6_000));
+    assert_eq!((t.blocked_ns, t.runq_wait_ns, t.wakeups), (2_500, 600, 2));
+}
+
+#[test]
 fn waits_fill_the_histogram() {
     let mut t = ThreadSched::default();
     t.on_switch_out(2_000, 0, SwitchOut::Runnable, 0, &W);

@@ -12,6 +12,7 @@ use aya::{
 };
 use tracer_common::{
     Window, globals,
+    ledger::kfield,
     names::{map, program},
     tp_off,
 };
@@ -23,6 +24,7 @@ use super::{
     sched_by_tid,
     table::{
         EXIT_BTF, Group, KVM_EVENT_SLOTS, LEDGER_BTF, NO_KVM_PROBE, NO_LEDGER_PROBE, Need, TRACEPOINTS, TracepointRow,
+        WAKELESS_PROBE,
     },
     tracefs::{self, TracefsError},
 };
@@ -38,6 +40,9 @@ struct Plan {
     usable: Vec<&'static TracepointRow>,
     /// `task_struct.pid` offset when tp_btf sched_switch is usable.
     btf_pid_offset: Option<u32>,
+    /// The `SCHED_INFO_OFFSETS` global when tp_btf sched_switch infers wakeups from
+    /// the kernel's bookkeeping instead of a sched_wakeup program.
+    sched_info: Option<[u32; kfield::COUNT]>,
 }
 
 impl Plan {
@@ -82,13 +87,24 @@ impl Probes {
         }
         read_layouts(&root, opts, &mut plan)?;
         plan.btf_pid_offset = choose_sched_switch(opts, &mut plan.features);
+        plan.sched_info = choose_wakeless(opts, &plan);
         raise_memlock_limit();
         let cpus = Cpus::read()?;
-        let mut ebpf = load(opts, &plan, &cpus)?;
-        sched_by_tid::fill_unseen(&mut ebpf)?;
+        let features_before = plan.features.clone();
+        let mut ebpf = match load_with_sched(opts, &mut plan, &cpus) {
+            // The wakeup-free path makes sched_switch the program the verifier works
+            // hardest on (~930k of its 1M-instruction budget on 6.18): a kernel whose
+            // verifier explores more states still gets the ledger, through the
+            // sched_wakeup program, rather than no trace at all.
+            Err(e) if plan.sched_info.is_some() => {
+                log::warn!("{}; the ledger uses the sched_wakeup program instead", chain(&e));
+                plan.sched_info = None;
+                plan.features = features_before;
+                load_with_sched(opts, &mut plan, &cpus)?
+            }
+            r => r?,
+        };
         let logger = init_logger(&mut ebpf);
-
-        attach_sched(&mut ebpf, &mut plan)?;
         let mut kvm_event_names = HashMap::new();
         let mut guest_sample_period_ns = 0;
         if opts.kvm {
@@ -191,6 +207,37 @@ pub fn btf_pid_offset() -> Result<u32, String> {
     }
 }
 
+/// Whether tp_btf sched_switch can do without the sched_wakeup program: with the
+/// ledger, without the timeline (its wakeup records come from that program), unless
+/// asked for the program, and where the kernel's BTF has the fields
+/// (`CONFIG_SCHED_INFO`, `CONFIG_FAIR_GROUP_SCHED`). None = the program runs.
+fn choose_wakeless(opts: &ProbeOptions, plan: &Plan) -> Option<[u32; kfield::COUNT]> {
+    if plan.btf_pid_offset.is_none() || !opts.ledger || opts.wakeup_probe || opts.timeline_ring_bytes != 0 {
+        return None;
+    }
+    match sched_info_offsets() {
+        Ok(offsets) => Some(offsets),
+        Err(reason) => {
+            log::info!("the sched_wakeup program runs: {reason}");
+            None
+        }
+    }
+}
+
+/// The byte offsets `kfield` lists, from the kernel's BTF, or why they are not there.
+pub fn sched_info_offsets() -> Result<[u32; kfield::COUNT], String> {
+    let btf = btf::Btf::from_sys_fs().map_err(|e| chain(&e))?;
+    let off = |s: &str, m: &str| btf.member_offset(s, m).map_err(|e| e.to_string());
+    let (info, se) = (off("task_struct", "sched_info")?, off("task_struct", "se")?);
+    let mut o = [0u32; kfield::COUNT];
+    o[kfield::LAST_QUEUED] = info + off("sched_info", "last_queued")?;
+    o[kfield::RUN_DELAY] = info + off("sched_info", "run_delay")?;
+    o[kfield::SE_CFS_RQ] = se + off("sched_entity", "cfs_rq")?;
+    o[kfield::CFS_RQ_RQ] = off("cfs_rq", "rq")?;
+    o[kfield::RQ_CLOCK] = off("rq", "clock")?;
+    Ok(o)
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
 fn raise_memlock_limit() {
     let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -210,6 +257,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
         .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
         .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
+        .override_global(globals::SCHED_INFO_OFFSETS, &plan.sched_info.unwrap_or_default(), true)
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
         .map_max_entries(map::THREAD_INFO, opts.max_threads * 2)
         .map_max_entries(map::THREAD_SCHED, sched_hash)
@@ -243,6 +291,14 @@ fn init_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log::
 
 /// Step 6, scheduler part: sched_switch (tp_btf or classic), then the other
 /// scheduler rows; any failure fails `attach`.
+/// Loads the object as `plan` says and attaches the scheduler programs.
+fn load_with_sched(opts: &ProbeOptions, plan: &mut Plan, cpus: &Cpus) -> Result<Ebpf, ProbeError> {
+    let mut ebpf = load(opts, plan, cpus)?;
+    sched_by_tid::fill_unseen(&mut ebpf)?;
+    attach_sched(&mut ebpf, plan)?;
+    Ok(ebpf)
+}
+
 fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     let features = &mut plan.features;
     if plan.btf_pid_offset.is_some() {
@@ -268,6 +324,10 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     }
     if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
         for (program, tracepoint) in LEDGER_BTF {
+            if program == program::SCHED_WAKEUP_BTF && plan.sched_info.is_some() {
+                features.attached.push(WAKELESS_PROBE.into());
+                continue;
+            }
             attach_btf(ebpf, program, tracepoint)?;
             features.attached.push(format!("tp_btf:{tracepoint}"));
         }
@@ -281,6 +341,9 @@ fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Resul
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
     let p: &mut BtfTracePoint = program_mut(ebpf, program)?;
     p.load(tracepoint, &kernel_btf).map_err(attach_err)?;
+    if let Ok(info) = p.info() {
+        log::debug!("tp_btf:{tracepoint}: the verifier processed {:?} instructions", info.verified_instruction_count());
+    }
     p.attach().map_err(attach_err)?;
     Ok(())
 }

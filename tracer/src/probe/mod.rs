@@ -25,7 +25,7 @@ use tracer_common::{
     ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
 };
 
-pub use attach::btf_pid_offset;
+pub use attach::{btf_pid_offset, sched_info_offsets};
 pub use maps::watch_self_raw;
 pub use privileges::check_privileges;
 
@@ -129,6 +129,9 @@ pub struct ProbeOptions {
     /// Keep the run-queue states in the hash even where `pid_max` allows the array
     /// by tid (for `bench` and the tests of the hash path).
     pub sched_in_hash: bool,
+    /// With `ledger` and tp_btf: run the sched_wakeup program even where sched_switch
+    /// can infer wakeups from the kernel's bookkeeping (for `bench` and tests).
+    pub wakeup_probe: bool,
     /// Size of the timeline's ring buffer (a power of two, a multiple of the page
     /// size); 0 = no timeline (`record --timeline`).
     pub timeline_ring_bytes: u32,
@@ -156,6 +159,7 @@ impl Default for ProbeOptions {
             ledger: true,
             runq_only: false,
             sched_in_hash: false,
+            wakeup_probe: false,
             timeline_ring_bytes: 0,
         }
     }

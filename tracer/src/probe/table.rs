@@ -191,6 +191,10 @@ pub const LEDGER_BTF: [(&str, &str); 2] =
 
 /// The exit probe's tp_btf program and tracepoint, used with tp_btf sched_switch.
 pub const EXIT_BTF: (&str, &str) = (program::SCHED_PROCESS_EXIT_BTF, "sched_process_exit");
+/// What `check` and the report's `attached` list where tp_btf sched_switch infers
+/// wakeups from the kernel's sched_info instead of a sched_wakeup program.
+pub const WAKELESS_PROBE: &str =
+    "tp_btf:sched_switch reads the kernel's sched_info (wakeups inferred at switch-in, no sched_wakeup program)";
 
 /// The probe listed when `--no-ledger` leaves out the run-queue states and the ledger.
 pub const NO_LEDGER_PROBE: &str = "sched:sched_wakeup, sched:sched_wakeup_new (run-queue wait and ledger)";
