@@ -36,6 +36,24 @@ pub mod globals {
     /// ledger the probes keep (the verifier drops the code of the rest, so each level
     /// costs exactly what it runs).
     pub const LEDGER_ON: &str = "LEDGER_ON";
+    /// [u32; kvm_btf_off::COUNT]: where the tp_btf kvm_exit program finds the exit
+    /// reason behind its `struct kvm_vcpu *` argument, per backend (from the
+    /// kernel's BTF; 0 = that backend's structs are not in the kernel's BTF).
+    pub const KVM_BTF_OFFSETS: &str = "KVM_BTF_OFFSETS";
+}
+
+/// Indices into the `KVM_BTF_OFFSETS` global: what the classic kvm_exit record's
+/// `exit_reason` is copied from (the vendor's `get_exit_info`), as byte offsets.
+pub mod kvm_btf_off {
+    /// isa 1 (VMX): `vcpu_vmx.exit_reason` relative to its `vcpu` member.
+    pub const VMX_EXIT_REASON: usize = 0;
+    /// isa 2 (SVM): `vcpu_svm.vmcb` (a pointer) relative to its `vcpu` member...
+    pub const SVM_VMCB: usize = 1;
+    /// ...and `vmcb.control.exit_code` inside the `struct vmcb` it points to.
+    pub const SVM_EXIT_CODE: usize = 2;
+    /// Any other isa (PVM): `vcpu_pvm.exit_reason` relative to its `vcpu` member.
+    pub const PVM_EXIT_REASON: usize = 3;
+    pub const COUNT: usize = 4;
 }
 
 /// Indices into the `TP_OFFSETS` global.

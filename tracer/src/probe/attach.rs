@@ -18,6 +18,7 @@ use tracer_common::{
 
 use super::{
     EBPF_OBJ, Features, KvmSplit, ProbeError, ProbeOptions, Probes, btf, kallsyms,
+    kvm_btf::KvmBtfPlan,
     maps::Maps,
     privileges::check_privileges,
     sched_by_tid,
@@ -38,6 +39,8 @@ struct Plan {
     usable: Vec<&'static TracepointRow>,
     /// `task_struct.pid` offset when tp_btf sched_switch is usable.
     btf_pid_offset: Option<u32>,
+    /// Which kvm programs run as tp_btf, and the offsets they read with.
+    kvm_btf: KvmBtfPlan,
 }
 
 impl Plan {
@@ -80,6 +83,9 @@ impl Probes {
         if !opts.ledger {
             plan.features.unavailable(NO_LEDGER_PROBE, "not requested (--no-ledger)");
         }
+        if opts.kvm {
+            plan.kvm_btf = KvmBtfPlan::choose(opts.classic_kvm);
+        }
         read_layouts(&root, opts, &mut plan)?;
         plan.btf_pid_offset = choose_sched_switch(opts, &mut plan.features);
         raise_memlock_limit();
@@ -94,7 +100,7 @@ impl Probes {
         if opts.kvm {
             attach_kvm(&mut ebpf, &mut plan);
             guest_sample_period_ns = attach_guest_sampler(&mut ebpf, &cpus.online, opts, &mut plan.features);
-            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &mut plan.features);
+            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &plan.kvm_btf, &mut plan.features);
         }
         let maps = Maps::take(&mut ebpf)?;
         Ok(Probes {
@@ -120,7 +126,9 @@ fn read_layouts(root: &Path, opts: &ProbeOptions, plan: &mut Plan) -> Result<(),
         if (row.group == Group::Kvm && !opts.kvm) || (row.group == Group::Ledger && !opts.ledger) {
             continue;
         }
-        if row.fields.is_empty() && row.need == Need::Required {
+        // Required rows without fields, and kvm rows run as tp_btf, need no layout.
+        let tp_btf = row.category == "kvm" && plan.kvm_btf.btf_program(row.program).is_ok();
+        if (row.fields.is_empty() && row.need == Need::Required) || tp_btf {
             plan.usable.push(row);
             continue;
         }
@@ -208,6 +216,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
     EbpfLoader::new()
         .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
+        .override_global(globals::KVM_BTF_OFFSETS, &plan.kvm_btf.offsets, true)
         .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
         .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
         .map_max_entries(map::THREAD_STATS, opts.max_threads)
@@ -289,13 +298,41 @@ fn attach_btf_sched_switch(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     attach_btf(ebpf, program::SCHED_SWITCH_BTF, "sched_switch")
 }
 
-/// Step 6, KVM part: the ioctl and KVM rows; a failure is recorded and tracing goes on.
+/// Step 6, KVM part: the ioctl and KVM rows, each kvm one as tp_btf where
+/// `plan.kvm_btf` chose it; a failure is recorded and tracing goes on.
 fn attach_kvm(ebpf: &mut Ebpf, plan: &mut Plan) {
     let rows: Vec<&TracepointRow> = plan.usable.iter().copied().filter(|r| r.group == Group::Kvm).collect();
     for row in rows {
-        match attach_tracepoint(ebpf, row.program, row.category, row.name) {
-            Ok(()) => plan.features.attached.push(format!("tracepoint:{}", row.probe())),
+        let attached = match row.category {
+            "kvm" => {
+                attach_kvm_tracepoint(ebpf, &plan.kvm_btf, row.program, row.category, row.name, &mut plan.features)
+            }
+            _ => attach_tracepoint(ebpf, row.program, row.category, row.name).map(|()| "tracepoint"),
+        };
+        match attached {
+            Ok(kind) => plan.features.attached.push(format!("{kind}:{}", row.probe())),
             Err(e) => plan.unavailable(row, chain(&e)),
+        }
+    }
+}
+
+/// A kvm tracepoint as its tp_btf twin where chosen, else as the classic tracepoint
+/// (saying why in `features`). Returns which: "tp_btf" or "tracepoint".
+fn attach_kvm_tracepoint(
+    ebpf: &mut Ebpf,
+    kvm_btf: &KvmBtfPlan,
+    classic: &'static str,
+    category: &str,
+    name: &str,
+    features: &mut Features,
+) -> Result<&'static str, ProbeError> {
+    match kvm_btf.btf_program(classic) {
+        Ok(program) => attach_btf(ebpf, program, name).map(|()| "tp_btf"),
+        Err(reason) => {
+            attach_tracepoint(ebpf, classic, category, name)?;
+            features
+                .unavailable(format!("tp_btf:{category}:{name}"), format!("{reason}; using the classic tracepoint"));
+            Ok("tracepoint")
         }
     }
 }
@@ -335,19 +372,29 @@ fn attach_perf_event(ebpf: &mut Ebpf, cpus: &[u32], period: u64) -> Result<(), P
     Ok(())
 }
 
-/// The KVM event slots: slot i's program on the i-th event present. Returns slot ->
-/// "category:name" of what is attached.
-fn attach_kvm_events(ebpf: &mut Ebpf, root: &Path, features: &mut Features) -> HashMap<u32, String> {
+/// The KVM event slots: slot i's program (tp_btf where chosen) on the i-th event
+/// present. Returns slot -> "category:name" of what is attached.
+fn attach_kvm_events(
+    ebpf: &mut Ebpf,
+    root: &Path,
+    kvm_btf: &KvmBtfPlan,
+    features: &mut Features,
+) -> HashMap<u32, String> {
     let mut names = HashMap::new();
     for (slot, event) in KVM_EVENT_SLOTS.iter().enumerate() {
         let probe = format!("{}:{}", event.category, event.name);
-        let attached =
-            tracefs::read_format(root, event.category, event.name).map_err(|e| e.to_string()).and_then(|_| {
-                attach_tracepoint(ebpf, program::KVM_EVENT[slot], event.category, event.name).map_err(|e| chain(&e))
-            });
+        let classic = program::KVM_EVENT[slot];
+        // The classic path needs the event in tracefs; tp_btf found it in the BTF.
+        let present = match kvm_btf.btf_program(classic) {
+            Ok(_) => Ok(()),
+            Err(_) => tracefs::read_format(root, event.category, event.name).map(|_| ()).map_err(|e| e.to_string()),
+        };
+        let attached = present.and_then(|()| {
+            attach_kvm_tracepoint(ebpf, kvm_btf, classic, event.category, event.name, features).map_err(|e| chain(&e))
+        });
         match attached {
-            Ok(()) => {
-                features.attached.push(format!("tracepoint:{probe}"));
+            Ok(kind) => {
+                features.attached.push(format!("{kind}:{probe}"));
                 names.insert(slot as u32, probe);
             }
             Err(reason) => features.unavailable(probe, reason),
