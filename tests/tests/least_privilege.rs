@@ -4,7 +4,10 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Output};
 
-use vmmtrace::{probe::privileges::REQUIRED, report::Report};
+use vmmtrace::{
+    probe::{kvm_btf::KvmBtfPlan, privileges::REQUIRED, table::TRACEPOINTS},
+    report::Report,
+};
 use vmmtrace_tests::{CopyForAnyone, require_root, vmmtrace_cmd};
 
 /// `vmmtrace record -d 300ms -o out` as user nobody with exactly `caps` (setpriv
@@ -44,6 +47,14 @@ fn record_runs_with_exactly_the_documented_capabilities_and_names_each_one_dropp
     let report = Report::from_json(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(!report.threads.is_empty());
     assert_eq!(report.dropped_events, 0);
+    // The kvm probes attach as this user too, as tp_btf where the kernel's BTF allows
+    // (they need no tracefs then).
+    let plan = KvmBtfPlan::choose(false);
+    let attached = &report.host.features.attached;
+    for row in TRACEPOINTS.iter().filter(|r| r.category == "kvm") {
+        let path = if plan.btf_program(row.program).is_ok() { "tp_btf" } else { "tracepoint" };
+        assert!(attached.contains(&format!("{path}:{}", row.probe())), "{path}:{} not in {attached:?}", row.probe());
+    }
 
     for dropped in REQUIRED {
         let rest: Vec<String> = all.iter().filter(|c| **c != setpriv_name(dropped.name)).cloned().collect();
