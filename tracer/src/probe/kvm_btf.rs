@@ -45,7 +45,7 @@ impl KvmBtfPlan {
     /// keeps them all classic, with the reason.
     pub fn choose(forced_classic: bool) -> KvmBtfPlan {
         let btf = match forced_classic {
-            true => Err("not requested (classic_kvm)".to_string()),
+            true => Err("not requested (--classic-kvm)".to_string()),
             false => Btf::from_sys_fs().map_err(|e| crate::error::chain(&e)),
         };
         let mut plan = KvmBtfPlan::default();
