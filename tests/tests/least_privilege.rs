@@ -4,8 +4,13 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Output};
 
+use tracer_common::names::program::KVM_EVENT;
 use vmmtrace::{
-    probe::{kvm_btf::KvmBtfPlan, privileges::REQUIRED, table::TRACEPOINTS},
+    probe::{
+        kvm_btf::KvmBtfPlan,
+        privileges::REQUIRED,
+        table::{KVM_EVENT_SLOTS, TRACEPOINTS},
+    },
     report::Report,
 };
 use vmmtrace_tests::{CopyForAnyone, require_root, vmmtrace_cmd};
@@ -97,6 +102,20 @@ fn unreadable_tracefs_is_not_called_unmounted() {
         "{stdout}"
     );
     assert!(!stdout.contains("not mounted"), "{stdout}");
+    // The kvm probes need no tracefs where they run as tp_btf: this user, with
+    // CAP_BPF and CAP_PERFMON, attaches them (the kvm tracepoints exist here even
+    // where /dev/kvm does not; they need not fire to attach).
+    let plan = KvmBtfPlan::choose(false);
+    let kvm_rows = TRACEPOINTS.iter().filter(|r| r.category == "kvm").map(|r| (r.program, r.probe()));
+    let slots = KVM_EVENT_SLOTS.iter().enumerate().map(|(i, e)| (KVM_EVENT[i], format!("{}:{}", e.category, e.name)));
+    for (program, probe) in kvm_rows.chain(slots) {
+        if plan.btf_program(program).is_err() {
+            eprintln!("{probe}: classic on this kernel, needs tracefs");
+            continue;
+        }
+        let line = format!("tp_btf:{probe}: attached (without tracefs)");
+        assert!(stdout.lines().any(|l| l.contains(&line)), "no line {line}:\n{stdout}");
+    }
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

@@ -119,6 +119,31 @@ impl Probes {
     }
 }
 
+/// A probe ("tp_btf:kvm:<name>") and whether it attached, or why not.
+pub type ProbeTried = (String, Result<(), String>);
+
+/// The kvm probes that need no tracefs (their tp_btf programs), loaded and attached
+/// on their own, then detached: where tracefs is not readable, `check` shows with
+/// this which of them would still work.
+pub fn kvm_btf_without_tracefs() -> Result<Vec<ProbeTried>, ProbeError> {
+    let opts = ProbeOptions::default();
+    let plan = Plan { kvm_btf: KvmBtfPlan::choose(false), ..Plan::default() };
+    raise_memlock_limit();
+    let cpus = Cpus::read()?;
+    let mut ebpf = load(&opts, &plan, &cpus)?;
+    let kvm_rows = TRACEPOINTS.iter().filter(|r| r.category == "kvm").map(|r| (r.program, r.category, r.name));
+    let slots = KVM_EVENT_SLOTS.iter().enumerate().map(|(i, e)| (program::KVM_EVENT[i], e.category, e.name));
+    let mut out = Vec::new();
+    for (classic, category, name) in kvm_rows.chain(slots) {
+        let attached = plan
+            .kvm_btf
+            .btf_program(classic)
+            .and_then(|program| attach_btf(&mut ebpf, program, name).map_err(|e| chain(&e)));
+        out.push((format!("tp_btf:{category}:{name}"), attached));
+    }
+    Ok(out)
+}
+
 /// Step 3: the field offsets of the classic tracepoints' records (they differ across
 /// kernels), from tracefs `format` files.
 fn read_layouts(root: &Path, opts: &ProbeOptions, plan: &mut Plan) -> Result<(), ProbeError> {

@@ -26,7 +26,7 @@ use tracer_common::{
     ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
 };
 
-pub use attach::btf_pid_offset;
+pub use attach::{btf_pid_offset, kvm_btf_without_tracefs};
 pub use maps::watch_self_raw;
 pub use privileges::check_privileges;
 
