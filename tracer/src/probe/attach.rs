@@ -41,6 +41,21 @@ struct Plan {
     btf_pid_offset: Option<u32>,
     /// Which kvm programs run as tp_btf, and the offsets they read with.
     kvm_btf: KvmBtfPlan,
+    kernel_btf: KernelBtf,
+}
+
+/// The kernel's BTF as aya reads it, which every tp_btf program is loaded against:
+/// parsed once per attach (a few hundred ms for vmlinux), dropped after it.
+#[derive(Default)]
+struct KernelBtf(Option<aya::Btf>);
+
+impl KernelBtf {
+    fn get(&mut self) -> Result<&aya::Btf, ProbeError> {
+        if self.0.is_none() {
+            self.0 = Some(aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?);
+        }
+        Ok(self.0.as_ref().expect("parsed just above"))
+    }
 }
 
 impl Plan {
@@ -100,7 +115,7 @@ impl Probes {
         if opts.kvm {
             attach_kvm(&mut ebpf, &mut plan);
             guest_sample_period_ns = attach_guest_sampler(&mut ebpf, &cpus.online, opts, &mut plan.features);
-            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &plan.kvm_btf, &mut plan.features);
+            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &mut plan);
         }
         let maps = Maps::take(&mut ebpf)?;
         Ok(Probes {
@@ -127,7 +142,7 @@ pub type ProbeTried = (String, Result<(), String>);
 /// this which of them would still work.
 pub fn kvm_btf_without_tracefs() -> Result<Vec<ProbeTried>, ProbeError> {
     let opts = ProbeOptions::default();
-    let plan = Plan { kvm_btf: KvmBtfPlan::choose(false), ..Plan::default() };
+    let mut plan = Plan { kvm_btf: KvmBtfPlan::choose(false), ..Plan::default() };
     raise_memlock_limit();
     let cpus = Cpus::read()?;
     let mut ebpf = load(&opts, &plan, &cpus)?;
@@ -138,7 +153,7 @@ pub fn kvm_btf_without_tracefs() -> Result<Vec<ProbeTried>, ProbeError> {
         let attached = plan
             .kvm_btf
             .btf_program(classic)
-            .and_then(|program| attach_btf(&mut ebpf, program, name).map_err(|e| chain(&e)));
+            .and_then(|program| attach_btf(&mut ebpf, &mut plan.kernel_btf, program, name).map_err(|e| chain(&e)));
         out.push((format!("tp_btf:{category}:{name}"), attached));
     }
     Ok(out)
@@ -280,7 +295,7 @@ fn init_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log::
 fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     let features = &mut plan.features;
     if plan.btf_pid_offset.is_some() {
-        attach_btf_sched_switch(ebpf)?;
+        attach_btf(ebpf, &mut plan.kernel_btf, program::SCHED_SWITCH_BTF, "sched_switch")?;
         features.sched_switch = "tp_btf".into();
         features.attached.push("tp_btf:sched_switch".into());
     } else {
@@ -297,12 +312,12 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     }
     if btf {
         let (program, tracepoint) = EXIT_BTF;
-        attach_btf(ebpf, program, tracepoint)?;
+        attach_btf(ebpf, &mut plan.kernel_btf, program, tracepoint)?;
         features.attached.push(format!("tp_btf:{tracepoint}"));
     }
     if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
         for (program, tracepoint) in LEDGER_BTF {
-            attach_btf(ebpf, program, tracepoint)?;
+            attach_btf(ebpf, &mut plan.kernel_btf, program, tracepoint)?;
             features.attached.push(format!("tp_btf:{tracepoint}"));
         }
     }
@@ -310,17 +325,18 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
 }
 
 /// Loads the tp_btf program `program` for `tracepoint` and attaches it.
-fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), ProbeError> {
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    kernel_btf: &mut KernelBtf,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<(), ProbeError> {
     let attach_err = |source| ProbeError::Attach { probe: format!("tp_btf:{tracepoint}"), source };
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
+    let kernel_btf = kernel_btf.get()?;
     let p: &mut BtfTracePoint = program_mut(ebpf, program)?;
-    p.load(tracepoint, &kernel_btf).map_err(attach_err)?;
+    p.load(tracepoint, kernel_btf).map_err(attach_err)?;
     p.attach().map_err(attach_err)?;
     Ok(())
-}
-
-fn attach_btf_sched_switch(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    attach_btf(ebpf, program::SCHED_SWITCH_BTF, "sched_switch")
 }
 
 /// Step 6, KVM part: the ioctl and KVM rows, each kvm one as tp_btf where
@@ -330,7 +346,8 @@ fn attach_kvm(ebpf: &mut Ebpf, plan: &mut Plan) {
     for row in rows {
         let attached = match row.category {
             "kvm" => {
-                attach_kvm_tracepoint(ebpf, &plan.kvm_btf, row.program, row.category, row.name, &mut plan.features)
+                let tp = (row.program, row.category, row.name);
+                attach_kvm_tracepoint(ebpf, &mut plan.kernel_btf, &plan.kvm_btf, tp, &mut plan.features)
             }
             _ => attach_tracepoint(ebpf, row.program, row.category, row.name).map(|()| "tracepoint"),
         };
@@ -345,14 +362,13 @@ fn attach_kvm(ebpf: &mut Ebpf, plan: &mut Plan) {
 /// (saying why in `features`). Returns which: "tp_btf" or "tracepoint".
 fn attach_kvm_tracepoint(
     ebpf: &mut Ebpf,
+    kernel_btf: &mut KernelBtf,
     kvm_btf: &KvmBtfPlan,
-    classic: &'static str,
-    category: &str,
-    name: &str,
+    (classic, category, name): (&'static str, &str, &str),
     features: &mut Features,
 ) -> Result<&'static str, ProbeError> {
     match kvm_btf.btf_program(classic) {
-        Ok(program) => attach_btf(ebpf, program, name).map(|()| "tp_btf"),
+        Ok(program) => attach_btf(ebpf, kernel_btf, program, name).map(|()| "tp_btf"),
         Err(reason) => {
             attach_tracepoint(ebpf, classic, category, name)?;
             features
@@ -399,12 +415,8 @@ fn attach_perf_event(ebpf: &mut Ebpf, cpus: &[u32], period: u64) -> Result<(), P
 
 /// The KVM event slots: slot i's program (tp_btf where chosen) on the i-th event
 /// present. Returns slot -> "category:name" of what is attached.
-fn attach_kvm_events(
-    ebpf: &mut Ebpf,
-    root: &Path,
-    kvm_btf: &KvmBtfPlan,
-    features: &mut Features,
-) -> HashMap<u32, String> {
+fn attach_kvm_events(ebpf: &mut Ebpf, root: &Path, plan: &mut Plan) -> HashMap<u32, String> {
+    let Plan { kvm_btf, kernel_btf, features, .. } = plan;
     let mut names = HashMap::new();
     for (slot, event) in KVM_EVENT_SLOTS.iter().enumerate() {
         let probe = format!("{}:{}", event.category, event.name);
@@ -415,7 +427,8 @@ fn attach_kvm_events(
             Err(_) => tracefs::read_format(root, event.category, event.name).map(|_| ()).map_err(|e| e.to_string()),
         };
         let attached = present.and_then(|()| {
-            attach_kvm_tracepoint(ebpf, kvm_btf, classic, event.category, event.name, features).map_err(|e| chain(&e))
+            let tp = (classic, event.category, event.name);
+            attach_kvm_tracepoint(ebpf, kernel_btf, kvm_btf, tp, features).map_err(|e| chain(&e))
         });
         match attached {
             Ok(kind) => {

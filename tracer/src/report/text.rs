@@ -47,29 +47,6 @@ pub fn kvm_probe_paths(attached: &[String]) -> Option<String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kvm_probe_paths_count_each_path_and_skip_the_others() {
-        let attached: Vec<String> = [
-            "tp_btf:sched_switch",
-            "tracepoint:syscalls:sys_enter_ioctl",
-            "tp_btf:kvm:kvm_exit",
-            "tracepoint:kvm:kvm_pio",
-            "tp_btf:kvmmmu:kvm_mmu_set_spte",
-        ]
-        .map(String::from)
-        .into();
-        assert_eq!(
-            kvm_probe_paths(&attached).unwrap(),
-            "kvm probes: 2 as tp_btf, 1 as classic tracepoints (host.features.attached names each)"
-        );
-        assert_eq!(kvm_probe_paths(&attached[..2]), None);
-    }
-}
-
 /// " (cause n, cause n)", or nothing when no cause is known.
 pub fn by_cause(causes: &BTreeMap<String, u64>) -> String {
     if causes.is_empty() {
@@ -160,5 +137,28 @@ fn render_vm(s: &mut String, vm: &VmReport) {
             ms(v.vmm_user_ns),
             v.migrations
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_probe_paths_count_each_path_and_skip_the_others() {
+        let attached: Vec<String> = [
+            "tp_btf:sched_switch",
+            "tracepoint:syscalls:sys_enter_ioctl",
+            "tp_btf:kvm:kvm_exit",
+            "tracepoint:kvm:kvm_pio",
+            "tp_btf:kvmmmu:kvm_mmu_set_spte",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            kvm_probe_paths(&attached).unwrap(),
+            "kvm probes: 2 as tp_btf, 1 as classic tracepoints (host.features.attached names each)"
+        );
+        assert_eq!(kvm_probe_paths(&attached[..2]), None);
     }
 }
