@@ -5,12 +5,15 @@
 
 use std::collections::HashSet;
 
+use tracer_common::kvm_btf_off;
 use vmmtrace::{
     host::{HostSnapshot, Role, VmmKind},
     kvm_reasons::{Isa, exit_reason_name, print_symbolic_entries, userspace_exit_name},
     probe::{
         btf::Btf,
         kallsyms::symbol_ranges,
+        kvm_btf::KvmBtfPlan,
+        table::TRACEPOINTS,
         tracefs::{TracefsError, read_format, tracefs_root},
     },
 };
@@ -45,6 +48,38 @@ fn btf_gives_the_sched_info_fields_that_replace_the_wakeup_program() {
     assert_ne!(o[kfield::LAST_QUEUED], o[kfield::RUN_DELAY]);
     assert!(o[kfield::SE_CFS_RQ] > 0 && o[kfield::SE_CFS_RQ].is_multiple_of(8), "{o:?}");
     assert!(o[kfield::CFS_RQ_RQ].is_multiple_of(8) && o[kfield::RQ_CLOCK].is_multiple_of(8), "{o:?}");
+}
+
+/// The kvm tracepoints' prototypes as the tp_btf programs read them (TP_PROTO
+/// arguments, not the classic record's fields), and the vendor struct offsets behind
+/// kvm_exit's `vcpu` that replace the record's `exit_reason`.
+#[test]
+fn btf_gives_the_kvm_prototypes_the_tp_btf_programs_read() {
+    require_root!();
+    let b = Btf::from_sys_fs().expect("read and parse /sys/kernel/btf/vmlinux");
+    if b.typedef_proto_params("btf_trace_kvm_exit").is_err() {
+        eprintln!("SKIPPED: the kvm tracepoints are not in vmlinux's BTF (kvm built as a module?)");
+        return;
+    }
+    assert_eq!(b.typedef_proto_param_types("btf_trace_kvm_exit").unwrap(), ["void*", "struct kvm_vcpu*", "u32"]);
+    assert_eq!(b.typedef_proto_param_types("btf_trace_kvm_userspace_exit").unwrap()[1], "__u32");
+    let plan = KvmBtfPlan::choose(false);
+    for row in TRACEPOINTS.iter().filter(|r| r.category == "kvm") {
+        assert!(plan.btf_program(row.program).is_ok(), "{}: {:?}", row.name, plan.btf_program(row.program));
+    }
+    // Each backend built in has its exit reason found, at least one is.
+    for (vcpu_struct, slot) in [("vcpu_vmx", kvm_btf_off::VMX_EXIT_REASON), ("vcpu_pvm", kvm_btf_off::PVM_EXIT_REASON)]
+    {
+        if b.has_struct(vcpu_struct) {
+            let expected =
+                b.member_offset(vcpu_struct, "exit_reason").unwrap() - b.member_offset(vcpu_struct, "vcpu").unwrap();
+            assert_eq!(plan.offsets[slot], expected, "{vcpu_struct}");
+        }
+    }
+    if b.has_struct("vcpu_svm") {
+        assert!(plan.offsets[kvm_btf_off::SVM_VMCB] > 0);
+    }
+    assert!(plan.offsets.iter().any(|&o| o > 0), "{:?}", plan.offsets);
 }
 
 #[test]

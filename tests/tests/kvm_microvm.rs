@@ -1,7 +1,11 @@
 //! KVM awareness against the micro-VM's own ground truth: a real KVM guest with two
 //! vCPUs and a known number of exits, traced by the real probes.
 
-use vmmtrace::{host::Role, probe::ProbeOptions, report::Report};
+use vmmtrace::{
+    host::Role,
+    probe::{ProbeOptions, kvm_btf::KvmBtfPlan, table::TRACEPOINTS},
+    report::Report,
+};
 use vmmtrace_tests::*;
 
 /// A micro-VM lives in this test process, so two at once would be one VMM process
@@ -169,4 +173,40 @@ fn a_vcpu_already_inside_kvm_run_when_tracing_starts_counts_as_kvm_run() {
     eprintln!("kvm_run {} vmm_user {} on_cpu {}", v.kvm_run_ns, v.vmm_user_ns, v.on_cpu_ns);
     assert!(v.on_cpu_ns > 50_000_000);
     assert!(v.kvm_run_ns as f64 > 0.95 * v.on_cpu_ns as f64, "{v:?}");
+}
+
+/// The kvm tracepoints as tp_btf programs (where the kernel's BTF allows) and as
+/// classic tracepoints count the same exits: each path, on the same guest, against
+/// the VMM's own count of exits to userspace (port I/O), which kvm_userspace_exit,
+/// kvm_pio and (where it fires) kvm_exit with the I/O reason all see once per exit.
+#[test]
+fn tp_btf_and_classic_kvm_probes_count_the_same_exits() {
+    require_kvm!();
+    let cfg = microvm::Config { vcpus: 1, work: 24, exit_every: 2, timer_hz: 250, ..Default::default() };
+    let mut io_exits_by_path = Vec::new();
+    for classic_kvm in [false, true] {
+        let (report, truth) = trace(&ProbeOptions { classic_kvm, ..Default::default() }, || {
+            microvm::spawn(&cfg).expect("start the micro-VM (needs /dev/kvm)").wait().expect("micro-VM run")
+        });
+        let attached = &report.host.features.attached;
+        let path = if classic_kvm { "tracepoint" } else { "tp_btf" };
+        let userspace_exit = TRACEPOINTS.iter().find(|r| r.name == "kvm_userspace_exit").expect("in the table");
+        let btf_usable = KvmBtfPlan::choose(false).btf_program(userspace_exit.program).is_ok();
+        if classic_kvm || btf_usable {
+            assert!(attached.contains(&format!("{path}:kvm:kvm_userspace_exit")), "{attached:?}");
+        }
+        assert_eq!(report.dropped_events, 0);
+        let vm = report.vms.iter().find(|v| v.pid == truth.pid).expect("VM");
+        let v = vm.vcpus.iter().find(|v| v.tid == truth.vcpus[0].tid).expect("vCPU");
+        let io = truth.vcpus[0].exits["io"];
+        assert_eq!(v.userspace_exits.get("KVM_EXIT_IO").copied(), Some(io), "{path}: {:?}", v.userspace_exits);
+        assert_eq!(v.kvm_events.get("kvm:kvm_pio").copied(), Some(io), "{path}: {:?}", v.kvm_events);
+        let io_exits: u64 =
+            v.exits.iter().filter(|(name, _)| *name == "IO_INSTRUCTION" || *name == "io").map(|(_, e)| e.count).sum();
+        if report.events.get("kvm_exit").copied().unwrap_or(0) > 0 {
+            assert_eq!(io_exits, io, "{path}: {:?}", v.exits.keys().collect::<Vec<_>>());
+        }
+        io_exits_by_path.push(io_exits);
+    }
+    assert_eq!(io_exits_by_path[0], io_exits_by_path[1]);
 }

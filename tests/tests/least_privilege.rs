@@ -4,7 +4,15 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Output};
 
-use vmmtrace::{probe::privileges::REQUIRED, report::Report};
+use tracer_common::names::program::KVM_EVENT;
+use vmmtrace::{
+    probe::{
+        kvm_btf::KvmBtfPlan,
+        privileges::REQUIRED,
+        table::{KVM_EVENT_SLOTS, TRACEPOINTS},
+    },
+    report::Report,
+};
 use vmmtrace_tests::{CopyForAnyone, require_root, vmmtrace_cmd};
 
 /// `vmmtrace record -d 300ms -o out` as user nobody with exactly `caps` (setpriv
@@ -44,6 +52,14 @@ fn record_runs_with_exactly_the_documented_capabilities_and_names_each_one_dropp
     let report = Report::from_json(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(!report.threads.is_empty());
     assert_eq!(report.dropped_events, 0);
+    // The kvm probes attach as this user too, as tp_btf where the kernel's BTF allows
+    // (they need no tracefs then).
+    let plan = KvmBtfPlan::choose(false);
+    let attached = &report.host.features.attached;
+    for row in TRACEPOINTS.iter().filter(|r| r.category == "kvm") {
+        let path = if plan.btf_program(row.program).is_ok() { "tp_btf" } else { "tracepoint" };
+        assert!(attached.contains(&format!("{path}:{}", row.probe())), "{path}:{} not in {attached:?}", row.probe());
+    }
 
     for dropped in REQUIRED {
         let rest: Vec<String> = all.iter().filter(|c| **c != setpriv_name(dropped.name)).cloned().collect();
@@ -86,6 +102,20 @@ fn unreadable_tracefs_is_not_called_unmounted() {
         "{stdout}"
     );
     assert!(!stdout.contains("not mounted"), "{stdout}");
+    // The kvm probes need no tracefs where they run as tp_btf: this user, with
+    // CAP_BPF and CAP_PERFMON, attaches them (the kvm tracepoints exist here even
+    // where /dev/kvm does not; they need not fire to attach).
+    let plan = KvmBtfPlan::choose(false);
+    let kvm_rows = TRACEPOINTS.iter().filter(|r| r.category == "kvm").map(|r| (r.program, r.probe()));
+    let slots = KVM_EVENT_SLOTS.iter().enumerate().map(|(i, e)| (KVM_EVENT[i], format!("{}:{}", e.category, e.name)));
+    for (program, probe) in kvm_rows.chain(slots) {
+        if plan.btf_program(program).is_err() {
+            eprintln!("{probe}: classic on this kernel, needs tracefs");
+            continue;
+        }
+        let line = format!("tp_btf:{probe}: attached (without tracefs)");
+        assert!(stdout.lines().any(|l| l.contains(&line)), "no line {line}:\n{stdout}");
+    }
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

@@ -1,8 +1,12 @@
 //! `vmmtrace check` on this host, as root: it says that `record` can run (exit 0) and
 //! gives a line for each probe of the probe table, attached or why not.
 
-use vmmtrace::probe::table::{KVM_EVENT_SLOTS, TRACEPOINTS};
-use vmmtrace_tests::{require_root, vmmtrace_cmd};
+use vmmtrace::probe::{
+    ProbeOptions,
+    kvm_btf::KvmBtfPlan,
+    table::{KVM_EVENT_SLOTS, TRACEPOINTS},
+};
+use vmmtrace_tests::{require_root, trace, vmmtrace_cmd};
 
 #[test]
 fn check_as_root_says_record_can_run_and_covers_every_probe() {
@@ -31,5 +35,35 @@ fn check_as_root_says_record_can_run_and_covers_every_probe() {
     assert!(probe_lines.iter().any(|l| l.contains("sched_process_exit")), "no line for sched_process_exit:\n{text}");
     for subject in ["kernel", "BTF", "tracefs", "perf_event", "KVM backend", "/dev/kvm", "kvm tracepoints"] {
         assert!(text.lines().any(|l| l.contains(&format!("] {subject} "))), "no {subject} line:\n{text}");
+    }
+    // Each kvm probe's line says which path it takes: tp_btf where the kernel's BTF
+    // has its prototype, else the classic tracepoint.
+    let plan = KvmBtfPlan::choose(false);
+    for row in TRACEPOINTS.iter().filter(|r| r.category == "kvm") {
+        let path = if plan.btf_program(row.program).is_ok() { "tp_btf" } else { "tracepoint" };
+        let line = format!("{path}:{}: attached", row.probe());
+        assert!(probe_lines.iter().any(|l| l.contains(&line)), "no line {line}:\n{text}");
+    }
+}
+
+/// The kvm probes take the tp_btf path where the BTF allows and the classic one when
+/// asked (`classic_kvm`), and the report's `host.features` says which.
+#[test]
+fn the_report_says_which_path_each_kvm_probe_takes() {
+    require_root!();
+    let plan = KvmBtfPlan::choose(false);
+    for classic_kvm in [false, true] {
+        let (report, ()) = trace(&ProbeOptions { classic_kvm, ..Default::default() }, || ());
+        let f = &report.host.features;
+        for row in TRACEPOINTS.iter().filter(|r| r.category == "kvm") {
+            let btf = !classic_kvm && plan.btf_program(row.program).is_ok();
+            let (used, unused) = if btf { ("tp_btf", "tracepoint") } else { ("tracepoint", "tp_btf") };
+            assert!(f.attached.contains(&format!("{used}:{}", row.probe())), "{classic_kvm}: {:?}", f.attached);
+            assert!(!f.attached.contains(&format!("{unused}:{}", row.probe())), "{classic_kvm}: {:?}", f.attached);
+            if !btf {
+                let why = f.unavailable.iter().find(|u| u.probe == format!("tp_btf:{}", row.probe()));
+                assert!(why.is_some_and(|u| u.reason.contains("using the classic tracepoint")), "{:?}", f.unavailable);
+            }
+        }
     }
 }

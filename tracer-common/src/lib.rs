@@ -40,6 +40,24 @@ pub mod globals {
     /// bookkeeping that tp_btf sched_switch reads instead of a sched_wakeup program
     /// (from the kernel's BTF; all 0 = that path is off, see `ledger::kfield`).
     pub const SCHED_INFO_OFFSETS: &str = "SCHED_INFO_OFFSETS";
+    /// [u32; kvm_btf_off::COUNT]: where the tp_btf kvm_exit program finds the exit
+    /// reason behind its `struct kvm_vcpu *` argument, per backend (from the
+    /// kernel's BTF; 0 = that backend's structs are not in the kernel's BTF).
+    pub const KVM_BTF_OFFSETS: &str = "KVM_BTF_OFFSETS";
+}
+
+/// Indices into the `KVM_BTF_OFFSETS` global: what the classic kvm_exit record's
+/// `exit_reason` is copied from (the vendor's `get_exit_info`), as byte offsets.
+pub mod kvm_btf_off {
+    /// isa 1 (VMX): `vcpu_vmx.exit_reason` relative to its `vcpu` member.
+    pub const VMX_EXIT_REASON: usize = 0;
+    /// isa 2 (SVM): `vcpu_svm.vmcb` (a pointer) relative to its `vcpu` member...
+    pub const SVM_VMCB: usize = 1;
+    /// ...and `vmcb.control.exit_code` inside the `struct vmcb` it points to.
+    pub const SVM_EXIT_CODE: usize = 2;
+    /// Any other isa (PVM): `vcpu_pvm.exit_reason` relative to its `vcpu` member.
+    pub const PVM_EXIT_REASON: usize = 3;
+    pub const COUNT: usize = 4;
 }
 
 /// Indices into the `TP_OFFSETS` global.

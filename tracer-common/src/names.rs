@@ -56,6 +56,20 @@ pub mod program {
         "kvm_event_6",
         "kvm_event_7",
     ];
+    pub const KVM_ENTRY_BTF: &str = "kvm_entry_btf";
+    pub const KVM_EXIT_BTF: &str = "kvm_exit_btf";
+    pub const KVM_USERSPACE_EXIT_BTF: &str = "kvm_userspace_exit_btf";
+    /// The tp_btf twins of `KVM_EVENT`, slot for slot.
+    pub const KVM_EVENT_BTF: [&str; 8] = [
+        "kvm_event_btf_0",
+        "kvm_event_btf_1",
+        "kvm_event_btf_2",
+        "kvm_event_btf_3",
+        "kvm_event_btf_4",
+        "kvm_event_btf_5",
+        "kvm_event_btf_6",
+        "kvm_event_btf_7",
+    ];
 }
 
 /// `a == b`, usable in a `const` (str's `==` is not const yet).

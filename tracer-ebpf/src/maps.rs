@@ -10,6 +10,7 @@ use aya_ebpf::{
 use tracer_common::{
     CpuState, Mode, ThreadCpuStats, ThreadInfo, Window, counter,
     kvm::{ExitStats, TidKey, VcpuState},
+    kvm_btf_off,
     ledger::{CpuHistory, PairCache, PairKey, PairStats, ThreadSched, kfield},
     retire::ExitMark,
     tp_off,
@@ -27,6 +28,8 @@ static LEDGER_ON: u32 = 0;
 static SCHED_INFO_OFFSETS: [u32; kfield::COUNT] = [0; kfield::COUNT];
 #[unsafe(no_mangle)]
 static TP_OFFSETS: [u32; tp_off::COUNT] = [0; tp_off::COUNT];
+#[unsafe(no_mangle)]
+static KVM_BTF_OFFSETS: [u32; kvm_btf_off::COUNT] = [0; kvm_btf_off::COUNT];
 
 /// The trace window; userspace writes it after attaching and at the end.
 #[map]
@@ -129,6 +132,13 @@ pub fn task_wait_here(next: *const u8) -> u64 {
 pub fn tp_offset(i: usize) -> usize {
     // SAFETY: as above; `i` is a constant below tp_off::COUNT at every call site.
     unsafe { core::ptr::read_volatile(&TP_OFFSETS[i]) as usize }
+}
+
+/// The `KVM_BTF_OFFSETS` entry `i` (0 = unresolved).
+#[inline(always)]
+pub fn kvm_btf_offset(i: usize) -> usize {
+    // SAFETY: as above; `i` is a constant below kvm_btf_off::COUNT at every call site.
+    unsafe { core::ptr::read_volatile(&KVM_BTF_OFFSETS[i]) as usize }
 }
 
 /// This CPU's accounting clock.

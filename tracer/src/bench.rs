@@ -198,9 +198,11 @@ pub fn render_kvm(rows: &[KvmBenchRow]) -> String {
             .iter()
             .filter(|(n, _, _)| !n.starts_with("sched_"))
             .map(|(n, c, a)| {
-                // kvm_event_<slot> -> the tracepoint attached to that slot
+                // kvm_event_<slot> (or its tp_btf twin kvm_event_btf_<slot>) -> the
+                // tracepoint attached to that slot
                 let name = n
-                    .strip_prefix("kvm_event_")
+                    .strip_prefix("kvm_event_btf_")
+                    .or_else(|| n.strip_prefix("kvm_event_"))
                     .and_then(|i| i.parse::<usize>().ok())
                     .and_then(|i| KVM_EVENT_SLOTS.get(i))
                     .map(|e| format!("{}:{}", e.category, e.name))

@@ -67,6 +67,10 @@ pub struct RecordArgs {
     /// Use the classic sched_switch tracepoint even where tp_btf works.
     #[arg(long)]
     pub classic_sched_switch: bool,
+    /// Attach the kvm tracepoints as classic tracepoints even where their tp_btf
+    /// programs work (those need no tracefs).
+    #[arg(long)]
+    pub classic_kvm: bool,
     /// Do not attach the KVM probes.
     #[arg(long)]
     pub no_kvm: bool,
@@ -107,6 +111,10 @@ pub struct ServeArgs {
     /// Use the classic sched_switch tracepoint even where tp_btf works.
     #[arg(long)]
     pub classic_sched_switch: bool,
+    /// Attach the kvm tracepoints as classic tracepoints even where their tp_btf
+    /// programs work (those need no tracefs).
+    #[arg(long)]
+    pub classic_kvm: bool,
     /// Do not attach the KVM probes.
     #[arg(long)]
     pub no_kvm: bool,
@@ -177,6 +185,9 @@ pub struct CheckArgs {
     /// Check without the KVM probes, as `record --no-kvm` would run.
     #[arg(long)]
     pub no_kvm: bool,
+    /// Check the kvm tracepoints as classic tracepoints, as `record --classic-kvm` would run.
+    #[arg(long)]
+    pub classic_kvm: bool,
 }
 
 #[derive(Args, Debug)]

@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 live_interval: (a.interval > Duration::ZERO).then_some(a.interval),
                 probe: ProbeOptions {
                     classic_sched_switch: a.classic_sched_switch,
+                    classic_kvm: a.classic_kvm,
                     kvm: !a.no_kvm,
                     ledger: !a.no_ledger,
                     max_threads: a.max_threads,
@@ -91,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 listen: a.listen,
                 probe: ProbeOptions {
                     classic_sched_switch: a.classic_sched_switch,
+                    classic_kvm: a.classic_kvm,
                     kvm: !a.no_kvm,
                     ledger: !a.no_ledger,
                     ..Default::default()
@@ -141,7 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Check(a) => {
-            let opts = ProbeOptions { kvm: !a.no_kvm, ..Default::default() };
+            let opts = ProbeOptions { kvm: !a.no_kvm, classic_kvm: a.classic_kvm, ..Default::default() };
             let preflight = tokio::task::spawn_blocking(move || vmmtrace::check::run(&opts)).await?;
             print!("{}", vmmtrace::check::render(&preflight));
             Ok(if preflight.record_can_run() { 0 } else { 1 })

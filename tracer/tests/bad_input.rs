@@ -139,6 +139,8 @@ proptest! {
         if let Ok(btf) = Btf::parse(blob) {
             let _ = btf.member_offset("task_struct", "pid");
             let _ = btf.typedef_proto_params("btf_trace_sched_switch");
+            let _ = btf.typedef_proto_param_types("btf_trace_sched_switch");
+            let _ = btf.has_struct("vcpu_vmx");
         }
     }
 
@@ -154,6 +156,8 @@ proptest! {
         if let Ok(btf) = Btf::parse(blob) {
             let _ = btf.member_offset("task_struct", "pid");
             let _ = btf.typedef_proto_params("btf_trace_sched_switch");
+            let _ = btf.typedef_proto_param_types("btf_trace_sched_switch");
+            let _ = btf.has_struct("vcpu_vmx");
         }
     }
 

@@ -14,7 +14,10 @@ pub use system::kernel_version;
 
 use crate::{
     error::chain,
-    probe::{ProbeOptions, Probes, check_privileges},
+    probe::{
+        ProbeOptions, Probes, check_privileges, kvm_btf_without_tracefs,
+        tracefs::{self, TracefsError},
+    },
 };
 
 /// How a capability of the tool fares on this host.
@@ -77,12 +80,16 @@ pub fn run(opts: &ProbeOptions) -> Preflight {
 /// Each probe of the table: attached, or why not.
 fn probes(opts: &ProbeOptions) -> Vec<Finding> {
     if check_privileges().is_err() {
-        return vec![Finding::not_ok(
+        let mut out = vec![Finding::not_ok(
             Status::Fails,
             "probes",
             "not tried: privileges missing (see the privileges lines)",
             "grant the missing capabilities, then check again",
         )];
+        if opts.kvm && matches!(tracefs::find_root(), Err(TracefsError::Unreadable { .. })) {
+            out.extend(kvm_probes_without_tracefs());
+        }
+        return out;
     }
     let probes = match Probes::attach(opts) {
         Ok(p) => p,
@@ -107,6 +114,32 @@ fn probes(opts: &ProbeOptions) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// Where tracefs is not readable, the kvm probes that need none (tp_btf) are tried
+/// on their own: which of them this user could attach.
+fn kvm_probes_without_tracefs() -> Vec<Finding> {
+    let subject = "probe";
+    match kvm_btf_without_tracefs() {
+        Ok(results) => results
+            .into_iter()
+            .map(|(probe, r)| match r {
+                Ok(()) => Finding::ok(subject, format!("{probe}: attached (without tracefs)")),
+                Err(why) => Finding::not_ok(
+                    Status::Degraded,
+                    subject,
+                    format!("{probe}: not attached (without tracefs): {why}"),
+                    "its classic tracepoint needs tracefs: grant CAP_DAC_READ_SEARCH",
+                ),
+            })
+            .collect(),
+        Err(e) => vec![Finding::not_ok(
+            Status::Degraded,
+            subject,
+            format!("the kvm tp_btf probes could not be tried: {}", chain(&e)),
+            "grant CAP_BPF and CAP_PERFMON, then check again",
+        )],
+    }
 }
 
 /// The preflight as text: one line per finding, its remedy below it.

@@ -19,6 +19,7 @@ use tracer_common::{
 
 use super::{
     EBPF_OBJ, Features, KvmSplit, ProbeError, ProbeOptions, Probes, btf, kallsyms,
+    kvm_btf::KvmBtfPlan,
     maps::Maps,
     privileges::check_privileges,
     sched_by_tid,
@@ -43,6 +44,23 @@ struct Plan {
     /// The `SCHED_INFO_OFFSETS` global when tp_btf sched_switch infers wakeups from
     /// the kernel's bookkeeping instead of a sched_wakeup program.
     sched_info: Option<[u32; kfield::COUNT]>,
+    /// Which kvm programs run as tp_btf, and the offsets they read with.
+    kvm_btf: KvmBtfPlan,
+    kernel_btf: KernelBtf,
+}
+
+/// The kernel's BTF as aya reads it, which every tp_btf program is loaded against:
+/// parsed once per attach (a few hundred ms for vmlinux), dropped after it.
+#[derive(Default)]
+struct KernelBtf(Option<aya::Btf>);
+
+impl KernelBtf {
+    fn get(&mut self) -> Result<&aya::Btf, ProbeError> {
+        if self.0.is_none() {
+            self.0 = Some(aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?);
+        }
+        Ok(self.0.as_ref().expect("parsed just above"))
+    }
 }
 
 impl Plan {
@@ -85,6 +103,9 @@ impl Probes {
         if !opts.ledger {
             plan.features.unavailable(NO_LEDGER_PROBE, "not requested (--no-ledger)");
         }
+        if opts.kvm {
+            plan.kvm_btf = KvmBtfPlan::choose(opts.classic_kvm);
+        }
         read_layouts(&root, opts, &mut plan)?;
         plan.btf_pid_offset = choose_sched_switch(opts, &mut plan.features);
         plan.sched_info = choose_wakeless(opts, &plan);
@@ -110,7 +131,7 @@ impl Probes {
         if opts.kvm {
             attach_kvm(&mut ebpf, &mut plan);
             guest_sample_period_ns = attach_guest_sampler(&mut ebpf, &cpus.online, opts, &mut plan.features);
-            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &mut plan.features);
+            kvm_event_names = attach_kvm_events(&mut ebpf, &root, &mut plan);
         }
         let maps = Maps::take(&mut ebpf)?;
         Ok(Probes {
@@ -129,6 +150,31 @@ impl Probes {
     }
 }
 
+/// A probe ("tp_btf:kvm:<name>") and whether it attached, or why not.
+pub type ProbeTried = (String, Result<(), String>);
+
+/// The kvm probes that need no tracefs (their tp_btf programs), loaded and attached
+/// on their own, then detached: where tracefs is not readable, `check` shows with
+/// this which of them would still work.
+pub fn kvm_btf_without_tracefs() -> Result<Vec<ProbeTried>, ProbeError> {
+    let opts = ProbeOptions::default();
+    let mut plan = Plan { kvm_btf: KvmBtfPlan::choose(false), ..Plan::default() };
+    raise_memlock_limit();
+    let cpus = Cpus::read()?;
+    let mut ebpf = load(&opts, &plan, &cpus)?;
+    let kvm_rows = TRACEPOINTS.iter().filter(|r| r.category == "kvm").map(|r| (r.program, r.category, r.name));
+    let slots = KVM_EVENT_SLOTS.iter().enumerate().map(|(i, e)| (program::KVM_EVENT[i], e.category, e.name));
+    let mut out = Vec::new();
+    for (classic, category, name) in kvm_rows.chain(slots) {
+        let attached = plan
+            .kvm_btf
+            .btf_program(classic)
+            .and_then(|program| attach_btf(&mut ebpf, &mut plan.kernel_btf, program, name).map_err(|e| chain(&e)));
+        out.push((format!("tp_btf:{category}:{name}"), attached));
+    }
+    Ok(out)
+}
+
 /// Step 3: the field offsets of the classic tracepoints' records (they differ across
 /// kernels), from tracefs `format` files.
 fn read_layouts(root: &Path, opts: &ProbeOptions, plan: &mut Plan) -> Result<(), ProbeError> {
@@ -136,7 +182,9 @@ fn read_layouts(root: &Path, opts: &ProbeOptions, plan: &mut Plan) -> Result<(),
         if (row.group == Group::Kvm && !opts.kvm) || (row.group == Group::Ledger && !opts.ledger) {
             continue;
         }
-        if row.fields.is_empty() && row.need == Need::Required {
+        // Required rows without fields, and kvm rows run as tp_btf, need no layout.
+        let tp_btf = row.category == "kvm" && plan.kvm_btf.btf_program(row.program).is_ok();
+        if (row.fields.is_empty() && row.need == Need::Required) || tp_btf {
             plan.usable.push(row);
             continue;
         }
@@ -255,6 +303,7 @@ fn load(opts: &ProbeOptions, plan: &Plan, cpus: &Cpus) -> Result<Ebpf, ProbeErro
     EbpfLoader::new()
         .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
         .override_global(globals::TP_OFFSETS, &plan.offsets, true)
+        .override_global(globals::KVM_BTF_OFFSETS, &plan.kvm_btf.offsets, true)
         .override_global(globals::GUEST_IRQ_TEXT, &kallsyms::guest_irq_text(), true)
         .override_global(globals::LEDGER_ON, &opts.ledger_level(), true)
         .override_global(globals::SCHED_INFO_OFFSETS, &plan.sched_info.unwrap_or_default(), true)
@@ -302,7 +351,7 @@ fn load_with_sched(opts: &ProbeOptions, plan: &mut Plan, cpus: &Cpus) -> Result<
 fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     let features = &mut plan.features;
     if plan.btf_pid_offset.is_some() {
-        attach_btf_sched_switch(ebpf)?;
+        attach_btf(ebpf, &mut plan.kernel_btf, program::SCHED_SWITCH_BTF, "sched_switch")?;
         features.sched_switch = "tp_btf".into();
         features.attached.push("tp_btf:sched_switch".into());
     } else {
@@ -319,7 +368,7 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
     }
     if btf {
         let (program, tracepoint) = EXIT_BTF;
-        attach_btf(ebpf, program, tracepoint)?;
+        attach_btf(ebpf, &mut plan.kernel_btf, program, tracepoint)?;
         features.attached.push(format!("tp_btf:{tracepoint}"));
     }
     if btf && plan.usable.iter().any(|r| r.group == Group::Ledger) {
@@ -328,7 +377,7 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
                 features.attached.push(WAKELESS_PROBE.into());
                 continue;
             }
-            attach_btf(ebpf, program, tracepoint)?;
+            attach_btf(ebpf, &mut plan.kernel_btf, program, tracepoint)?;
             features.attached.push(format!("tp_btf:{tracepoint}"));
         }
     }
@@ -336,11 +385,16 @@ fn attach_sched(ebpf: &mut Ebpf, plan: &mut Plan) -> Result<(), ProbeError> {
 }
 
 /// Loads the tp_btf program `program` for `tracepoint` and attaches it.
-fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), ProbeError> {
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    kernel_btf: &mut KernelBtf,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<(), ProbeError> {
     let attach_err = |source| ProbeError::Attach { probe: format!("tp_btf:{tracepoint}"), source };
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::KernelBtf(Box::new(e)))?;
+    let kernel_btf = kernel_btf.get()?;
     let p: &mut BtfTracePoint = program_mut(ebpf, program)?;
-    p.load(tracepoint, &kernel_btf).map_err(attach_err)?;
+    p.load(tracepoint, kernel_btf).map_err(attach_err)?;
     if let Ok(info) = p.info() {
         log::debug!("tp_btf:{tracepoint}: the verifier processed {:?} instructions", info.verified_instruction_count());
     }
@@ -348,17 +402,41 @@ fn attach_btf(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Resul
     Ok(())
 }
 
-fn attach_btf_sched_switch(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    attach_btf(ebpf, program::SCHED_SWITCH_BTF, "sched_switch")
-}
-
-/// Step 6, KVM part: the ioctl and KVM rows; a failure is recorded and tracing goes on.
+/// Step 6, KVM part: the ioctl and KVM rows, each kvm one as tp_btf where
+/// `plan.kvm_btf` chose it; a failure is recorded and tracing goes on.
 fn attach_kvm(ebpf: &mut Ebpf, plan: &mut Plan) {
     let rows: Vec<&TracepointRow> = plan.usable.iter().copied().filter(|r| r.group == Group::Kvm).collect();
     for row in rows {
-        match attach_tracepoint(ebpf, row.program, row.category, row.name) {
-            Ok(()) => plan.features.attached.push(format!("tracepoint:{}", row.probe())),
+        let attached = match row.category {
+            "kvm" => {
+                let tp = (row.program, row.category, row.name);
+                attach_kvm_tracepoint(ebpf, &mut plan.kernel_btf, &plan.kvm_btf, tp, &mut plan.features)
+            }
+            _ => attach_tracepoint(ebpf, row.program, row.category, row.name).map(|()| "tracepoint"),
+        };
+        match attached {
+            Ok(kind) => plan.features.attached.push(format!("{kind}:{}", row.probe())),
             Err(e) => plan.unavailable(row, chain(&e)),
+        }
+    }
+}
+
+/// A kvm tracepoint as its tp_btf twin where chosen, else as the classic tracepoint
+/// (saying why in `features`). Returns which: "tp_btf" or "tracepoint".
+fn attach_kvm_tracepoint(
+    ebpf: &mut Ebpf,
+    kernel_btf: &mut KernelBtf,
+    kvm_btf: &KvmBtfPlan,
+    (classic, category, name): (&'static str, &str, &str),
+    features: &mut Features,
+) -> Result<&'static str, ProbeError> {
+    match kvm_btf.btf_program(classic) {
+        Ok(program) => attach_btf(ebpf, kernel_btf, program, name).map(|()| "tp_btf"),
+        Err(reason) => {
+            attach_tracepoint(ebpf, classic, category, name)?;
+            features
+                .unavailable(format!("tp_btf:{category}:{name}"), format!("{reason}; using the classic tracepoint"));
+            Ok("tracepoint")
         }
     }
 }
@@ -398,19 +476,26 @@ fn attach_perf_event(ebpf: &mut Ebpf, cpus: &[u32], period: u64) -> Result<(), P
     Ok(())
 }
 
-/// The KVM event slots: slot i's program on the i-th event present. Returns slot ->
-/// "category:name" of what is attached.
-fn attach_kvm_events(ebpf: &mut Ebpf, root: &Path, features: &mut Features) -> HashMap<u32, String> {
+/// The KVM event slots: slot i's program (tp_btf where chosen) on the i-th event
+/// present. Returns slot -> "category:name" of what is attached.
+fn attach_kvm_events(ebpf: &mut Ebpf, root: &Path, plan: &mut Plan) -> HashMap<u32, String> {
+    let Plan { kvm_btf, kernel_btf, features, .. } = plan;
     let mut names = HashMap::new();
     for (slot, event) in KVM_EVENT_SLOTS.iter().enumerate() {
         let probe = format!("{}:{}", event.category, event.name);
-        let attached =
-            tracefs::read_format(root, event.category, event.name).map_err(|e| e.to_string()).and_then(|_| {
-                attach_tracepoint(ebpf, program::KVM_EVENT[slot], event.category, event.name).map_err(|e| chain(&e))
-            });
+        let classic = program::KVM_EVENT[slot];
+        // The classic path needs the event in tracefs; tp_btf found it in the BTF.
+        let present = match kvm_btf.btf_program(classic) {
+            Ok(_) => Ok(()),
+            Err(_) => tracefs::read_format(root, event.category, event.name).map(|_| ()).map_err(|e| e.to_string()),
+        };
+        let attached = present.and_then(|()| {
+            let tp = (classic, event.category, event.name);
+            attach_kvm_tracepoint(ebpf, kernel_btf, kvm_btf, tp, features).map_err(|e| chain(&e))
+        });
         match attached {
-            Ok(()) => {
-                features.attached.push(format!("tracepoint:{probe}"));
+            Ok(kind) => {
+                features.attached.push(format!("{kind}:{probe}"));
                 names.insert(slot as u32, probe);
             }
             Err(reason) => features.unavailable(probe, reason),

@@ -172,6 +172,10 @@ impl Btf {
     /// Number of parameters of the function prototype a typedef points to, e.g.
     /// `btf_trace_sched_switch` (its first parameter is the `void *` context).
     pub fn typedef_proto_params(&self, typedef: &str) -> Result<u32, BtfError> {
+        Ok(self.typedef_proto(typedef)?.vlen)
+    }
+
+    fn typedef_proto(&self, typedef: &str) -> Result<&Type, BtfError> {
         let id = *self
             .by_name
             .get(&(typedef.to_string(), KIND_TYPEDEF))
@@ -180,11 +184,44 @@ impl Btf {
         for _ in 0..8 {
             match t.kind {
                 KIND_TYPEDEF | KIND_PTR => t = self.ty(t.size_or_type)?,
-                KIND_FUNC_PROTO => return Ok(t.vlen),
+                KIND_FUNC_PROTO => return Ok(t),
                 _ => break,
             }
         }
         Err(BtfError::NoType(format!("function prototype behind {typedef}")))
+    }
+
+    /// The parameter types of the prototype a typedef points to, spelled as C does
+    /// without spaces before `*`: `btf_trace_kvm_exit` gives
+    /// `["void*", "struct kvm_vcpu*", "u32"]` (typedef names are kept, not resolved).
+    pub fn typedef_proto_param_types(&self, typedef: &str) -> Result<Vec<String>, BtfError> {
+        let proto = self.typedef_proto(typedef)?;
+        (0..proto.vlen as usize).map(|i| self.type_name(u32_at(&self.data, proto.extra + 8 * i + 4)?, 0)).collect()
+    }
+
+    /// `id` spelled as in C; `depth` bounds pointer and modifier chains.
+    fn type_name(&self, id: u32, depth: u32) -> Result<String, BtfError> {
+        if depth > 16 {
+            return Err(BtfError::Malformed("type chain too long"));
+        }
+        if id == 0 {
+            return Ok("void".into());
+        }
+        let t = self.ty(id)?;
+        let name = if t.name_off == 0 { "" } else { self.string(t.name_off)? };
+        Ok(match t.kind {
+            KIND_PTR => format!("{}*", self.type_name(t.size_or_type, depth + 1)?),
+            KIND_STRUCT => format!("struct {name}"),
+            KIND_UNION => format!("union {name}"),
+            9..=11 | 18 => self.type_name(t.size_or_type, depth + 1)?, // volatile, const, restrict, type_tag
+            _ => name.to_string(),
+        })
+    }
+
+    /// Whether the kernel's BTF has `struct name` (a KVM backend's vCPU struct is
+    /// there only when that backend is built into the kernel).
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.by_name.contains_key(&(name.to_string(), KIND_STRUCT))
     }
 }
 
@@ -222,6 +259,50 @@ mod tests {
         assert!(matches!(b.member_offset("s", "nope"), Err(BtfError::NoMember(..))));
         assert!(matches!(b.member_offset("nope", "a"), Err(BtfError::NoType(..))));
         assert_eq!(b.typedef_proto_params("t").unwrap(), 3);
+        assert_eq!(b.typedef_proto_param_types("t").unwrap(), ["int", "int", "int"]);
+        assert!(b.has_struct("s"));
+        assert!(!b.has_struct("t"));
+    }
+
+    /// typedef t -> ptr -> proto(void *, struct s *, int): pointers and structs are
+    /// spelled as the prototype checks expect them.
+    #[test]
+    fn spells_pointer_and_struct_parameters() {
+        let b = Btf::parse(blob_with(&[
+            1,
+            KIND_INT << 24,
+            4,
+            32, // 1: int
+            5,
+            (KIND_STRUCT << 24) | 1,
+            4,
+            7,
+            1,
+            0, // 2: struct s { int a }
+            0,
+            KIND_PTR << 24,
+            2, // 3: struct s *
+            0,
+            KIND_PTR << 24,
+            0, // 4: void *
+            0,
+            (KIND_FUNC_PROTO << 24) | 3,
+            1,
+            0,
+            4,
+            0,
+            3,
+            0,
+            1, // 5: proto(void *, struct s *, int)
+            0,
+            KIND_PTR << 24,
+            5, // 6: ptr -> proto
+            13,
+            KIND_TYPEDEF << 24,
+            6, // 7: typedef t
+        ]))
+        .unwrap();
+        assert_eq!(b.typedef_proto_param_types("t").unwrap(), ["void*", "struct s*", "int"]);
     }
 
     /// BTF built from `types` (u32 words) and the strings of `blob`.

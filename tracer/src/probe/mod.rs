@@ -8,6 +8,7 @@
 mod attach;
 pub mod btf;
 pub mod kallsyms;
+pub mod kvm_btf;
 mod maps;
 pub mod privileges;
 pub mod retire;
@@ -25,7 +26,7 @@ use tracer_common::{
     ledger::{CpuHistory, PairKey, PairStats, ThreadSched},
 };
 
-pub use attach::{btf_pid_offset, sched_info_offsets};
+pub use attach::{btf_pid_offset, kvm_btf_without_tracefs, sched_info_offsets};
 pub use maps::watch_self_raw;
 pub use privileges::check_privileges;
 
@@ -116,6 +117,9 @@ pub struct ProbeOptions {
     pub classic_sched_switch: bool,
     /// Attach the KVM probes (ioctl KVM_RUN, kvm tracepoints).
     pub kvm: bool,
+    /// Attach the kvm tracepoints as classic tracepoints even where their tp_btf
+    /// programs could be used (for tests comparing the two paths, and `bench`).
+    pub classic_kvm: bool,
     /// Capacity of the per-thread map.
     pub max_threads: u32,
     /// Period (ns) of the per-CPU cpu-clock samples that estimate guest time where
@@ -154,6 +158,7 @@ impl Default for ProbeOptions {
         ProbeOptions {
             classic_sched_switch: false,
             kvm: true,
+            classic_kvm: false,
             max_threads: DEFAULT_MAX_THREADS,
             guest_sample_period_ns: 1_000_000,
             ledger: true,

@@ -27,10 +27,24 @@ pub fn render_text(r: &Report, top: usize) -> String {
     if r.retired_threads > 0 {
         let _ = writeln!(s, "  threads retired from the kernel maps after they exited: {}", r.retired_threads);
     }
+    if let Some(line) = kvm_probe_paths(&r.host.features.attached) {
+        let _ = writeln!(s, "  {line}");
+    }
     for u in &r.host.features.unavailable {
         let _ = writeln!(s, "  note: {} unavailable: {}", u.probe, u.reason);
     }
     s
+}
+
+/// How the kvm tracepoints were attached, from `host.features.attached`: how many
+/// as tp_btf and how many as classic tracepoints (None where none was).
+pub fn kvm_probe_paths(attached: &[String]) -> Option<String> {
+    let is_kvm = |p: &&String| p.split(':').nth(1).is_some_and(|c| c.starts_with("kvm"));
+    let btf = attached.iter().filter(is_kvm).filter(|p| p.starts_with("tp_btf:")).count();
+    let classic = attached.iter().filter(is_kvm).filter(|p| p.starts_with("tracepoint:")).count();
+    (btf + classic > 0).then(|| {
+        format!("kvm probes: {btf} as tp_btf, {classic} as classic tracepoints (host.features.attached names each)")
+    })
 }
 
 /// " (cause n, cause n)", or nothing when no cause is known.
@@ -123,5 +137,28 @@ fn render_vm(s: &mut String, vm: &VmReport) {
             ms(v.vmm_user_ns),
             v.migrations
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_probe_paths_count_each_path_and_skip_the_others() {
+        let attached: Vec<String> = [
+            "tp_btf:sched_switch",
+            "tracepoint:syscalls:sys_enter_ioctl",
+            "tp_btf:kvm:kvm_exit",
+            "tracepoint:kvm:kvm_pio",
+            "tp_btf:kvmmmu:kvm_mmu_set_spte",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            kvm_probe_paths(&attached).unwrap(),
+            "kvm probes: 2 as tp_btf, 1 as classic tracepoints (host.features.attached names each)"
+        );
+        assert_eq!(kvm_probe_paths(&attached[..2]), None);
     }
 }
