@@ -208,6 +208,7 @@ impl Maps {
             entries(&self.exited, map::EXITED)?.into_iter().filter(|(_, m)| m.is_final() && m.retiring == 0).collect();
         let mut tids = HashSet::new();
         let before = into.count;
+        into.begin_step();
         for (tid, mark) in marked {
             self.retire_thread(tid, mark, into)?;
             tids.insert(tid);

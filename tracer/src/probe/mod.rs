@@ -310,8 +310,25 @@ impl Probes {
         if self.timeline { self.maps.take_timeline() } else { None }
     }
 
-    /// Reads every map.
+    /// Reads every map, with every thread retired so far added back: for reports.
     pub fn read(&self) -> Result<RawCounters, ProbeError> {
+        let mut raw = self.read_maps()?;
+        self.retired.merge_into(&mut raw);
+        Ok(raw)
+    }
+
+    /// Reads every map, with only the threads the last [`Probes::retire_exited`]
+    /// retired added back (`Retired::merge_recent_into`): for deltas between two
+    /// such reads taken each right after a retire step (the live line, the
+    /// timeline). Its size is bounded by the threads alive, not by every thread
+    /// that ever exited.
+    pub fn read_live(&self) -> Result<RawCounters, ProbeError> {
+        let mut raw = self.read_maps()?;
+        self.retired.merge_recent_into(&mut raw);
+        Ok(raw)
+    }
+
+    fn read_maps(&self) -> Result<RawCounters, ProbeError> {
         let mut raw = RawCounters {
             window: self.window,
             nr_cpus: self.nr_cpus,
@@ -321,7 +338,6 @@ impl Probes {
             ..Default::default()
         };
         self.maps.read_into(&mut raw)?;
-        self.retired.merge_into(&mut raw);
         Ok(raw)
     }
 

@@ -49,6 +49,9 @@ pub struct Retired {
     /// entries: their first charges may have gone with them (counted with the
     /// probes' `LOST_REUSED_TID`).
     pub lost_reborn: u64,
+    /// The tids retired by the last retire step (`Probes::retire_exited`): what a
+    /// live snapshot adds back ([`Retired::merge_recent_into`]).
+    pub recent: Vec<u32>,
 }
 
 /// Entries in the kernel maps at one read (before retired threads are added back).
@@ -106,6 +109,7 @@ fn merge_list<V: Copy>(list: &mut Vec<(TidKey, V)>, from: &HashMap<TidKey, V>, a
 impl Retired {
     /// Keeps a thread just retired; an earlier one of the same tid gets a row of its own.
     pub fn add(&mut self, t: RetiredThread) {
+        self.recent.push(t.tid);
         if let Some(old) = self.threads.insert(t.tid, t) {
             self.earlier.push(old);
         }
@@ -143,6 +147,41 @@ impl Retired {
         merge_list(&mut raw.guest_samples, &self.guest_samples, |a, b| *a += b);
         for (k, s) in &self.ledger {
             add_pair(raw.ledger.entry(*k).or_default(), s);
+        }
+        raw.retired_threads = self.count;
+        if let Some(c) = raw.counters.get_mut(tracer_common::counter::LOST_REUSED_TID as usize) {
+            *c += self.lost_reborn;
+        }
+    }
+
+    /// Starts a retire step: the threads it retires are the new `recent`.
+    pub fn begin_step(&mut self) {
+        self.recent.clear();
+    }
+
+    /// Adds to a snapshot of the maps only the threads the last retire step retired,
+    /// with their final totals: enough for per-tick deltas (the live line, the
+    /// timeline), whose previous snapshot still had them alive, while the cost of a
+    /// snapshot stays bounded by the threads alive, not by every thread that ever
+    /// exited. A thread retired under a tid that a live thread has now is left out
+    /// (its last partial tick is not in the deltas). Entries keyed by (tid, ...) and
+    /// ledger pairs of retired threads are not added: the deltas taken from them
+    /// (the live line's top thief) miss the last tick of a thread that exited.
+    pub fn merge_recent_into(&self, raw: &mut RawCounters) {
+        for t in self.recent.iter().filter_map(|tid| self.threads.get(tid)) {
+            if raw.threads.contains_key(&t.tid) {
+                continue;
+            }
+            raw.threads.insert(t.tid, t.stats.clone());
+            if let Some(info) = t.info {
+                raw.thread_info.insert(t.tid, info);
+            }
+            if let Some(v) = t.vcpu {
+                raw.vcpus.insert(t.tid, v);
+            }
+            if t.workload {
+                raw.workload.insert(t.tid);
+            }
         }
         raw.retired_threads = self.count;
         if let Some(c) = raw.counters.get_mut(tracer_common::counter::LOST_REUSED_TID as usize) {
@@ -218,6 +257,40 @@ mod tests {
         assert_eq!(raw.threads[&9][0].on_cpu_ns, 200);
         assert_eq!(raw.earlier_threads, [retired(9, 100)]);
         assert_eq!(raw.retired_threads, 2);
+    }
+
+    #[test]
+    fn a_tick_snapshot_holds_only_the_threads_the_last_step_retired() {
+        let mut r = Retired::default();
+        r.begin_step();
+        r.add(retired(7, 100));
+        r.begin_step();
+        r.add(retired(8, 50));
+        let mut raw = RawCounters::default();
+        r.merge_recent_into(&mut raw);
+        assert_eq!(raw.threads.keys().copied().collect::<Vec<_>>(), [8]);
+        assert_eq!(raw.threads[&8][0].on_cpu_ns, 50);
+        assert!(raw.workload.contains(&8) && raw.thread_info.contains_key(&8));
+        assert_eq!(raw.retired_threads, 2);
+    }
+
+    #[test]
+    fn per_tick_deltas_count_a_retired_threads_last_tick_once() {
+        use crate::account::on_cpu_delta;
+        let mut r = Retired::default();
+        let mut before = RawCounters::default();
+        before.threads.insert(7, vec![stats(60)]);
+        // Step 1 retires tid 7 at 100 ns on CPU: the tick after it adds its last 40.
+        r.begin_step();
+        r.add(retired(7, 100));
+        let mut now = RawCounters::default();
+        r.merge_recent_into(&mut now);
+        assert_eq!(on_cpu_delta(&before, &now), [(7, 40)]);
+        // Step 2 retires nothing: tid 7 is gone and adds nothing more.
+        r.begin_step();
+        let mut later = RawCounters::default();
+        r.merge_recent_into(&mut later);
+        assert!(on_cpu_delta(&now, &later).is_empty());
     }
 
     #[test]

@@ -71,9 +71,11 @@ pub(super) fn who<'a>(now: &'a RawCounters, reg: &'a Registry) -> impl Fn(u32) -
     }
 }
 
-/// A snapshot with every CPU's running interval charged up to now, for live use.
-pub(super) fn live_snapshot(probes: &Probes) -> anyhow::Result<RawCounters> {
-    let mut raw = probes.read()?;
+/// A snapshot with every CPU's running interval charged up to now, for live use:
+/// every thread retired so far in it (`Probes::read`), or, for deltas between
+/// ticks, only those the last retire step retired (`Probes::read_live`).
+pub(super) fn live_snapshot(probes: &Probes, all_retired: bool) -> anyhow::Result<RawCounters> {
+    let mut raw = if all_retired { probes.read()? } else { probes.read_live()? };
     raw.window.stop_ns = crate::sys::monotonic_ns();
     account::close_open_intervals(&mut raw);
     Ok(raw)

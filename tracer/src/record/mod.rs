@@ -165,7 +165,7 @@ impl Tracing {
         // Discovery runs every second even without live output, to see VMs that come and go.
         let interval = opts.live_interval.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        let mut last = self.live.snapshot()?;
+        let mut last = self.live.tick_snapshot()?;
         let mut last_tick = last.clone();
         let mut last_print = Instant::now();
         loop {

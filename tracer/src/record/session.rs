@@ -45,10 +45,12 @@ impl LiveTrace {
     /// The once-a-second step: the counters as of now (every CPU's running interval
     /// charged up to now), which discovery then sees, to follow VMs that come and go.
     /// Threads that exited are retired from the kernel maps first, so that the maps
-    /// stay bounded on a host with process churn.
+    /// stay bounded on a host with process churn. The counters hold the threads
+    /// alive and those retired by this step only ([`LiveTrace::tick_snapshot`]):
+    /// for deltas between ticks, not for a report.
     pub fn tick(&mut self) -> anyhow::Result<RawCounters> {
         self.probes.retire_exited()?;
-        let now = self.snapshot()?;
+        let now = self.tick_snapshot()?;
         self.discovery.observe(&now);
         Ok(now)
     }
@@ -62,9 +64,18 @@ impl LiveTrace {
         Ok(())
     }
 
-    /// The counters as of now, without a discovery step.
+    /// The counters as of now, every thread retired so far included, without a
+    /// discovery step: for a report of the trace so far.
     pub fn snapshot(&self) -> anyhow::Result<RawCounters> {
-        live_snapshot(&self.probes)
+        live_snapshot(&self.probes, true)
+    }
+
+    /// The counters as of now for deltas between ticks: the threads alive and those
+    /// the last retire step retired (whose previous tick still had them alive), so
+    /// that a tick costs memory and CPU by the threads alive, not by every thread
+    /// that ever exited. Take the first before any retire step.
+    pub fn tick_snapshot(&self) -> anyhow::Result<RawCounters> {
+        live_snapshot(&self.probes, false)
     }
 
     /// The report of the trace so far, from a [`LiveTrace::snapshot`], the trace going on.

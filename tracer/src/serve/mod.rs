@@ -99,24 +99,11 @@ fn scrape(live: &LiveTrace, exporter: &mut Exporter) -> anyhow::Result<String> {
     Ok(exporter.render())
 }
 
-/// Entries in each growing map, as read at this scrape.
+/// Entries in each growing kernel map, as read at this scrape: the occupancy
+/// taken before retired threads were added back to the snapshot (they left the
+/// maps; counting them would make the gauge grow with every thread that exited).
 fn map_entries(raw: &RawCounters) -> Vec<(&'static str, u64)> {
-    use tracer_common::names::map;
-    [
-        (map::THREAD_STATS, raw.threads.len()),
-        (map::THREAD_INFO, raw.thread_info.len()),
-        (map::WATCH, raw.workload.len()),
-        (map::VCPU_STATE, raw.vcpus.len()),
-        (map::VCPU_EXITS, raw.exits.len()),
-        (map::USERSPACE_EXITS, raw.userspace_exits.len()),
-        (map::KVM_EVENTS, raw.kvm_events.len()),
-        (map::GUEST_SAMPLES, raw.guest_samples.len()),
-        (map::THREAD_SCHED, raw.sched.len()),
-        (map::LEDGER, raw.ledger.len()),
-    ]
-    .into_iter()
-    .map(|(m, n)| (m, n as u64))
-    .collect()
+    raw.occupancy.maps.iter().map(|&(m, n, _)| (m, n as u64)).collect()
 }
 
 /// The threads of process `pid` now.
