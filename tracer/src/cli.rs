@@ -64,20 +64,8 @@ pub struct RecordArgs {
     /// Threads to list in the summary at the end.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// Use the classic sched_switch tracepoint even where tp_btf works.
-    #[arg(long)]
-    pub classic_sched_switch: bool,
-    /// Attach the kvm tracepoints as classic tracepoints even where their tp_btf
-    /// programs work (those need no tracefs).
-    #[arg(long)]
-    pub classic_kvm: bool,
-    /// Do not attach the KVM probes.
-    #[arg(long)]
-    pub no_kvm: bool,
-    /// Do not keep run-queue states and the preemption ledger (no sched_wakeup probes;
-    /// each context switch then costs less).
-    #[arg(long)]
-    pub no_ledger: bool,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
     /// (victim, thief) pairs to list in the report's ledger.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub ledger_top: usize,
@@ -88,11 +76,6 @@ pub struct RecordArgs {
     /// Events the timeline keeps at most; the rest are counted and reported.
     #[arg(long, value_name = "N", default_value_t = crate::perfetto::DEFAULT_LIMIT, requires = "timeline")]
     pub timeline_limit: u64,
-    /// Threads alive at once that the kernel maps hold (threads that exit are retired
-    /// from them every second); the identity and run-queue maps hold twice as many.
-    #[arg(long, value_name = "N", default_value_t = crate::probe::DEFAULT_MAX_THREADS,
-          value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
-    pub max_threads: u32,
     /// Command to run and trace (everything after --); tracing ends when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -108,6 +91,13 @@ pub struct ServeArgs {
     /// Count this process's threads, and what they fork, as role `workload` (repeatable).
     #[arg(long, value_name = "PID")]
     pub watch: Vec<u32>,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+}
+
+/// Which probes `record` and `serve` attach, and how big their maps are.
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
     /// Use the classic sched_switch tracepoint even where tp_btf works.
     #[arg(long)]
     pub classic_sched_switch: bool,
@@ -118,9 +108,28 @@ pub struct ServeArgs {
     /// Do not attach the KVM probes.
     #[arg(long)]
     pub no_kvm: bool,
-    /// Do not keep run-queue states and the preemption ledger (no vCPU wait by thief role).
+    /// Do not keep run-queue states and the preemption ledger (no sched_wakeup probes,
+    /// no run-queue wait by thief; each context switch then costs less).
     #[arg(long)]
     pub no_ledger: bool,
+    /// Threads alive at once that the kernel maps hold (threads that exit are retired
+    /// from them every second); the identity and run-queue maps hold twice as many.
+    #[arg(long, value_name = "N", default_value_t = crate::probe::DEFAULT_MAX_THREADS,
+          value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
+    pub max_threads: u32,
+}
+
+impl ProbeArgs {
+    pub fn options(&self) -> crate::probe::ProbeOptions {
+        crate::probe::ProbeOptions {
+            classic_sched_switch: self.classic_sched_switch,
+            classic_kvm: self.classic_kvm,
+            kvm: !self.no_kvm,
+            ledger: !self.no_ledger,
+            max_threads: self.max_threads,
+            ..Default::default()
+        }
+    }
 }
 
 /// `--listen`: an IP address and a port.

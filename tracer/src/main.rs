@@ -57,14 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 output: a.output.clone(),
                 command: a.command,
                 live_interval: (a.interval > Duration::ZERO).then_some(a.interval),
-                probe: ProbeOptions {
-                    classic_sched_switch: a.classic_sched_switch,
-                    classic_kvm: a.classic_kvm,
-                    kvm: !a.no_kvm,
-                    ledger: !a.no_ledger,
-                    max_threads: a.max_threads,
-                    ..Default::default()
-                },
+                probe: a.probes.options(),
                 ledger_top: a.ledger_top,
                 timeline: a
                     .timeline
@@ -88,17 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(out.exit_code)
         }
         Command::Serve(a) => {
-            let opts = vmmtrace::serve::ServeOptions {
-                listen: a.listen,
-                probe: ProbeOptions {
-                    classic_sched_switch: a.classic_sched_switch,
-                    classic_kvm: a.classic_kvm,
-                    kvm: !a.no_kvm,
-                    ledger: !a.no_ledger,
-                    ..Default::default()
-                },
-                watch: a.watch,
-            };
+            let opts = vmmtrace::serve::ServeOptions { listen: a.listen, probe: a.probes.options(), watch: a.watch };
             vmmtrace::serve::serve(opts).await?;
             Ok(0)
         }
