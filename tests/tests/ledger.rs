@@ -355,7 +355,9 @@ fn blocking_pair(opts: &ProbeOptions) -> [u64; 2] {
         assert_closes(th);
         assert_wait_all_charged(&report, th);
         *n = th.sched.as_ref().unwrap().wakeups;
-        assert!(*n >= ROUNDS / 2 && *n <= per_round * ROUNDS + 2, "{}: {n} wakeups", th.comm);
+        // A few wakeups come from outside the rounds (the thread's start, its pinning,
+        // the harness): a quiet CI run counted 2003 for pong's 2000 rounds.
+        assert!(*n >= ROUNDS / 2 && *n <= per_round * ROUNDS + 8, "{}: {n} wakeups", th.comm);
     }
     wakeups
 }
