@@ -24,6 +24,16 @@ fn comm() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[ -~()]{0,15}").unwrap()
 }
 
+/// Parses `blob` and, if it parses, asks it every question the probes ask of BTF.
+fn query_every_way(blob: Vec<u8>) {
+    if let Ok(btf) = Btf::parse(blob) {
+        let _ = btf.member_offset("task_struct", "pid");
+        let _ = btf.typedef_proto_params("btf_trace_sched_switch");
+        let _ = btf.typedef_proto_param_types("btf_trace_sched_switch");
+        let _ = btf.has_struct("vcpu_vmx");
+    }
+}
+
 proptest! {
     #[test]
     fn cpu_lists_never_panic(s in any::<String>()) {
@@ -136,12 +146,7 @@ proptest! {
             blob.extend((h % 1024).to_le_bytes());
         }
         blob.extend(body);
-        if let Ok(btf) = Btf::parse(blob) {
-            let _ = btf.member_offset("task_struct", "pid");
-            let _ = btf.typedef_proto_params("btf_trace_sched_switch");
-            let _ = btf.typedef_proto_param_types("btf_trace_sched_switch");
-            let _ = btf.has_struct("vcpu_vmx");
-        }
+        query_every_way(blob);
     }
 
     /// The minimal BTF blob with a few bytes changed (the fuzzer found a type id past
@@ -153,12 +158,7 @@ proptest! {
             let i = at.index(blob.len());
             blob[i] = byte;
         }
-        if let Ok(btf) = Btf::parse(blob) {
-            let _ = btf.member_offset("task_struct", "pid");
-            let _ = btf.typedef_proto_params("btf_trace_sched_switch");
-            let _ = btf.typedef_proto_param_types("btf_trace_sched_switch");
-            let _ = btf.has_struct("vcpu_vmx");
-        }
+        query_every_way(blob);
     }
 
     #[test]

@@ -232,23 +232,16 @@ mod tests {
     /// Builds a tiny BTF blob: int, struct s { int a; struct { int pid; }; },
     /// and typedef t -> ptr -> proto(int, int, int).
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0s\0a\0pid\0t\0";
         let (s_int, s_s, s_a, s_pid, s_t) = (1u32, 5, 7, 9, 13);
-        let mut ty = Vec::new();
-        let mut push = |v: &[u32]| v.iter().for_each(|x| ty.extend_from_slice(&x.to_le_bytes()));
+        let mut ty: Vec<u32> = Vec::new();
+        let mut push = |v: &[u32]| ty.extend_from_slice(v);
         push(&[s_int, KIND_INT << 24, 4, 32]); // 1: int
         push(&[0, (KIND_STRUCT << 24) | 1, 4, s_pid, 1, 0]); // 2: anon struct { int pid @0 }
         push(&[s_s, (KIND_STRUCT << 24) | 2, 8, s_a, 1, 0, 0, 2, 32]); // 3: struct s { a @0; anon @32 bits }
         push(&[0, (KIND_FUNC_PROTO << 24) | 3, 1, 0, 1, 0, 1, 0, 1]); // 4: proto(int,int,int)
         push(&[0, KIND_PTR << 24, 4]); // 5: ptr -> proto
         push(&[s_t, KIND_TYPEDEF << 24, 5]); // 6: typedef t
-        let mut d = vec![0x9f, 0xeb, 1, 0];
-        for v in [24u32, 0, ty.len() as u32, ty.len() as u32, strings.len() as u32] {
-            d.extend_from_slice(&v.to_le_bytes());
-        }
-        d.extend_from_slice(&ty);
-        d.extend_from_slice(strings);
-        d
+        blob_with(&ty)
     }
 
     #[test]
